@@ -1,0 +1,137 @@
+package probe
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+//go:embed probe.o
+var probeObject []byte
+
+// ErrUnsupported is wrapped by every probe error that means the kernel lacks
+// (or refuses) the feature, as opposed to a failure of the probe itself.
+var ErrUnsupported = errors.New("not supported by this kernel")
+
+// EXT reports whether the kernel loads a BPF_PROG_TYPE_EXT program against a
+// global function of an XDP program, attaches it with an freplace link, and
+// attaches the same loaded program to a second target (re-attach, Linux 5.10).
+func EXT() error {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(probeObject))
+	if err != nil {
+		return fmt.Errorf("probe object: %w", err)
+	}
+	loadTarget := func() (*ebpf.Program, error) {
+		return ebpf.NewProgram(spec.Programs["kfm_probe"])
+	}
+	t1, err := loadTarget()
+	if err != nil {
+		return fmt.Errorf("load XDP probe program: %w", err)
+	}
+	defer t1.Close()
+	t2, err := loadTarget()
+	if err != nil {
+		return fmt.Errorf("load XDP probe program: %w", err)
+	}
+	defer t2.Close()
+
+	extSpec := spec.Programs["kfm_probe_ext"].Copy()
+	extSpec.AttachTarget = t1
+	ext, err := ebpf.NewProgram(extSpec)
+	if err != nil {
+		return fmt.Errorf("EXT programs refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+	}
+	defer ext.Close()
+
+	l1, err := link.AttachFreplace(t1, "kfm_probe_target", ext)
+	if err != nil {
+		return fmt.Errorf("freplace attach refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+	}
+	defer l1.Close()
+	l2, err := link.AttachFreplace(t2, "kfm_probe_target", ext)
+	if err != nil {
+		return fmt.Errorf("freplace re-attach to a second target refused (needs Linux 5.10): %w: %w", unwrapErrno(err), ErrUnsupported)
+	}
+	defer l2.Close()
+
+	// The replacement must take effect: kfm_probe now returns XDP_DROP.
+	ret, _, err := t1.Test(make([]byte, 14))
+	if err != nil {
+		return fmt.Errorf("run XDP probe program: %w", err)
+	}
+	if ret != 1 {
+		return fmt.Errorf("freplace attached but not effective (verdict %d, want 1): %w", ret, ErrUnsupported)
+	}
+	return nil
+}
+
+// TCX reports whether the kernel supports TCX links (Linux 6.6). It attaches
+// nothing: a TCX attach to a nonexistent interface fails with ENODEV on
+// kernels that know TCX and with EINVAL on older ones.
+func TCX() error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, -1),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("load TC program: %w", err)
+	}
+	defer prog.Close()
+	l, err := link.AttachTCX(link.TCXOptions{
+		Program:   prog,
+		Attach:    ebpf.AttachTCXIngress,
+		Interface: math.MaxUint32,
+	})
+	switch {
+	case err == nil:
+		l.Close()
+		return errors.New("TCX attach to a nonexistent interface succeeded")
+	case errors.Is(err, unix.ENODEV):
+		return nil
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("TCX links: %w", ErrUnsupported)
+	default:
+		return fmt.Errorf("TCX links refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+	}
+}
+
+// unwrapErrno returns the errno inside err when there is one: cilium/ebpf's
+// EPERM errors carry a "MEMLOCK may be too low" hint that is misleading when
+// a sandbox refuses a program type.
+func unwrapErrno(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+// Prober caches probe results for the lifetime of one command.
+type Prober struct {
+	extOnce, tcxOnce sync.Once
+	extErr, tcxErr   error
+}
+
+// EXT is the cached form of the package-level EXT.
+func (p *Prober) EXT() error {
+	p.extOnce.Do(func() { p.extErr = EXT() })
+	return p.extErr
+}
+
+// TCX is the cached form of the package-level TCX.
+func (p *Prober) TCX() error {
+	p.tcxOnce.Do(func() { p.tcxErr = TCX() })
+	return p.tcxErr
+}

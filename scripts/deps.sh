@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what kfm's build and tests need, and only what is missing.
+# Idempotent: a second run installs nothing and takes a second.
+set -euo pipefail
+
+APT_PACKAGES=(
+	clang-19 llvm-19 libbpf-dev libxdp-dev  # make bpf (libxdp-dev: XDP_RUN_CONFIG header)
+	xdp-tools bpftool                  # interop tests, libxdp's dispatcher object
+	iproute2                           # netns/veth tests
+	qemu-system-x86 busybox-static cpio zstd xz-utils kmod  # kernel VMs
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "deps: installing ${missing[*]}"
+	if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+TOOLS_BIN=${TOOLS_BIN:-$HOME/.cache/kfm/bin}
+mkdir -p "$TOOLS_BIN"
+# go_tool NAME MODULE@VERSION: install a Go tool into TOOLS_BIN unless the
+# exact version is already there.
+go_tool() {
+	local name=$1 pkg=$2 stamp="$TOOLS_BIN/.$1.version"
+	if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return; fi
+	echo "deps: go install $pkg"
+	GOBIN="$TOOLS_BIN" CGO_ENABLED=0 go install "$pkg"
+	echo "$pkg" >"$stamp"
+}
+go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
