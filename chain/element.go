@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 
 	"github.com/kfm-project/kfm/bpf"
 )
@@ -74,16 +73,6 @@ func canonicalParams(obj *bpf.Object, params map[string]string) (map[string]stri
 		out[k] = c
 	}
 	return out, nil
-}
-
-// sortElements orders a chain: priority, then name.
-func sortElements(es []*Element) {
-	slices.SortStableFunc(es, func(a, b *Element) int {
-		if a.Priority != b.Priority {
-			return a.Priority - b.Priority
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
 }
 
 func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
