@@ -23,13 +23,21 @@ fi
 
 TOOLS_BIN=${TOOLS_BIN:-$HOME/.cache/kfm/bin}
 mkdir -p "$TOOLS_BIN"
-# go_tool NAME MODULE@VERSION: install a Go tool into TOOLS_BIN unless the
-# exact version is already there.
+# go_tool NAME MODULE@VERSION: install a Go tool into TOOLS_BIN as NAME unless
+# the exact version is already there. NAME may differ from the package's own
+# binary name (cosign 2 and cosign 3 are both "cosign").
 go_tool() {
-	local name=$1 pkg=$2 stamp="$TOOLS_BIN/.$1.version"
+	local name=$1 pkg=$2 stamp="$TOOLS_BIN/.$1.version" tmp
 	if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return; fi
 	echo "deps: go install $pkg"
-	GOBIN="$TOOLS_BIN" CGO_ENABLED=0 go install "$pkg"
+	tmp=$(mktemp -d)
+	GOBIN="$tmp" CGO_ENABLED=0 go install "$pkg"
+	mv "$tmp"/* "$TOOLS_BIN/$name"
+	rmdir "$tmp"
 	echo "$pkg" >"$stamp"
 }
 go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Signature interop tests (verify, cmd/kfm): both cosign generations, about
+# five minutes each to build the first time.
+go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3
+go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5

@@ -8,4 +8,6 @@
 //
 //	KFM_REQUIRE_PRIVILEGED=1  set by `make test`: root-only tests must run.
 //	KFM_REQUIRE_EXT=1         set inside the kernel VMs: freplace tests must run.
+//	KFM_REQUIRE_TOOLS=1       set by `make test`: interop tests must find their
+//	                          peer program (RequireTool; cosign, cosign2).
 package testenv
