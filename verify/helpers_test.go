@@ -3,6 +3,8 @@ package verify
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,7 +45,10 @@ func pushArtifact(t testing.TB, dst oras.Target, tag string, obj []byte) ocispec
 		obj = make([]byte, 4096)
 		rand.Read(obj)
 	}
-	cfg, err := oras.PushBytes(ctx, dst, testConfigType, []byte(`{"name":"test","programs":[]}`))
+	// The config names the object, so that artifacts share no blob (a test
+	// tampering with one blob on the registry's disk touches one artifact).
+	sum := sha256.Sum256(obj)
+	cfg, err := oras.PushBytes(ctx, dst, testConfigType, []byte(`{"name":"test","object":"`+hex.EncodeToString(sum[:])+`","programs":[]}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -377,13 +377,11 @@ func (c *candidate) verifyCertificate(rule *Rule, artifact func() sgverify.Artif
 	switch {
 	case errors.As(err, &idErr):
 		c.fail(true, who+": not an identity the rule accepts")
-	case strings.Contains(err.Error(), "leaf certificate verification failed"):
-		if !chainsTo(cert, kl.TrustedRoot) {
-			c.fail(true, who+": not issued by a certificate authority of the trusted root "+kl.TrustedRootPath)
-		} else {
-			c.fail(false, fmt.Sprintf("%s: the certificate (valid %s to %s) was not valid when the transparency log or a timestamp authority saw the signature: expired, and no valid timestamp",
-				who, cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339)))
-		}
+	case strings.Contains(err.Error(), "leaf certificate verification failed") && !chainsTo(cert, kl.TrustedRoot):
+		c.fail(true, who+": not issued by a certificate authority of the trusted root "+kl.TrustedRootPath)
+	case strings.Contains(err.Error(), "leaf certificate verification failed") || strings.Contains(err.Error(), "outside certificate validity"):
+		c.fail(false, fmt.Sprintf("%s: the certificate (valid %s to %s) was not valid when the transparency log or a timestamp authority saw the signature: expired, and no valid timestamp (%v)",
+			who, cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339), err))
 	case strings.Contains(err.Error(), "log inclusion") || strings.Contains(err.Error(), "log entr"):
 		c.fail(false, who+": no transparency-log entry of this signature that the trusted root can verify: "+err.Error())
 	case strings.Contains(err.Error(), "timestamp"):
