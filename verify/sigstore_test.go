@@ -2,12 +2,12 @@ package verify
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
