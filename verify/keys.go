@@ -144,7 +144,7 @@ func LoadSigningKey(ctx context.Context, ref string, pf PassFunc) (*SigningKey, 
 		}
 		return NewSigningKey(sv)
 	}
-	data, err := os.ReadFile(ref)
+	data, err := readCapped(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
@@ -287,7 +287,7 @@ func LoadPublicKey(ctx context.Context, ref string) (*PublicKey, error) {
 		}
 		return NewPublicKey(ref, pub)
 	}
-	data, err := os.ReadFile(ref)
+	data, err := readCapped(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}

@@ -21,7 +21,8 @@ import (
 // PolicyVersion is the policy.yaml format version kfm reads.
 const PolicyVersion = 1
 
-// maxPolicySize bounds policy.yaml and trusted_root.json (1 MiB each).
+// maxPolicySize bounds policy.yaml, trusted_root.json and key files (1 MiB
+// each).
 const maxPolicySize = 1 << 20
 
 // Policy is a trust policy (policy.yaml): which signers kfm accepts for which
@@ -149,12 +150,18 @@ func LoadTrustedRoot(path string) (*root.TrustedRoot, error) {
 	return tr, nil
 }
 
+// readCapped reads the regular file path, at most maxPolicySize bytes.
 func readCapped(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPolicySize+1))
 	if err != nil {
 		return nil, err
