@@ -212,4 +212,3 @@ func indent(s, prefix string) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
