@@ -70,12 +70,15 @@ type candidate struct {
 // its referrers (whatever artifactType the referrer index claims: cosign 2.6
 // indexes its bundles as application/vnd.oci.empty.v1+json; a signature
 // manifest is recognised by its layer media type), and the layers of the
-// legacy tag.
-func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocispec.Descriptor, tagRef string) ([]*candidate, error) {
+// legacy tag. A failure to list referrers is an error; a failure to look up
+// the legacy tag (other than its absence) comes back as lookupErr, so that a
+// bundle signature still counts while the caller can say what it could not
+// check.
+func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocispec.Descriptor, tagRef string) (_ []*candidate, lookupErr, _ error) {
 	var out []*candidate
 	referrers, err := registry.Referrers(ctx, src, desc, "")
 	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
-		return nil, fmt.Errorf("list referrers of %s: %w", desc.Digest, err)
+		return nil, nil, fmt.Errorf("list referrers of %s: %w", desc.Digest, err)
 	}
 	for _, r := range referrers {
 		if len(out) >= maxSignatures {
@@ -86,7 +89,7 @@ func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocis
 		}
 		cs, err := bundlesIn(ctx, src, r, desc.Digest)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, cs...)
 	}
@@ -95,17 +98,17 @@ func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocis
 	case err == nil:
 		cs, err := legacyIn(ctx, src, sigDesc)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, cs...)
 	case errors.Is(err, errdef.ErrNotFound):
 	default:
-		return nil, fmt.Errorf("look up legacy signatures %s: %w", tagRef, err)
+		lookupErr = fmt.Errorf("look up legacy signatures %s: %w", tagRef, err)
 	}
 	if len(out) > maxSignatures {
 		out = out[:maxSignatures]
 	}
-	return out, nil
+	return out, lookupErr, nil
 }
 
 // bundlesIn parses the sigstore bundle layers of the referrer manifest r of

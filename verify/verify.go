@@ -138,7 +138,7 @@ func Verify(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, desc 
 	if err != nil {
 		return res, err
 	}
-	cands, err := findSignatures(ctx, src, desc, tagRef)
+	cands, lookupErr, err := findSignatures(ctx, src, desc, tagRef)
 	if err != nil {
 		return res, err
 	}
@@ -156,6 +156,9 @@ func Verify(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, desc 
 	}
 	if rule.Deny {
 		return res, fmt.Errorf("%w: %s: refused by deny rule %s", ErrUntrusted, ref, res.Rule)
+	}
+	if len(cands) == 0 && lookupErr != nil {
+		return res, fmt.Errorf("%s@%s: cannot tell whether it is signed: %w", parsed.Registry+"/"+parsed.Repository, desc.Digest, lookupErr)
 	}
 	if len(cands) == 0 {
 		return res, fmt.Errorf("%w: %s@%s has no signature (no sigstore bundle among its referrers, no legacy tag %s): sign it with `kfm sign` or `cosign sign`",
@@ -180,6 +183,9 @@ func Verify(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, desc 
 			sentinel = ErrUntrusted
 		}
 		problems = append(problems, c.describe()+": "+c.Problem)
+	}
+	if lookupErr != nil {
+		problems = append(problems, lookupErr.Error())
 	}
 	return res, fmt.Errorf("%w: %s@%s: no signature acceptable under rule %s: %s",
 		sentinel, parsed.Registry+"/"+parsed.Repository, desc.Digest, res.Rule, strings.Join(problems, "; "))
