@@ -14,7 +14,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 // bundleOf reads back the sigstore bundle kfm attached to desc.

@@ -8,7 +8,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content/oci"
 
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 // Signatures copied next to a cached bundle verify with the registry gone,

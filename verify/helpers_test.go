@@ -13,7 +13,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 // Media types of a kfm bundle (DESIGN.md "Bundle format"); the tests build

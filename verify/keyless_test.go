@@ -9,7 +9,7 @@ import (
 
 	"oras.land/oras-go/v2/content"
 
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 // keylessPolicy accepts identity/issuer certified under the trusted root.

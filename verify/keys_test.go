@@ -16,7 +16,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/kms/fake" // registers fakekms:// (tests only)
 
 	"github.com/kfm-project/kfm/internal/testenv"
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 // The password of a cosign key comes from KFM_PASSWORD, else

@@ -265,10 +265,15 @@ type keylessFile struct {
 }
 
 // LoadPolicy reads the trust policy at path. Key files and trusted roots it
-// names are read relative to its directory; KMS keys are resolved now.
+// names are read relative to its directory; KMS keys are resolved now. A
+// missing or unreadable file is an error wrapping fs.ErrNotExist or
+// fs.ErrPermission; anything wrong inside it wraps ErrPolicy.
 func LoadPolicy(ctx context.Context, path string) (*Policy, error) {
 	data, err := readCapped(path)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("trust policy: %w", err)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
 	}
 	return ParsePolicy(ctx, path, data, filepath.Dir(path))

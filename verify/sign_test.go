@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kfm-project/kfm/verify/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/registrytest"
 )
 
 func TestSignVerifyRoundTrip(t *testing.T) {
