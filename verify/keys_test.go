@@ -15,8 +15,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature/kms/fake" // registers fakekms:// (tests only)
 
-	"github.com/kfm-project/kfm/internal/testenv"
 	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/testenv"
 )
 
 // The password of a cosign key comes from KFM_PASSWORD, else
