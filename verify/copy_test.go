@@ -9,6 +9,7 @@ import (
 	"oras.land/oras-go/v2/content/oci"
 
 	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/sigstoretest"
 )
 
 // Signatures copied next to a cached bundle verify with the registry gone,
@@ -18,14 +19,14 @@ func TestVerifyFromCacheOffline(t *testing.T) {
 	ctx := context.Background()
 	reg := registrytest.Start(t)
 	key := newTestKey(t)
-	vs := newVirtualSigstore(t)
+	vs := sigstoretest.New(t)
 	repo, ref := testRepo(t, reg, "net/cached")
 
 	keyBoth := pushArtifact(t, repo, "key", nil)
 	mustSign(t, repo, ref, keyBoth, key.priv, FormatBundle)
 	mustSign(t, repo, ref, keyBoth, key.priv, FormatLegacy)
 	keyless := pushArtifact(t, repo, "keyless", nil)
-	if _, err := AttachBundle(ctx, repo, keyless, vs.keylessBundle(t, keyless, keylessOpts{})); err != nil {
+	if _, err := AttachBundle(ctx, repo, keyless, keylessBundle(t, vs, keyless, keylessOpts{})); err != nil {
 		t.Fatal(err)
 	}
 	unsigned := pushArtifact(t, repo, "unsigned", nil)
@@ -57,7 +58,7 @@ func TestVerifyFromCacheOffline(t *testing.T) {
 	if len(res.Signatures) != 2 || !res.Signatures[0].Verified || !res.Signatures[1].Verified {
 		t.Fatalf("want the bundle and the legacy signature, both verified: %+v", res.Signatures)
 	}
-	if _, err := Verify(ctx, store, ref+":keyless", keyless, keylessPolicy(t, vs.writeTrustedRoot(t, vs), releaseID), opts); err != nil {
+	if _, err := Verify(ctx, store, ref+":keyless", keyless, keylessPolicy(t, vs.WriteTrustedRoot(t, vs), releaseID), opts); err != nil {
 		t.Fatalf("keyless, offline: %v", err)
 	}
 	if _, err := Verify(ctx, store, ref+":unsigned", unsigned, keyPolicy(key.pub), opts); !errors.Is(err, ErrUnsigned) {

@@ -10,6 +10,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/sigstoretest"
 )
 
 // keylessPolicy accepts identity/issuer certified under the trusted root.
@@ -31,11 +32,11 @@ var releaseID = Identity{Subject: "release@example.com", Issuer: "https://issuer
 func TestKeyless(t *testing.T) {
 	ctx := context.Background()
 	reg := registrytest.Start(t)
-	vs := newVirtualSigstore(t)
-	otherCA := newVirtualSigstore(t)
-	good := vs.writeTrustedRoot(t, vs)
+	vs := sigstoretest.New(t)
+	otherCA := sigstoretest.New(t)
+	good := vs.WriteTrustedRoot(t, vs)
 	// Same log and timestamp authority, another certificate authority.
-	wrongCA := vs.writeTrustedRoot(t, otherCA)
+	wrongCA := vs.WriteTrustedRoot(t, otherCA)
 
 	tests := []struct {
 		name   string
@@ -68,7 +69,7 @@ func TestKeyless(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			repo, ref := testRepo(t, reg, "net/keyless")
 			desc := pushArtifact(t, repo, "", nil)
-			b := vs.keylessBundle(t, desc, tt.opts)
+			b := keylessBundle(t, vs, desc, tt.opts)
 			if _, err := AttachBundle(ctx, repo, desc, b); err != nil {
 				t.Fatal(err)
 			}
@@ -98,12 +99,12 @@ func TestKeyless(t *testing.T) {
 func TestKeylessAndKeyRulesDoNotMix(t *testing.T) {
 	ctx := context.Background()
 	reg := registrytest.Start(t)
-	vs := newVirtualSigstore(t)
+	vs := sigstoretest.New(t)
 	key := newTestKey(t)
 	repo, ref := testRepo(t, reg, "net/mix")
 
 	d1 := pushArtifact(t, repo, "keyless", nil)
-	if _, err := AttachBundle(ctx, repo, d1, vs.keylessBundle(t, d1, keylessOpts{})); err != nil {
+	if _, err := AttachBundle(ctx, repo, d1, keylessBundle(t, vs, d1, keylessOpts{})); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Verify(ctx, repo, ref+":keyless", d1, keyPolicy(key.pub), nil)
@@ -115,7 +116,7 @@ func TestKeylessAndKeyRulesDoNotMix(t *testing.T) {
 	if _, err := Sign(ctx, repo, ref+":key", d2, key.priv, SignOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Verify(ctx, repo, ref+":key", d2, keylessPolicy(t, vs.writeTrustedRoot(t, vs), releaseID), nil)
+	_, err = Verify(ctx, repo, ref+":key", d2, keylessPolicy(t, vs.WriteTrustedRoot(t, vs), releaseID), nil)
 	if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), "accepts only keyless") {
 		t.Fatalf("key signature under a keyless rule: %v", err)
 	}
@@ -126,8 +127,8 @@ func TestKeylessAndKeyRulesDoNotMix(t *testing.T) {
 func TestLegacyKeyless(t *testing.T) {
 	ctx := context.Background()
 	reg := registrytest.Start(t)
-	vs := newVirtualSigstore(t)
-	good := vs.writeTrustedRoot(t, vs)
+	vs := sigstoretest.New(t)
+	good := vs.WriteTrustedRoot(t, vs)
 	for _, tt := range []struct {
 		name     string
 		identity string
@@ -139,7 +140,11 @@ func TestLegacyKeyless(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			repo, ref := testRepo(t, reg, "net/legacy-keyless")
 			desc := pushArtifact(t, repo, "", nil)
-			pl, ann := vs.legacyKeyless(t, ref, desc, tt.identity, releaseID.Issuer)
+			pl, err := LegacyPayload(ref, desc.Digest, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ann := vs.LegacyKeyless(t, pl, tt.identity, releaseID.Issuer)
 			layer := content.NewDescriptorFromBytes(MediaTypeSimpleSigning, pl)
 			layer.Annotations = ann
 			if _, err := appendLegacy(ctx, repo, LegacyTag(desc.Digest), layer, pl); err != nil {

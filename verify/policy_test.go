@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kfm-project/kfm/internal/sigstoretest"
 )
 
 func TestPolicyGlob(t *testing.T) {
@@ -91,8 +93,8 @@ func TestPolicyMalformed(t *testing.T) {
 	dir := t.TempDir()
 	key := newTestKey(t)
 	copyFile(t, key.pubPath, filepath.Join(dir, "k.pub"))
-	vs := newVirtualSigstore(t)
-	copyFile(t, vs.writeTrustedRoot(t, vs), filepath.Join(dir, "trusted_root.json"))
+	vs := sigstoretest.New(t)
+	copyFile(t, vs.WriteTrustedRoot(t, vs), filepath.Join(dir, "trusted_root.json"))
 	writeFile(t, filepath.Join(dir, "bad.json"), `{"mediaType":"nonsense"}`)
 
 	tests := []struct {
@@ -142,8 +144,8 @@ func TestPolicyMalformed(t *testing.T) {
 
 func TestPolicyKeylessFromFile(t *testing.T) {
 	dir := t.TempDir()
-	vs := newVirtualSigstore(t)
-	copyFile(t, vs.writeTrustedRoot(t, vs), filepath.Join(dir, "roots", "trusted_root.json"))
+	vs := sigstoretest.New(t)
+	copyFile(t, vs.WriteTrustedRoot(t, vs), filepath.Join(dir, "roots", "trusted_root.json"))
 	path := writeFile(t, filepath.Join(dir, "policy.yaml"), `version: 1
 rules:
   - match: registry.example.com/**
