@@ -195,7 +195,7 @@ func withoutLoopback(ps []netip.Prefix) []netip.Prefix {
 func (c *Client) Repository(ctx context.Context, ref Reference) (*remote.Repository, error) {
 	plain, err := c.usePlainHTTP(ctx, ref.Registry)
 	if err != nil {
-		return nil, classify(err, ref.Registry)
+		return nil, classify(err, ref.Registry, ref.Registry)
 	}
 	return &remote.Repository{
 		Client:               c.authClient(ref.Registry),
@@ -211,7 +211,7 @@ func (c *Client) Repository(ctx context.Context, ref Reference) (*remote.Reposit
 func (c *Client) registry(ctx context.Context, host string) (*remote.Registry, error) {
 	plain, err := c.usePlainHTTP(ctx, host)
 	if err != nil {
-		return nil, classify(err, host)
+		return nil, classify(err, host, host)
 	}
 	reg, err := remote.NewRegistry(host)
 	if err != nil {

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +10,7 @@ import (
 
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/kfm-project/kfm/registry/bpfman"
@@ -44,8 +47,9 @@ var (
 )
 
 // classify wraps err from oras-go with the sentinel it stands for and adds
-// what the user can do about it. what names the thing that was asked for.
-func classify(err error, what string) error {
+// what the user can do about it. what names the thing that was asked for,
+// host the registry (for the login hint).
+func classify(err error, what, host string) error {
 	if err == nil {
 		return nil
 	}
@@ -58,7 +62,7 @@ func classify(err error, what string) error {
 	if errors.As(err, &resp) {
 		switch resp.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden:
-			return fmt.Errorf("%s: %w: the registry refused access (HTTP %d); log in with `kfm login %s` (or docker/oras login) and check the user may read the repository", what, ErrUnauthorized, resp.StatusCode, resp.URL.Host)
+			return fmt.Errorf("%s: %w: the registry refused access (HTTP %d); %s", what, ErrUnauthorized, resp.StatusCode, loginHint(host))
 		case http.StatusNotFound:
 			return fmt.Errorf("%s: %w", what, ErrNotFound)
 		case http.StatusRequestEntityTooLarge:
@@ -66,6 +70,8 @@ func classify(err error, what string) error {
 		}
 	}
 	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		return fmt.Errorf("%s: %w: the registry wants credentials and none are stored for %s; %s", what, ErrUnauthorized, host, loginHint(host))
 	case errors.Is(err, errdef.ErrNotFound), errors.Is(err, cache.ErrNotFound):
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	case errors.Is(err, content.ErrMismatchedDigest), errors.Is(err, content.ErrTrailingData),
@@ -78,10 +84,20 @@ func classify(err error, what string) error {
 	case errors.Is(err, errdef.ErrInvalidReference):
 		return fmt.Errorf("%s: %w: %w", what, ErrInvalidReference, err)
 	}
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
+		return fmt.Errorf("%s: %w: the registry's TLS certificate is not trusted (%v); pass --ca-file with the CA that signed it", what, ErrUnreachable, err)
+	}
 	var netErr net.Error
 	var opErr *net.OpError
 	if errors.As(err, &opErr) || errors.As(err, &netErr) || errors.Is(err, http.ErrSchemeMismatch) {
 		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+func loginHint(host string) string {
+	return fmt.Sprintf("log in with `kfm login %s -u USER --password-stdin` (docker, oras and helm logins work too) and check that the user may access the repository", host)
 }

@@ -23,7 +23,7 @@ func (c *Client) Login(ctx context.Context, host, username, password string) err
 		return err
 	}
 	if err := credentials.Login(ctx, c.creds, reg, auth.Credential{Username: username, Password: password}); err != nil {
-		return classify(err, "login "+host)
+		return classify(err, "login "+host, host)
 	}
 	return nil
 }

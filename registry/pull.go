@@ -71,7 +71,7 @@ func (c *Client) Resolve(ctx context.Context, ref Reference, opts PullOptions) (
 	}
 	desc, err := repo.Resolve(ctx, ref.orasRef().Reference)
 	if err != nil {
-		return Reference{}, ocispec.Descriptor{}, classify(err, ref.String())
+		return Reference{}, ocispec.Descriptor{}, classify(err, ref.String(), ref.Registry)
 	}
 	if ref.IsPinned() && desc.Digest != ref.Digest {
 		return Reference{}, ocispec.Descriptor{}, fmt.Errorf("%s: %w: the registry answered with %s", ref, ErrDigestMismatch, desc.Digest)
@@ -250,7 +250,7 @@ func (s *remoteSource) fetch(ctx context.Context, desc ocispec.Descriptor, max i
 	}
 	rc, err := s.repo.Fetch(ctx, desc)
 	if err != nil {
-		return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest))
+		return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)
 	}
 	defer rc.Close()
 	var r io.Reader = rc
@@ -289,7 +289,7 @@ type cacheSource struct{ c *cache.Cache }
 func (s cacheSource) fetch(ctx context.Context, desc ocispec.Descriptor, max int64, kind string) ([]byte, error) {
 	data, err := s.c.FetchAll(ctx, desc, max)
 	if err != nil {
-		return nil, classify(err, fmt.Sprintf("cached %s %s", kind, desc.Digest))
+		return nil, classify(err, fmt.Sprintf("cached %s %s", kind, desc.Digest), "")
 	}
 	return data, nil
 }
@@ -576,7 +576,7 @@ func (c *Client) FetchReferrers(ctx context.Context, ref Reference) ([]ocispec.D
 		return nil
 	})
 	if err != nil {
-		return nil, classify(err, ref.String()+" referrers")
+		return nil, classify(err, ref.String()+" referrers", ref.Registry)
 	}
 	src := &remoteSource{repo: repo, ref: ref.String()}
 	var copied []ocispec.Descriptor
@@ -591,7 +591,7 @@ func (c *Client) FetchReferrers(ctx context.Context, ref Reference) ([]ocispec.D
 	switch {
 	case errors.Is(err, errdef.ErrNotFound):
 	case err != nil:
-		return copied, classify(err, ref.Repo()+":"+sigTag)
+		return copied, classify(err, ref.Repo()+":"+sigTag, ref.Registry)
 	default:
 		if err := c.copyGraph(ctx, src, sigDesc); err != nil {
 			return copied, fmt.Errorf("%s:%s: %w", ref.Repo(), sigTag, err)

@@ -29,13 +29,13 @@ func (c *Client) Publish(ctx context.Context, b *Bundle, ref Reference) (Referen
 	}{{layer, b.Object}, {b.Manifest.Config, b.configJSON}} {
 		ok, err := repo.Exists(ctx, bl.desc)
 		if err != nil {
-			return Reference{}, classify(err, ref.String())
+			return Reference{}, classify(err, ref.String(), ref.Registry)
 		}
 		if ok {
 			continue
 		}
 		if err := repo.Push(ctx, plain(bl.desc), bytes.NewReader(bl.data)); err != nil {
-			return Reference{}, classify(err, ref.String())
+			return Reference{}, classify(err, ref.String(), ref.Registry)
 		}
 	}
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: b.Digest, Size: b.Size}
@@ -45,7 +45,7 @@ func (c *Client) Publish(ctx context.Context, b *Bundle, ref Reference) (Referen
 		err = repo.Push(ctx, desc, bytes.NewReader(b.manifestJSON))
 	}
 	if err != nil {
-		return Reference{}, classify(err, ref.String())
+		return Reference{}, classify(err, ref.String(), ref.Registry)
 	}
 	pinned := ref.Pinned(b.Digest)
 	b.Reference = pinned

@@ -22,6 +22,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -169,7 +170,7 @@ func Start(tb testing.TB, opts Options) *Registry {
 		r.app = handlers.NewApp(context.Background(), cfg)
 		handler = r.app
 	}()
-	r.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	r.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	if opts.TLS {
 		cert, caPEM, err := makeCerts()
 		if err != nil {
