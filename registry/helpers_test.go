@@ -132,4 +132,6 @@ func cacheBlobs(t testing.TB, c *cache.Cache) []string {
 	return out
 }
 
-func authCred(user, pass string) auth.Credential { return auth.Credential{Username: user, Password: pass} }
+func authCred(user, pass string) auth.Credential {
+	return auth.Credential{Username: user, Password: pass}
+}
