@@ -135,3 +135,5 @@ func cacheBlobs(t testing.TB, c *cache.Cache) []string {
 func authCred(user, pass string) auth.Credential {
 	return auth.Credential{Username: user, Password: pass}
 }
+
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
