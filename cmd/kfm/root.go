@@ -86,6 +86,10 @@ inside the programs.`,
 
 	root.AddCommand(
 		newInspectCommand(g),
+		newPublishCommand(g),
+		newPullCommand(g),
+		newLoginCommand(g),
+		newLogoutCommand(g),
 	)
 	return root
 }
