@@ -55,8 +55,10 @@ test-host: deps
 test-kernels: deps
 	$(GO) run ./internal/kernelvm/cmd/kernel-tests
 
-# Everything CI runs. Privileged tests may not skip here.
+# Everything CI runs. Privileged tests may not skip here, nor tests that
+# drive external tools (the oras CLI, installed by deps).
 test: export KFM_REQUIRE_PRIVILEGED = 1
+test: export KFM_REQUIRE_TOOLS = 1
 test: deps lint bpf-check test-host test-kernels
 
 bench: deps

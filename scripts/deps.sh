@@ -33,3 +33,4 @@ go_tool() {
 	echo "$pkg" >"$stamp"
 }
 go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchmark
