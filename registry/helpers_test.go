@@ -137,3 +137,5 @@ func authCred(user, pass string) auth.Credential {
 }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+func cacheOpen(dir string) (*cache.Cache, error) { return cache.Open(context.Background(), dir) }

@@ -22,7 +22,7 @@ type orasCLI struct {
 	dockerConf string
 }
 
-func newOras(t *testing.T) *orasCLI {
+func newOras(t testing.TB) *orasCLI {
 	t.Helper()
 	path := testenv.RequireTool(t, "oras")
 	home := t.TempDir()

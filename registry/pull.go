@@ -107,40 +107,57 @@ func (c *Client) resolveCached(ctx context.Context, ref Reference) (Reference, o
 // only then is anything written to the cache, so a refused bundle leaves no
 // trace there.
 func (c *Client) Fetch(ctx context.Context, ref Reference, desc ocispec.Descriptor, opts PullOptions) error {
+	_, err := c.fetch(ctx, ref, desc, opts)
+	return err
+}
+
+// fetch is Fetch; it returns the bundle it validated (nil when the cache
+// had it already).
+func (c *Client) fetch(ctx context.Context, ref Reference, desc ocispec.Descriptor, opts PullOptions) (*Bundle, error) {
 	if !ref.IsPinned() || desc.Digest != ref.Digest {
-		return fmt.Errorf("%s: Fetch needs the pinned reference and descriptor from Resolve", ref)
+		return nil, fmt.Errorf("%s: Fetch needs the pinned reference and descriptor from Resolve", ref)
 	}
 	if c.opts.Cache == nil {
-		return fmt.Errorf("%s: no cache configured", ref)
+		return nil, fmt.Errorf("%s: no cache configured", ref)
 	}
-	if ok, err := c.cached(ctx, ref, desc); err != nil {
-		return err
+	if ok, err := c.cached(ctx, desc); err != nil {
+		return nil, err
 	} else if ok {
 		if opts.Progress != nil {
 			opts.Progress(Progress{Reference: ref.String(), Kind: kindOf(desc), Digest: desc.Digest, Done: desc.Size, Total: desc.Size, Cached: true, Finished: true})
 		}
-		return c.tagCache(ctx, ref, desc)
+		return nil, c.tagCache(ctx, ref, desc)
 	}
 	if opts.Offline {
-		return fmt.Errorf("%s: %w: pull it first (without --offline)", ref, ErrNotCached)
+		return nil, fmt.Errorf("%s: %w: pull it first (without --offline)", ref, ErrNotCached)
 	}
 	repo, err := c.Repository(ctx, ref)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	src := &remoteSource{repo: repo, progress: opts.Progress, ref: ref.String()}
-	_, blobs, err := c.load(ctx, src, ref, desc)
+	b, blobs, err := c.load(ctx, src, ref, desc)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Blobs first, manifests last: a manifest in the cache means that
-	// everything it points to is there.
-	for _, b := range blobs {
-		if err := c.opts.Cache.Push(ctx, b.desc, bytes.NewReader(b.data)); err != nil {
-			return fmt.Errorf("%s: cache: %w", ref, err)
+	// Blobs first, the root manifest last, tagged in the same step: a
+	// manifest in the cache means that everything it points to is there.
+	var tags []string
+	if tag := ref.TagRef(); tag != "" {
+		tags = append(tags, tag)
+	}
+	for i, bl := range blobs {
+		var err error
+		if i == len(blobs)-1 {
+			err = c.opts.Cache.PushTagged(ctx, bl.desc, bytes.NewReader(bl.data), tags...)
+		} else {
+			err = c.opts.Cache.Push(ctx, bl.desc, bytes.NewReader(bl.data))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: cache: %w", ref, err)
 		}
 	}
-	return c.tagCache(ctx, ref, desc)
+	return b, nil
 }
 
 func (c *Client) tagCache(ctx context.Context, ref Reference, desc ocispec.Descriptor) error {
@@ -152,19 +169,42 @@ func (c *Client) tagCache(ctx context.Context, ref Reference, desc ocispec.Descr
 	return nil
 }
 
-// cached reports whether the cache holds the manifest desc and everything
-// it points to.
-func (c *Client) cached(ctx context.Context, ref Reference, desc ocispec.Descriptor) (bool, error) {
+// cached reports whether the cache holds the manifest desc and every blob
+// it points to (their bytes are verified again by Open). A bundle with a
+// blob missing counts as not cached and is fetched again.
+func (c *Client) cached(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	if _, err := c.opts.Cache.Resolve(ctx, desc.Digest.String()); err != nil {
 		if errors.Is(err, cache.ErrNotFound) {
 			return false, nil
 		}
 		return false, err
 	}
-	// A cached bundle that no longer opens (a blob deleted or changed on
-	// disk) counts as missing and is fetched again.
-	_, _, err := c.load(ctx, cacheSource{c.opts.Cache}, ref, desc)
-	return err == nil, nil
+	var check func(d ocispec.Descriptor, depth int) bool
+	check = func(d ocispec.Descriptor, depth int) bool {
+		data, err := c.opts.Cache.FetchAll(ctx, d, c.limits.MaxManifestSize)
+		if err != nil {
+			return false
+		}
+		var m anyManifest
+		if json.Unmarshal(data, &m) != nil {
+			return false
+		}
+		if isIndex(d.MediaType) {
+			child, err := pickPlatform(m.Manifests)
+			return err == nil && depth == 0 && check(child, depth+1)
+		}
+		blobs := m.Layers
+		if m.Config != nil {
+			blobs = append(blobs, *m.Config)
+		}
+		for _, b := range blobs {
+			if ok, err := c.opts.Cache.Exists(ctx, b); err != nil || !ok {
+				return false
+			}
+		}
+		return true
+	}
+	return check(desc, 0), nil
 }
 
 // Open reads the bundle of a pinned reference from the cache only,
@@ -197,8 +237,14 @@ func (c *Client) Pull(ctx context.Context, ref Reference, opts PullOptions) (*Bu
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Fetch(ctx, pinned, desc, opts); err != nil {
+	b, err := c.fetch(ctx, pinned, desc, opts)
+	if err != nil {
 		return nil, err
+	}
+	if b != nil {
+		// Just fetched and validated: the same verified bytes the
+		// cache now holds.
+		return b, nil
 	}
 	return c.Open(ctx, pinned)
 }

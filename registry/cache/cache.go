@@ -110,12 +110,17 @@ func (c *Cache) locked(ctx context.Context, exclusive bool, fn func(s *oci.Store
 	}
 	err = fn(c.store)
 	if exclusive {
-		// The graph of the in-memory store may lag behind index.json
-		// after a failed or partial change: reload next time.
-		c.store = nil
 		binary.LittleEndian.PutUint64(buf[:], gen+1)
 		if _, werr := f.WriteAt(buf[:], 0); werr != nil && err == nil {
 			err = fmt.Errorf("cache %s: %w", c.dir, werr)
+		}
+		if err != nil {
+			// After a failed change the in-memory graph may differ
+			// from index.json: reload next time.
+			c.store = nil
+		} else {
+			// Every change went through this store: it is current.
+			c.gen = gen + 1
 		}
 	}
 	return err
@@ -225,6 +230,12 @@ func (c *Cache) FetchAll(ctx context.Context, desc ocispec.Descriptor, max int64
 // error. A manifest is added to index.json (untagged) so that Resolve by
 // digest and Referrers find it; push its config and layers first.
 func (c *Cache) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	return c.PushTagged(ctx, desc, r)
+}
+
+// PushTagged is Push, and for a manifest also Tag with each of tags (full
+// references) in the same locked step. Tags on a blob are ignored.
+func (c *Cache) PushTagged(ctx context.Context, desc ocispec.Descriptor, r io.Reader, tags ...string) error {
 	if !isManifest(desc.MediaType) {
 		err := c.storage.Push(ctx, desc, r)
 		if errors.Is(err, errdef.ErrAlreadyExists) {
@@ -235,10 +246,20 @@ func (c *Cache) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) 
 	return c.locked(ctx, true, func(s *oci.Store) error {
 		err := s.Push(ctx, desc, r)
 		if errors.Is(err, errdef.ErrAlreadyExists) {
-			// The blob is there; make sure the index knows it.
-			return s.Tag(ctx, desc, desc.Digest.String())
+			// The blob is there; make sure the index knows it. The
+			// graph may not: reload it next time.
+			err = s.Tag(ctx, desc, desc.Digest.String())
+			c.store = nil
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		for _, ref := range tags {
+			if err := s.Tag(ctx, desc, ref); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
