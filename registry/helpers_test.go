@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -139,3 +140,32 @@ func authCred(user, pass string) auth.Credential {
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 
 func cacheOpen(dir string) (*cache.Cache, error) { return cache.Open(context.Background(), dir) }
+
+// exampleTB is the testing.TB the Example functions give testregistry;
+// cleanup runs what it registered.
+type exampleTB struct {
+	testing.TB
+	cleanups []func()
+	dirs     []string
+}
+
+func (e *exampleTB) Helper() {}
+func (e *exampleTB) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
+func (e *exampleTB) TempDir() string {
+	d, err := os.MkdirTemp("", "kfm-example")
+	if err != nil {
+		panic(err)
+	}
+	e.dirs = append(e.dirs, d)
+	return d
+}
+func (e *exampleTB) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
+func (e *exampleTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+func (e *exampleTB) cleanup() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+	for _, d := range e.dirs {
+		os.RemoveAll(d)
+	}
+}
