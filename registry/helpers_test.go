@@ -149,7 +149,7 @@ type exampleTB struct {
 	dirs     []string
 }
 
-func (e *exampleTB) Helper() {}
+func (e *exampleTB) Helper()          {}
 func (e *exampleTB) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
 func (e *exampleTB) TempDir() string {
 	d, err := os.MkdirTemp("", "kfm-example")
