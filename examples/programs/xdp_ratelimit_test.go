@@ -176,8 +176,8 @@ func TestXDPRateLimitDefaults(t *testing.T) {
 
 func TestXDPRateLimitParams(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		params   map[string]any
+		name   string
+		params map[string]any
 		passes int // of 20 packets from one source sent at once
 	}{
 		// burst 0 admits nothing.
