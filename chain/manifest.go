@@ -23,6 +23,10 @@ const ManifestVersion = 1
 // messages start with file:line.
 var ErrManifest = errors.New("invalid manifest")
 
+// ErrLockMismatch: kfm.lock does not pin what kfm.yaml asks for (apply
+// --locked refuses to run).
+var ErrLockMismatch = errors.New("kfm.lock does not match kfm.yaml")
+
 // Manifest is kfm.yaml: the chains a host wants.
 //
 //	version: 1
