@@ -19,9 +19,9 @@
  *   stats    PERCPU_ARRAY, 1 entry of struct ratelimit_stats {passed,
  *            dropped}: IPv4 packets passed and dropped by the limiter.
  *
- * Buckets are updated without locks: when one source hits several CPUs at
- * the same instant, the limit is approximate, never stricter than configured
- * by more than the packets in flight.
+ * Buckets are updated without locks (which keeps the program loadable on
+ * any kernel): when packets of one source reach several CPUs at the same
+ * instant, a few of them may pass or be dropped against the exact count.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
