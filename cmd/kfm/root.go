@@ -86,6 +86,9 @@ inside the programs.`,
 
 	root.AddCommand(
 		newInspectCommand(g),
+		newInstallCommand(g),
+		newRemoveCommand(g),
+		newStatusCommand(g),
 		newPublishCommand(g),
 		newPullCommand(g),
 		newLoginCommand(g),
