@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -118,8 +119,9 @@ type progressBars struct {
 	bars map[string]*mpb.Bar
 }
 
-func newProgressBars(w io.Writer) *progressBars {
-	return &progressBars{p: mpb.New(mpb.WithOutput(w), mpb.WithWidth(32)), bars: map[string]*mpb.Bar{}}
+func newProgressBars(w io.Writer, opts ...mpb.ContainerOption) *progressBars {
+	opts = append([]mpb.ContainerOption{mpb.WithOutput(w)}, opts...)
+	return &progressBars{p: mpb.New(opts...), bars: map[string]*mpb.Bar{}}
 }
 
 func (pb *progressBars) update(p registry.Progress) {
@@ -127,7 +129,7 @@ func (pb *progressBars) update(p registry.Progress) {
 	pb.mu.Lock()
 	bar, ok := pb.bars[key]
 	if !ok {
-		label := fmt.Sprintf("%s %s %s", p.Reference, p.Kind, p.Digest.Encoded()[:12])
+		label := fmt.Sprintf("%s %s %s", shortRef(p.Reference), p.Kind, shortDigest(p.Digest.Encoded()))
 		done := "done"
 		if p.Cached {
 			done = "cached"
@@ -153,4 +155,21 @@ func (pb *progressBars) wait() {
 	}
 	pb.mu.Unlock()
 	pb.p.Wait()
+}
+
+// shortRef is the last path element of a reference, with tag (and the
+// digest cut short), for progress lines.
+func shortRef(ref string) string {
+	ref = ref[strings.LastIndexByte(ref, '/')+1:]
+	if i := strings.IndexByte(ref, '@'); i >= 0 {
+		ref = ref[:i]
+	}
+	return ref
+}
+
+func shortDigest(hex string) string {
+	if len(hex) > 12 {
+		return hex[:12]
+	}
+	return hex
 }

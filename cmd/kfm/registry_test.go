@@ -9,7 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+	"github.com/vbauerster/mpb/v8"
+
 	"github.com/kfm-project/kfm/internal/testregistry"
+	"github.com/kfm-project/kfm/registry"
 )
 
 // kfm runs the command in-process and returns stdout, stderr and the exit
@@ -206,5 +210,27 @@ func TestCLIErrors(t *testing.T) {
 				t.Errorf("exit %d (want %d), stderr %q (want %q)", code, tc.code, stderr, tc.want)
 			}
 		})
+	}
+}
+
+// The terminal progress display: one bar per blob, cached blobs complete at
+// once, partial transfers advance.
+func TestProgressBars(t *testing.T) {
+	var buf bytes.Buffer
+	// mpb draws only on terminals unless told otherwise.
+	pb := newProgressBars(&buf, mpb.WithAutoRefresh(), mpb.WithWidth(120))
+	d := "sha256:" + strings.Repeat("ab", 32)
+	pb.update(registry.Progress{Reference: "r.example/x:1", Kind: "layer", Digest: digest.Digest(d), Done: 512, Total: 2048})
+	pb.update(registry.Progress{Reference: "r.example/x:1", Kind: "layer", Digest: digest.Digest(d), Done: 2048, Total: 2048, Finished: true})
+	pb.update(registry.Progress{Reference: "r.example/y:1", Kind: "manifest", Digest: digest.Digest(d), Done: 100, Total: 100, Cached: true, Finished: true})
+	pb.wait()
+	out := buf.String()
+	for _, want := range []string{"x:1 layer abababababab", "y:1 manifest", "cached", "done"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress output lacks %q: %q", want, out)
+		}
+	}
+	if len(pb.bars) != 2 {
+		t.Errorf("%d bars for 2 blobs", len(pb.bars))
 	}
 }
