@@ -92,6 +92,7 @@ type Client struct {
 	creds  credentials.Store
 	http   *http.Client
 
+	probeMu  sync.Mutex // serialises scheme probes
 	mu       sync.Mutex
 	auths    map[string]*auth.Client // per registry host
 	plain    map[string]bool         // probed scheme of loopback hosts
@@ -232,6 +233,9 @@ func (c *Client) usePlainHTTP(ctx context.Context, host string) (bool, error) {
 	if !IsLoopback(host) {
 		return false, nil
 	}
+	// One probe per host, even when many pulls start at once.
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
 	c.mu.Lock()
 	plain, ok := c.plain[host]
 	c.mu.Unlock()
