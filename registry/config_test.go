@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kfm-project/kfm/internal/testprogs"
 	"github.com/kfm-project/kfm/registry"
 )
 
@@ -130,5 +132,25 @@ func TestPackWithoutBundleFile(t *testing.T) {
 	}
 	if _, ok := m.Annotations[registry.AnnotationVersion]; ok {
 		t.Error("empty version annotated")
+	}
+}
+
+// Frags-aware XDP programs announce what they need; the sample programs
+// all pack.
+func TestPackTestPrograms(t *testing.T) {
+	for _, name := range testprogs.Names() {
+		obj, err := testprogs.Object(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := registry.Pack(obj, registry.PackOptions{Name: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		p := b.Config.Programs[0]
+		frags := slices.Contains(p.RequiredFeatures, "xdp-frags")
+		if frags != (name == "xdp_frags") {
+			t.Errorf("%s: requiredFeatures %v", name, p.RequiredFeatures)
+		}
 	}
 }

@@ -165,9 +165,20 @@ func buildConfig(obj *bpf.Object, opts PackOptions) (*Config, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("the bundle has no name: set name in bundle.yaml or pass --name")
 	}
+	chainable := false
+	for _, p := range obj.Programs {
+		chainable = chainable || len(p.Hooks) > 0
+	}
+	if !chainable {
+		return nil, fmt.Errorf("the object has no program kfm can chain (xdp or sched_cls); it has %s", programTypes(obj))
+	}
 	for _, p := range bf.Programs {
-		if _, err := obj.Program(p.Function); err != nil {
+		prog, err := obj.Program(p.Function)
+		if err != nil {
 			return nil, fmt.Errorf("bundle.yaml declares program %s: %w", p.Function, err)
+		}
+		if len(prog.Hooks) == 0 {
+			return nil, fmt.Errorf("bundle.yaml declares program %s, a %s program; kfm chains xdp and sched_cls programs", p.Function, prog.Type)
 		}
 	}
 	spec, err := obj.Spec(nil)
@@ -294,6 +305,14 @@ func references(spec *ebpf.CollectionSpec, function string) (params, maps map[st
 		}
 	}
 	return params, maps
+}
+
+func programTypes(obj *bpf.Object) string {
+	var s []string
+	for _, p := range obj.Programs {
+		s = append(s, p.Function+" ("+p.Type+")")
+	}
+	return strings.Join(s, ", ")
 }
 
 func hookList(hs []bpf.Hook) string {
