@@ -14,8 +14,8 @@ import (
 
 // BenchmarkPull10 pulls 10 bundles from a local registry (plain HTTP on
 // 127.0.0.1), cold (empty cache) and warm (everything cached, tags still
-// resolved at the registry), with kfm (one client, PullAll, concurrent) and
-// with the oras CLI (one `oras pull` per bundle, one after the other; warm
+// resolved at the registry), with kfm (one client, PullAll, concurrent, and
+// for comparison one at a time) and with the oras CLI (one `oras pull` per bundle, one after the other; warm
 // means its blob cache ORAS_CACHE is filled). Every kfm iteration uses a new
 // client, as a new kfm process would. Compare ns/op of the kfm and oras
 // sub-benchmarks of the same run.
@@ -30,13 +30,14 @@ func BenchmarkPull10(b *testing.B) {
 	}
 	want := readObject(b)
 
-	kfmPull := func(b *testing.B, cacheDir string) {
+	kfmPull := func(b *testing.B, cacheDir string, concurrency int) {
 		c := newClient(b, r, func(o *registry.Options) {
 			cc, err := cacheOpen(cacheDir)
 			if err != nil {
 				b.Fatal(err)
 			}
 			o.Cache = cc
+			o.Concurrency = concurrency
 		})
 		bs, err := c.PullAll(ctx, refs, registry.PullOptions{})
 		if err != nil {
@@ -46,21 +47,28 @@ func BenchmarkPull10(b *testing.B) {
 			b.Fatal("wrong object")
 		}
 	}
-	b.Run("cold/kfm", func(b *testing.B) {
-		for b.Loop() {
-			b.StopTimer()
+	// kfm: the default (8 transfers at once), and one at a time to show
+	// what concurrency buys.
+	for _, k := range []struct {
+		name        string
+		concurrency int
+	}{{"kfm", 8}, {"kfm-serial", 1}} {
+		b.Run("cold/"+k.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				dir := filepath.Join(b.TempDir(), "oci")
+				b.StartTimer()
+				kfmPull(b, dir, k.concurrency)
+			}
+		})
+		b.Run("warm/"+k.name, func(b *testing.B) {
 			dir := filepath.Join(b.TempDir(), "oci")
-			b.StartTimer()
-			kfmPull(b, dir)
-		}
-	})
-	b.Run("warm/kfm", func(b *testing.B) {
-		dir := filepath.Join(b.TempDir(), "oci")
-		kfmPull(b, dir)
-		for b.Loop() {
-			kfmPull(b, dir)
-		}
-	})
+			kfmPull(b, dir, k.concurrency)
+			for b.Loop() {
+				kfmPull(b, dir, k.concurrency)
+			}
+		})
+	}
 
 	orasPull := func(b *testing.B, o *orasCLI, out string) {
 		for _, ref := range refs {
