@@ -9,7 +9,7 @@ export PATH  := $(TOOLS_BIN):$(PATH)
 
 # Every C source of a BPF object: kfm's own programs under bpf/ and the
 # sample marketplace programs. Each X.c compiles to the committed X.o beside it.
-BPF_SRCS     := $(sort $(shell find bpf examples internal -name '*.c' -not -path '*/testdata/*'))
+BPF_SRCS     := $(sort $(shell find bpf examples internal -name '*.c'))
 BPF_OBJS     := $(BPF_SRCS:.c=.o)
 BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
                 -I/usr/include/x86_64-linux-gnu -Iinclude \

@@ -85,7 +85,10 @@ inside the programs.`,
 	pf.StringVar(&g.bpffs, "bpffs", envOr("KFM_BPFFS", "/sys/fs/bpf"), "BPF filesystem for pins, mounted if missing (env KFM_BPFFS)")
 
 	root.AddCommand(
-	// commands are added here, one constructor a line
+		newInspectCommand(g),
+		newInstallCommand(g),
+		newRemoveCommand(g),
+		newStatusCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,157 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is an XDP attach mode.
+type Mode string
+
+// Attach modes. Offload is recognised so that it can be refused by name.
+const (
+	ModeNative  Mode = "native"
+	ModeSKB     Mode = "skb"
+	ModeOffload Mode = "offload"
+)
+
+// Errors callers branch on.
+var (
+	// ErrOccupied: an attach without an expected program found another
+	// program attached (XDP_FLAGS_UPDATE_IF_NOEXIST refused).
+	ErrOccupied = errors.New("interface already has an XDP program")
+	// ErrChanged: the attached program is not the expected one any more
+	// (someone else replaced it): re-read and retry.
+	ErrChanged = errors.New("attached XDP program changed")
+	// ErrOffload: kfm does not attach in offload mode.
+	ErrOffload = errors.New("XDP offload mode is not supported: use native or skb")
+)
+
+// Netlink attributes the netlink library does not name.
+const (
+	iflaXDPExpectedFD    = 8
+	flagsUpdateIfNoExist = 1 << 0
+	flagsSKBMode         = 1 << 1
+	flagsDrvMode         = 1 << 2
+	flagsHWMode          = 1 << 3
+	flagsReplace         = 1 << 4
+)
+
+// ParseMode parses "native", "skb" (also "generic") and "offload"; "" is
+// native.
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "", "native", "drv":
+		return ModeNative, nil
+	case "skb", "generic":
+		return ModeSKB, nil
+	case "offload", "hw":
+		return ModeOffload, nil
+	default:
+		return "", fmt.Errorf("unknown XDP mode %q: use native or skb", s)
+	}
+}
+
+func (m Mode) flags() (uint32, error) {
+	switch m {
+	case ModeNative, "":
+		return flagsDrvMode, nil
+	case ModeSKB:
+		return flagsSKBMode, nil
+	case ModeOffload:
+		return 0, ErrOffload
+	default:
+		return 0, fmt.Errorf("unknown XDP mode %q", m)
+	}
+}
+
+// Attachment is what an interface's XDP hook runs.
+type Attachment struct {
+	// ProgramID is zero when nothing is attached.
+	ProgramID ebpf.ProgramID
+	Mode      Mode
+}
+
+// Query returns the XDP program attached to the interface.
+func Query(ifindex int) (Attachment, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return Attachment{}, nil
+	}
+	a := Attachment{ProgramID: ebpf.ProgramID(x.ProgId)}
+	switch x.AttachMode {
+	case nl.XDP_ATTACHED_SKB:
+		a.Mode = ModeSKB
+	case nl.XDP_ATTACHED_HW:
+		a.Mode = ModeOffload
+	default:
+		a.Mode = ModeNative
+	}
+	return a, nil
+}
+
+// Replace attaches prog to the interface in mode, atomically replacing
+// expected. With expected nil the hook must be empty (ErrOccupied
+// otherwise); with expected set, ErrChanged reports that another program
+// has taken its place. With prog nil, expected is detached.
+func Replace(ifindex int, prog, expected *ebpf.Program, mode Mode) error {
+	flags, err := mode.flags()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	if prog != nil {
+		fd = prog.FD()
+	}
+	expectedFD := -1
+	if expected != nil {
+		expectedFD = expected.FD()
+		flags |= flagsReplace
+	} else {
+		flags |= flagsUpdateIfNoExist
+	}
+
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(ifindex)
+	req.AddData(msg)
+	attrs := nl.NewRtAttr(unix.IFLA_XDP|unix.NLA_F_NESTED, nil)
+	attrs.AddRtAttr(nl.IFLA_XDP_FD, u32(uint32(int32(fd))))
+	attrs.AddRtAttr(nl.IFLA_XDP_FLAGS, u32(flags))
+	if expected != nil {
+		attrs.AddRtAttr(iflaXDPExpectedFD, u32(uint32(int32(expectedFD))))
+	}
+	req.AddData(attrs)
+	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
+	runtime.KeepAlive(prog)
+	runtime.KeepAlive(expected)
+	switch {
+	case err == nil:
+		return nil
+	case expected == nil && errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("interface %d: %w", ifindex, ErrOccupied)
+	case expected != nil && errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("interface %d: %w", ifindex, ErrChanged)
+	case errors.Is(err, unix.EOPNOTSUPP) && mode == ModeNative:
+		return fmt.Errorf("interface %d: driver has no native XDP support (use --mode skb): %w", ifindex, err)
+	default:
+		return fmt.Errorf("netlink XDP attach on interface %d: %w", ifindex, err)
+	}
+}
+
+func u32(v uint32) []byte {
+	b := make([]byte, 4)
+	binary.NativeEndian.PutUint32(b, v)
+	return b
+}

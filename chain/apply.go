@@ -1,0 +1,413 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// HookSpec is what one hook should run.
+type HookSpec struct {
+	Interface string
+	Hook      bpf.Hook
+	// Backend is "" or "auto" (keep the running backend, or choose one by
+	// feature probe for a new chain) or a backend name (switch to it).
+	Backend string
+	// Mode is the XDP attach mode ("" keeps the current one, else native).
+	Mode string
+	// Elements are kfm's programs for the hook, in any order.
+	Elements []*Element
+	// DropForeign names programs loaded by other tools (by their kernel
+	// name) that the change removes.
+	DropForeign []string
+	// ResetMaps allows upgrades that change map definitions, starting
+	// from empty maps.
+	ResetMaps bool
+}
+
+// hookPlan is one hook's share of an apply.
+type hookPlan struct {
+	target    bpf.Target
+	old       *HookState
+	backend   Backend
+	reason    string
+	previous  Backend    // the backend being replaced (switch), if any
+	prevChain *bpf.Chain // its chain
+	mode      string
+	resetMaps bool
+	current   *bpf.Chain // what the owner runs now, nil if nothing
+	noop      bool       // the hook already runs exactly this chain
+
+	// comps is the chain in run order; elems[i] is the kfm element behind
+	// comps[i], nil for a program another tool loaded.
+	comps  []bpf.Component
+	elems  []*Element
+	maps   []*elementMaps
+	change bpf.Change
+}
+
+// apply makes the hooks in specs run what they say, as one transaction:
+// every program of every hook is loaded (the verifier has passed them all)
+// before the first hook changes; a failure while committing reverts the
+// hooks already switched. The caller holds the host lock; st is updated
+// and saved.
+func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error {
+	var plans []*hookPlan
+	abortAll := func() {
+		for _, p := range plans {
+			p.abort()
+		}
+	}
+	for _, spec := range specs {
+		p, err := m.plan(ctx, st, spec)
+		if err != nil {
+			abortAll()
+			return err
+		}
+		plans = append(plans, p)
+		if p.noop {
+			continue
+		}
+		if err := m.prepare(ctx, p); err != nil {
+			abortAll()
+			return err
+		}
+	}
+
+	// Write ahead: should kfm die during the commits, the next run knows
+	// which running programs are its own.
+	for _, p := range plans {
+		if p.noop {
+			continue
+		}
+		hs := p.draft()
+		if p.old != nil {
+			hs.Elements = p.old.Elements
+		}
+		for i, prog := range p.change.Programs() {
+			if i < len(p.elems) && p.elems[i] != nil {
+				hs.Pending = append(hs.Pending, PendingElement{Name: p.comps[i].Name, Key: p.comps[i].Key, ProgramID: prog.ID})
+			}
+		}
+		st.put(hs)
+	}
+	if err := m.state.save(st); err != nil {
+		abortAll()
+		return fmt.Errorf("write host state: %w", err)
+	}
+
+	for i, p := range plans {
+		if p.noop {
+			continue
+		}
+		if err := p.change.Commit(ctx); err != nil {
+			return m.rollback(ctx, st, plans, i, fmt.Errorf("%s: switch to the new chain: %w", p.target, err))
+		}
+	}
+
+	var errs []error
+	for _, p := range plans {
+		if p.previous != nil {
+			if err := p.previous.Release(ctx, p.target); err != nil {
+				errs = append(errs, fmt.Errorf("%s: clean up after the %s backend: %w", p.target, p.previous.Name(), err))
+			}
+		}
+		for _, em := range p.maps {
+			if err := em.commit(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: pin reset maps: %w", p.target, err))
+			}
+		}
+		hs := p.final()
+		st.put(hs)
+		keep := map[string]bool{}
+		for _, e := range hs.Elements {
+			keep[e.Name] = true
+		}
+		if err := m.maps.gc(p.target, keep); err != nil {
+			errs = append(errs, fmt.Errorf("%s: remove maps of removed programs: %w", p.target, err))
+		}
+		p.close()
+	}
+	if err := m.state.save(st); err != nil {
+		errs = append(errs, fmt.Errorf("write host state: %w", err))
+	}
+	if err := m.state.gcObjects(st); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// rollback undoes plans[:failed] after plans[failed] could not commit.
+func (m *Manager) rollback(ctx context.Context, st *State, plans []*hookPlan, failed int, cause error) error {
+	var reverted []string
+	var errs []error
+	for j := failed - 1; j >= 0; j-- {
+		if plans[j].noop {
+			continue
+		}
+		if err := plans[j].change.Revert(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", plans[j].target, err))
+		} else {
+			reverted = append(reverted, plans[j].target.String())
+		}
+	}
+	for _, p := range plans {
+		p.abort()
+		if p.old != nil {
+			st.put(p.old)
+		} else {
+			st.put(&HookState{Interface: p.target.Interface, Hook: p.target.Hook})
+		}
+	}
+	if err := m.state.save(st); err != nil {
+		errs = append(errs, fmt.Errorf("write host state: %w", err))
+	}
+	err := cause
+	if len(reverted) > 0 {
+		err = fmt.Errorf("%w; rolled back %s to the previous chain", err, strings.Join(reverted, ", "))
+	}
+	if len(errs) > 0 {
+		err = fmt.Errorf("%w; ROLLBACK FAILED: %w", err, errors.Join(errs...))
+	}
+	return err
+}
+
+// plan works out the backend and the components of one hook.
+func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan, error) {
+	t, err := m.target(spec.Interface, spec.Hook)
+	if err != nil {
+		return nil, err
+	}
+	p := &hookPlan{target: t, old: st.find(spec.Interface, spec.Hook), resetMaps: spec.ResetMaps}
+	owner, current, err := m.owner(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.chooseBackend(p, spec, owner, current); err != nil {
+		return nil, err
+	}
+	p.mode = spec.Mode
+	if p.mode == "" && current != nil {
+		p.mode = current.Mode
+	}
+	if spec.Hook.IsTC() {
+		p.mode = ""
+	}
+
+	// Which running programs are kfm's, by element name and key.
+	ours := map[ebpf.ProgramID]PendingElement{}
+	if p.old != nil {
+		for _, e := range p.old.Elements {
+			ours[e.ProgramID] = PendingElement{Name: e.Name, Key: e.Key, ProgramID: e.ProgramID}
+		}
+		for _, pe := range p.old.Pending {
+			ours[pe.ProgramID] = pe
+		}
+	}
+	running := map[string]ebpf.ProgramID{}
+	var foreign []bpf.ChainProgram
+	if current != nil {
+		for _, cp := range current.Programs {
+			if e, ok := ours[cp.ID]; ok && cp.ID != 0 {
+				running[e.Name+"\x00"+e.Key] = cp.ID
+			} else {
+				foreign = append(foreign, cp)
+			}
+		}
+	}
+	for _, name := range spec.DropForeign {
+		if !slices.ContainsFunc(foreign, func(cp bpf.ChainProgram) bool { return cp.Name == name }) {
+			return nil, fmt.Errorf("%s: no program %q: %w", t, name, ErrNotInstalled)
+		}
+	}
+	foreign = slices.DeleteFunc(foreign, func(cp bpf.ChainProgram) bool { return slices.Contains(spec.DropForeign, cp.Name) })
+	if len(foreign) > 0 && p.previous != nil {
+		return nil, fmt.Errorf("%s: program %s (id %d) was loaded by another tool and cannot move to the %s backend: remove it first", t, foreign[0].Name, foreign[0].ID, p.backend.Name())
+	}
+
+	type entry struct {
+		comp bpf.Component
+		elem *Element
+	}
+	var entries []entry
+	for _, cp := range foreign {
+		entries = append(entries, entry{comp: bpf.Component{Name: cp.Name, Priority: cp.Priority, ProceedOn: cp.ProceedOn, Running: cp.ID}})
+	}
+	names := map[string]bool{}
+	for _, e := range spec.Elements {
+		if names[e.Name] {
+			return nil, fmt.Errorf("%s: two programs named %q", t, e.Name)
+		}
+		names[e.Name] = true
+		if slices.ContainsFunc(foreign, func(cp bpf.ChainProgram) bool { return cp.Name == e.Name }) {
+			return nil, fmt.Errorf("%s: the name %q is taken by a program another tool loaded: choose another --name", t, e.Name)
+		}
+		cs, err := e.Object.Spec(e.Params)
+		if err != nil {
+			return nil, err
+		}
+		for name := range cs.Programs {
+			if name != e.Function {
+				delete(cs.Programs, name)
+			}
+		}
+		key := e.key()
+		entries = append(entries, entry{elem: e, comp: bpf.Component{
+			Name: e.Name, Priority: e.Priority, ProceedOn: e.ProceedOn,
+			Spec: cs, Function: e.Function, Key: key,
+			Running: running[e.Name+"\x00"+key],
+		}})
+	}
+	slices.SortStableFunc(entries, func(a, b entry) int {
+		if a.comp.Priority != b.comp.Priority {
+			return a.comp.Priority - b.comp.Priority
+		}
+		return strings.Compare(a.comp.Name, b.comp.Name)
+	})
+	for _, en := range entries {
+		p.comps = append(p.comps, en.comp)
+		p.elems = append(p.elems, en.elem)
+	}
+	p.current = current
+	p.noop = p.unchanged(spec)
+	return p, nil
+}
+
+// unchanged reports whether the hook already runs exactly the planned chain:
+// the same programs (same code and params, still loaded) in the same order
+// with the same priorities and verdicts, on the same backend and mode.
+// Applying it again must change nothing, not even program IDs.
+func (p *hookPlan) unchanged(spec HookSpec) bool {
+	if p.previous != nil {
+		return false
+	}
+	if p.current == nil {
+		return len(p.comps) == 0
+	}
+	if spec.Mode != "" && spec.Mode != p.current.Mode {
+		return false
+	}
+	if len(p.current.Programs) != len(p.comps) {
+		return false
+	}
+	for i, c := range p.comps {
+		cp := p.current.Programs[i]
+		if c.Running == 0 || c.Running != cp.ID || c.Priority != cp.Priority || !slices.Equal(c.ProceedOn, cp.ProceedOn) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Manager) chooseBackend(p *hookPlan, spec HookSpec, owner Backend, current *bpf.Chain) error {
+	keep := owner != nil && (spec.Backend == "" || spec.Backend == BackendAuto || spec.Backend == owner.Name())
+	if keep {
+		p.backend = owner
+		switch {
+		case p.old != nil && p.old.Backend == owner.Name() && p.old.Reason != "":
+			p.reason = p.old.Reason
+		default:
+			p.reason = "the chain already ran on " + owner.Name()
+		}
+		return nil
+	}
+	b, reason, err := m.selectBackend(spec.Hook, spec.Backend)
+	if err != nil {
+		return err
+	}
+	p.backend, p.reason = b, reason
+	if owner != nil {
+		p.previous, p.prevChain = owner, current
+	}
+	return nil
+}
+
+// prepare opens the state maps and loads the new chain.
+func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
+	for i := range p.comps {
+		c := &p.comps[i]
+		if c.Spec == nil {
+			continue
+		}
+		if p.elems[i].Data != nil {
+			if _, err := m.state.putObject(p.elems[i].Data); err != nil {
+				return fmt.Errorf("store object of %s: %w", c.Name, err)
+			}
+		}
+		em, err := m.maps.prepare(p.target, c.Name, c.Spec, p.resetMaps)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.target, err)
+		}
+		p.maps = append(p.maps, em)
+		c.Maps = em.maps
+	}
+	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: p.prevChain})
+	if err != nil {
+		return fmt.Errorf("%s (%s backend): %w", p.target, p.backend.Name(), err)
+	}
+	p.change = change
+	return nil
+}
+
+func (p *hookPlan) draft() *HookState {
+	return &HookState{
+		Interface: p.target.Interface, Ifindex: p.target.Ifindex, Hook: p.target.Hook,
+		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode,
+	}
+}
+
+// final is the hook's state after a successful commit.
+func (p *hookPlan) final() *HookState {
+	hs := p.draft()
+	var progs []bpf.ChainProgram
+	if p.change != nil {
+		progs = p.change.Programs()
+	} else if p.current != nil {
+		progs = p.current.Programs
+	}
+	for i, e := range p.elems {
+		if e == nil {
+			continue
+		}
+		var id ebpf.ProgramID
+		if i < len(progs) {
+			id = progs[i].ID
+		}
+		hs.Elements = append(hs.Elements, &ElementState{
+			Name: e.Name, Source: e.Source, Digest: e.Digest, Object: e.Object.SHA256,
+			Function: e.Function, Priority: e.Priority, ProceedOn: e.ProceedOn.Names(p.target.Hook),
+			Params: e.Params, Key: p.comps[i].Key, ProgramID: id,
+		})
+	}
+	return hs
+}
+
+// abort drops everything the plan loaded or pinned.
+func (p *hookPlan) abort() {
+	if p.change != nil {
+		p.change.Close()
+		p.change = nil
+	}
+	for _, em := range p.maps {
+		em.abort()
+	}
+	p.maps = nil
+}
+
+// close releases the plan's references after a commit.
+func (p *hookPlan) close() {
+	if p.change != nil {
+		p.change.Close()
+		p.change = nil
+	}
+	for _, em := range p.maps {
+		em.close()
+	}
+	p.maps = nil
+}

@@ -1,0 +1,90 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrLockTimeout: another kfm process held the host lock for longer than
+// the caller was willing to wait.
+var ErrLockTimeout = errors.New("timed out waiting for the kfm host lock")
+
+// hostLock serialises kfm processes on one host: flock(LOCK_EX) on
+// <state-dir>/lock. The holder writes its pid into the file so that a
+// waiting process can say whom it waits for.
+type hostLock struct {
+	f *os.File
+}
+
+// acquireLock takes the host lock, waiting up to timeout (0: forever, until
+// ctx ends). waiting is called once if the lock is busy, with a message
+// that says who holds it.
+func acquireLock(ctx context.Context, dir string, timeout time.Duration, waiting func(msg string)) (*hostLock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	told := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		holder := lockHolder(f)
+		if !told && waiting != nil {
+			waiting(fmt.Sprintf("waiting for the kfm host lock %s (held by %s)", path, holder))
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-deadline:
+			f.Close()
+			return nil, fmt.Errorf("%w %s after %s (held by %s): try again, or raise --lock-timeout", ErrLockTimeout, path, timeout, holder)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &hostLock{f: f}, nil
+}
+
+func lockHolder(f *os.File) string {
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid := strings.TrimSpace(string(b[:n]))
+	if pid == "" {
+		return "another kfm process"
+	}
+	return "kfm pid " + pid
+}
+
+func (l *hostLock) release() error {
+	l.f.Truncate(0)
+	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	return l.f.Close()
+}

@@ -1,0 +1,150 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoInterface: the named interface does not exist in the network
+	// namespace kfm runs in.
+	ErrNoInterface = errors.New("no such interface")
+	// ErrNotInstalled: remove was asked for a program that is not on the
+	// hook.
+	ErrNotInstalled = errors.New("program not installed")
+)
+
+// Options configure a Manager.
+type Options struct {
+	// BPFFS is the BPF filesystem to pin under; mounted if missing.
+	BPFFS string
+	// StateDir holds the host state (state.json, objects, lock).
+	StateDir string
+	// Backends are the backends kfm may use.
+	Backends []Backend
+	// LockTimeout bounds the wait for another kfm process (0: wait
+	// until the context ends).
+	LockTimeout time.Duration
+	// Notify receives notices for the user (e.g. waiting for the lock).
+	Notify func(msg string)
+}
+
+// Manager applies chains to the host. A Manager serves one command: it
+// caches feature probes for its lifetime.
+type Manager struct {
+	bpffs       string
+	state       stateStore
+	maps        mapStore
+	backends    []Backend
+	lockTimeout time.Duration
+	notify      func(string)
+	probed      map[string]error
+}
+
+// New returns a Manager.
+func New(opts Options) (*Manager, error) {
+	if opts.BPFFS == "" || opts.StateDir == "" {
+		return nil, errors.New("chain: BPFFS and StateDir are required")
+	}
+	notify := opts.Notify
+	if notify == nil {
+		notify = func(string) {}
+	}
+	return &Manager{
+		bpffs:       opts.BPFFS,
+		state:       stateStore{dir: opts.StateDir},
+		maps:        newMapStore(opts.BPFFS),
+		backends:    opts.Backends,
+		lockTimeout: opts.LockTimeout,
+		notify:      notify,
+		probed:      map[string]error{},
+	}, nil
+}
+
+// lock takes the host lock and makes sure bpffs is there.
+func (m *Manager) lock(ctx context.Context) (*hostLock, error) {
+	l, err := acquireLock(ctx, m.state.dir, m.lockTimeout, m.notify)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureBPFFS(m.bpffs); err != nil {
+		l.release()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (m *Manager) target(iface string, hook bpf.Hook) (bpf.Target, error) {
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return bpf.Target{}, fmt.Errorf("interface %q: %w in this network namespace (check `ip link`)", iface, ErrNoInterface)
+		}
+		return bpf.Target{}, fmt.Errorf("interface %q: %w", iface, err)
+	}
+	return bpf.Target{Interface: iface, Ifindex: l.Attrs().Index, Hook: hook, BPFFS: m.bpffs}, nil
+}
+
+// owner finds the backend whose chain runs on t, if any. A foreign program
+// that no backend claims is reported as an error wrapping
+// bpf.ErrForeignProgram.
+func (m *Manager) owner(ctx context.Context, t bpf.Target) (Backend, *bpf.Chain, error) {
+	var foreign error
+	for _, name := range preference(t.Hook) {
+		b, err := m.backend(name)
+		if err != nil {
+			continue
+		}
+		c, err := b.Current(ctx, t)
+		switch {
+		case errors.Is(err, bpf.ErrForeignProgram):
+			foreign = err
+		case err != nil:
+			return nil, nil, fmt.Errorf("%s: read %s chain: %w", t, name, err)
+		case c != nil:
+			return b, c, nil
+		}
+	}
+	return nil, nil, foreign
+}
+
+func (m *Manager) elementFromState(e *ElementState, hook bpf.Hook) (*Element, error) {
+	obj, err := m.state.object(e.Object)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Name, err)
+	}
+	proceed, err := bpf.ParseActions(hook, strings.Join(e.ProceedOn, ","))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Name, err)
+	}
+	return &Element{
+		Name: e.Name, Source: e.Source, Digest: e.Digest, Object: obj,
+		Function: e.Function, Priority: e.Priority, Params: e.Params,
+		ProceedOn: proceed,
+	}, nil
+}
+
+// hookElements rebuilds the elements kfm runs on a hook from the state.
+func (m *Manager) hookElements(hs *HookState, hook bpf.Hook) ([]*Element, error) {
+	if hs == nil {
+		return nil, nil
+	}
+	var out []*Element
+	for _, e := range hs.Elements {
+		el, err := m.elementFromState(e, hook)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, el)
+	}
+	return out, nil
+}

@@ -1,0 +1,180 @@
+package chain
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// ErrMapChanged: an upgrade changes the definition of a map that holds
+// state; kfm refuses unless the user resets the maps.
+var ErrMapChanged = errors.New("map definition changed")
+
+// mapStore keeps the state maps of installed programs pinned at
+//
+//	<bpffs>/kfm/maps/<ifindex>/<hook>/<element>/<map>
+//
+// and hands them to backends as map replacements, so that counters, rate
+// limiter buckets and the like survive reorders, reloads and upgrades. A
+// map is state unless it is a .rodata section (parameters: they belong to
+// the program instance), .kconfig, or a program array. bpffs forbids dots
+// in names, so ".bss" is pinned as "_bss".
+type mapStore struct {
+	root string // <bpffs>/kfm/maps
+}
+
+func newMapStore(bpffs string) mapStore {
+	return mapStore{root: filepath.Join(bpffs, "kfm", "maps")}
+}
+
+func (ms mapStore) targetDir(t bpf.Target) string {
+	return filepath.Join(ms.root, strconv.Itoa(t.Ifindex), string(t.Hook))
+}
+
+func (ms mapStore) elementDir(t bpf.Target, element string) string {
+	return filepath.Join(ms.targetDir(t), element)
+}
+
+func pinName(mapName string) string { return strings.ReplaceAll(mapName, ".", "_") }
+
+func isStateMap(name string, m *ebpf.MapSpec) bool {
+	switch {
+	case strings.HasPrefix(name, ".rodata"), name == ".kconfig", strings.HasPrefix(name, ".ksyms"):
+		return false
+	case m.Type == ebpf.ProgramArray:
+		return false
+	}
+	return true
+}
+
+// elementMaps are the state maps of one element for one apply.
+type elementMaps struct {
+	dir     string
+	maps    map[string]*ebpf.Map
+	created []string // pinned by this apply: removed again if it fails
+	reset   map[string]*ebpf.Map
+}
+
+// prepare opens the pinned maps of element and creates (and pins) the ones
+// that do not exist yet. A pinned map whose definition no longer matches
+// spec is an error wrapping ErrMapChanged unless reset is set; then a fresh
+// map replaces it when the apply is committed.
+func (ms mapStore) prepare(t bpf.Target, element string, spec *ebpf.CollectionSpec, reset bool) (*elementMaps, error) {
+	em := &elementMaps{dir: ms.elementDir(t, element), maps: map[string]*ebpf.Map{}, reset: map[string]*ebpf.Map{}}
+	if err := os.MkdirAll(em.dir, 0o700); err != nil {
+		return nil, err
+	}
+	for name, mspec := range spec.Maps {
+		if !isStateMap(name, mspec) {
+			continue
+		}
+		pin := filepath.Join(em.dir, pinName(name))
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		switch {
+		case err == nil:
+			if cerr := mspec.Compatible(m); cerr != nil {
+				m.Close()
+				if !reset {
+					em.abort()
+					return nil, fmt.Errorf("%s: map %s: %w (%v): its state would be lost; install with --reset-maps to start from empty maps", element, name, ErrMapChanged, cerr)
+				}
+				fresh, err := newStateMap(mspec)
+				if err != nil {
+					em.abort()
+					return nil, fmt.Errorf("%s: create map %s: %w", element, name, err)
+				}
+				em.reset[name] = fresh
+				em.maps[name] = fresh
+				continue
+			}
+			em.maps[name] = m
+		case errors.Is(err, fs.ErrNotExist):
+			fresh, err := newStateMap(mspec)
+			if err != nil {
+				em.abort()
+				return nil, fmt.Errorf("%s: create map %s: %w", element, name, err)
+			}
+			if err := fresh.Pin(pin); err != nil {
+				fresh.Close()
+				em.abort()
+				return nil, fmt.Errorf("%s: pin map %s: %w", element, name, err)
+			}
+			em.maps[name] = fresh
+			em.created = append(em.created, pin)
+		default:
+			em.abort()
+			return nil, fmt.Errorf("%s: open pinned map %s: %w", element, pin, err)
+		}
+	}
+	return em, nil
+}
+
+func newStateMap(spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	s := spec.Copy()
+	s.Pinning = ebpf.PinNone
+	return ebpf.NewMap(s)
+}
+
+// commit replaces reset maps' pins with the fresh maps.
+func (em *elementMaps) commit() error {
+	for name, m := range em.reset {
+		pin := filepath.Join(em.dir, pinName(name))
+		if err := os.Remove(pin); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := m.Pin(pin); err != nil {
+			return err
+		}
+	}
+	em.created = nil
+	return nil
+}
+
+// abort removes the pins this apply created and closes every map.
+func (em *elementMaps) abort() {
+	for _, pin := range em.created {
+		os.Remove(pin)
+	}
+	em.created = nil
+	em.close()
+	os.Remove(em.dir) // only succeeds when empty
+}
+
+func (em *elementMaps) close() {
+	for _, m := range em.maps {
+		m.Close()
+	}
+	em.maps = nil
+}
+
+// gc removes the map pins of elements that are not in keep, for target t.
+func (ms mapStore) gc(t bpf.Target, keep map[string]bool) error {
+	dir := ms.targetDir(t)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+	}
+	if len(keep) == 0 {
+		os.Remove(dir)
+		os.Remove(filepath.Dir(dir))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,234 @@
+package chain
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// StateVersion is the version of the host state file kfm writes.
+const StateVersion = 1
+
+// State is what kfm knows about the chains it manages on this host, kept in
+// <state-dir>/state.json (default /run/kfm, so it goes with a reboot, as the
+// kernel's chains and pins do). The kernel is the truth about what runs;
+// the state adds what the kernel cannot hold: element names, where each
+// program came from, its parameters, and why a backend was chosen.
+type State struct {
+	Version int          `json:"version"`
+	Hooks   []*HookState `json:"hooks"`
+}
+
+// HookState is kfm's record of one target.
+type HookState struct {
+	Interface string   `json:"interface"`
+	Ifindex   int      `json:"ifindex"`
+	Hook      bpf.Hook `json:"hook"`
+	Backend   string   `json:"backend"`
+	// Reason says why the backend was chosen ("auto: ..." or "requested").
+	Reason string `json:"reason,omitempty"`
+	// Mode is the XDP attach mode.
+	Mode     string          `json:"mode,omitempty"`
+	Elements []*ElementState `json:"elements"`
+	// Pending lists the program IDs of a change that was prepared but
+	// whose commit was not confirmed (the process may have died in
+	// between). Programs found running with these IDs are kfm's.
+	Pending []PendingElement `json:"pending,omitempty"`
+}
+
+// ElementState is one program kfm installed on a target.
+type ElementState struct {
+	Name string `json:"name"`
+	// Source is what the user installed: a file path or a reference.
+	Source string `json:"source"`
+	// Digest is the bundle manifest digest for registry installs.
+	Digest string `json:"digest,omitempty"`
+	// Object is the sha256 of the ELF object, kept under
+	// <state-dir>/objects so that the chain can be rebuilt (reorders
+	// reload programs on some backends).
+	Object    string            `json:"object"`
+	Function  string            `json:"function"`
+	Priority  int               `json:"priority"`
+	ProceedOn []string          `json:"proceedOn"`
+	Params    map[string]string `json:"params,omitempty"`
+	// Key identifies code and parameters; equal keys mean an unchanged
+	// program.
+	Key string `json:"key"`
+	// ProgramID is the kernel program running this element (0: unknown).
+	ProgramID ebpf.ProgramID `json:"programId"`
+}
+
+// PendingElement maps a name to a prepared program ID.
+type PendingElement struct {
+	Name      string         `json:"name"`
+	Key       string         `json:"key"`
+	ProgramID ebpf.ProgramID `json:"programId"`
+}
+
+func (s *State) find(iface string, hook bpf.Hook) *HookState {
+	for _, h := range s.Hooks {
+		if h.Interface == iface && h.Hook == hook {
+			return h
+		}
+	}
+	return nil
+}
+
+func (s *State) put(h *HookState) {
+	s.Hooks = slices.DeleteFunc(s.Hooks, func(o *HookState) bool { return o.Interface == h.Interface && o.Hook == h.Hook })
+	if len(h.Elements) > 0 || len(h.Pending) > 0 {
+		s.Hooks = append(s.Hooks, h)
+	}
+	slices.SortFunc(s.Hooks, func(a, b *HookState) int {
+		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.Hook), string(b.Hook))
+	})
+}
+
+func (h *HookState) element(name string) *ElementState {
+	for _, e := range h.Elements {
+		if e.Name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// stateStore reads and writes the state directory.
+type stateStore struct {
+	dir string
+}
+
+func (st stateStore) path() string { return filepath.Join(st.dir, "state.json") }
+
+func (st stateStore) load() (*State, error) {
+	b, err := os.ReadFile(st.path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{Version: StateVersion}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("host state %s is corrupt (%v): remove it and run kfm apply to rebuild it", st.path(), err)
+	}
+	if s.Version > StateVersion {
+		return nil, fmt.Errorf("host state %s has version %d; this kfm understands up to %d: use a newer kfm", st.path(), s.Version, StateVersion)
+	}
+	return &s, nil
+}
+
+func (st stateStore) save(s *State) error {
+	s.Version = StateVersion
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(st.path(), append(b, '\n'), 0o644)
+}
+
+// putObject stores an object's bytes by digest and returns the digest.
+func (st stateStore) putObject(data []byte) (string, error) {
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	p := st.objectPath(digest)
+	if _, err := os.Stat(p); err == nil {
+		return digest, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	return digest, writeFileAtomic(p, data, 0o644)
+}
+
+func (st stateStore) objectPath(digest string) string {
+	return filepath.Join(st.dir, "objects", "sha256-"+digest+".o")
+}
+
+// object reads a stored object back.
+func (st stateStore) object(digest string) (*bpf.Object, error) {
+	data, err := os.ReadFile(st.objectPath(digest))
+	if err != nil {
+		return nil, fmt.Errorf("object sha256:%s is missing from the host state (%w): reinstall the program", digest, err)
+	}
+	return bpf.ParseObject(st.objectPath(digest), data)
+}
+
+// gcObjects removes stored objects no element refers to.
+func (st stateStore) gcObjects(s *State) error {
+	used := map[string]bool{}
+	for _, h := range s.Hooks {
+		for _, e := range h.Elements {
+			used[e.Object] = true
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(st.dir, "objects"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		digest := strings.TrimSuffix(strings.TrimPrefix(e.Name(), "sha256-"), ".o")
+		if !used[digest] {
+			if err := os.Remove(filepath.Join(st.dir, "objects", e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path, syncs it and
+// renames it over path, so readers see the old or the new content, never a
+// part.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
