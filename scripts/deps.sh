@@ -7,7 +7,7 @@ APT_PACKAGES=(
 	clang-19 llvm-19 libbpf-dev libxdp-dev  # make bpf (libxdp-dev: XDP_RUN_CONFIG header)
 	xdp-tools bpftool                  # interop tests, libxdp's dispatcher object
 	iproute2                           # netns/veth tests
-	qemu-system-x86 busybox-static cpio zstd xz-utils kmod  # kernel VMs
+	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
 	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
 )
 

@@ -35,6 +35,30 @@ type Kernel struct {
 // Vmlinuz is the path of the kernel image (a bzImage qemu boots directly).
 func (k *Kernel) Vmlinuz() string { return filepath.Join(k.dir, "vmlinuz") }
 
+// Vmlinux is the path of the uncompressed kernel, extracted from Vmlinuz for
+// a faster PVH boot; it may be missing.
+func (k *Kernel) Vmlinux() string { return filepath.Join(k.dir, "vmlinux") }
+
+// BootImage is the image qemu boots: Vmlinux when it was extracted, else
+// Vmlinuz.
+func (k *Kernel) BootImage() string {
+	if fileExists(k.Vmlinux()) {
+		return k.Vmlinux()
+	}
+	return k.Vmlinuz()
+}
+
+// ensureVmlinux extracts Vmlinux unless it is there; a failure only costs
+// boot time, so it is logged, not returned.
+func (f *Fetcher) ensureVmlinux(ctx context.Context, k *Kernel) {
+	if fileExists(k.Vmlinux()) {
+		return
+	}
+	if err := extractVmlinux(ctx, k.Vmlinuz(), k.Vmlinux()); err != nil {
+		f.logf("kernel %s: booting the bzImage (slower): %v", k.Spec.Name, err)
+	}
+}
+
 // ModuleDir is the kernel's module directory (modules.dep, kernel/...).
 func (k *Kernel) ModuleDir() string {
 	return filepath.Join(k.dir, "root", "lib", "modules", k.Release)
@@ -105,6 +129,7 @@ func (f *Fetcher) Fetch(ctx context.Context, spec KernelSpec) (*Kernel, error) {
 	final := filepath.Join(f.Dir, spec.Suite)
 	if !f.Refresh {
 		if k, err := loadKernel(final, spec); err == nil {
+			f.ensureVmlinux(ctx, k)
 			return k, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
 			f.logf("kernel cache %s is unusable (%v); fetching again", final, err)
@@ -158,6 +183,7 @@ func (f *Fetcher) Fetch(ctx context.Context, spec KernelSpec) (*Kernel, error) {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
 	k.dir = final
+	f.ensureVmlinux(ctx, k)
 	f.logf("kernel %s: fetched %s %s from %s in %.1fs", spec.Name, k.Package, k.Version, k.Mirror, time.Since(start).Seconds())
 	return k, nil
 }

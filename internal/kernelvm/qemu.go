@@ -27,12 +27,16 @@ type VM struct {
 	CPUs      int           // guest CPUs
 	Timeout   time.Duration // hard limit; the VM is killed after it
 	Shell     bool          // interactive: serial console on the terminal
+	BootLog   bool          // print the kernel's boot messages (no "quiet"; slower)
 	Append    []string      // extra kernel command-line arguments
 }
 
 // qemuArgs returns qemu's command line.
 func (vm VM) qemuArgs() []string {
-	cmdline := []string{"console=ttyS0", "quiet", "panic=-1", "rdinit=/init", "random.trust_cpu=on"}
+	cmdline := []string{"console=ttyS0", "panic=-1", "rdinit=/init", "random.trust_cpu=on"}
+	if !vm.BootLog {
+		cmdline = append(cmdline, "quiet")
+	}
 	if vm.Shell {
 		cmdline = append(cmdline, "kfm.shell=1")
 	}

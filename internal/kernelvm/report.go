@@ -64,6 +64,9 @@ func WriteReport(w io.Writer, results []*KernelResult) {
 		}
 		if !c.Ready {
 			fmt.Fprintf(w, "\n--- boot log of kernel %s (last 60 lines):\n", label)
+			if len(c.Boot) == 0 {
+				fmt.Fprintln(w, "(nothing: the kernel boots with quiet; run with -v, or -shell to look inside)")
+			}
 			writeLines(w, tail(c.Boot, 60))
 		}
 		for _, s := range c.Suites {

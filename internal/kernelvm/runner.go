@@ -29,6 +29,7 @@ type Options struct {
 	CPUs       int          // guest CPUs; 2 when zero
 	Timeout    time.Duration
 	Refresh    bool // download kernels even when cached
+	NoPVH      bool // boot the bzImage, not the extracted vmlinux
 	Shell      bool // boot the first kernel with an interactive shell instead
 	// Log receives progress messages and, when Verbose, every console
 	// line; nil discards them.
@@ -181,7 +182,7 @@ func Run(ctx context.Context, o Options) ([]*KernelResult, Timings, error) {
 	tests, buildErr := buildTests(ctx, o.ModuleRoot, filepath.Join(work, "tests"), pkgList)
 	tm.Build = time.Since(t)
 	if buildErr == nil {
-		o.logf("built %d test binaries in %.1fs", len(tests), tm.Build.Seconds())
+		o.logf("built %d test binaries (%s) in %.1fs", len(tests), strings.Join(pkgList, ", "), tm.Build.Seconds())
 	}
 	wg.Wait()
 	if err := errors.Join(buildErr, fetchErr); err != nil {
@@ -231,7 +232,11 @@ func Run(ctx context.Context, o Options) ([]*KernelResult, Timings, error) {
 				}
 			}
 		}
-		return VM{Kernel: kernels[i].Vmlinuz(), Initramfs: images[i], MemoryMiB: o.MemoryMiB, CPUs: o.CPUs, Timeout: timeout, Shell: o.Shell}
+		image := kernels[i].BootImage()
+		if o.NoPVH {
+			image = kernels[i].Vmlinuz()
+		}
+		return VM{Kernel: image, Initramfs: images[i], MemoryMiB: o.MemoryMiB, CPUs: o.CPUs, Timeout: timeout, Shell: o.Shell, BootLog: o.Verbose}
 	}
 
 	if o.Shell {

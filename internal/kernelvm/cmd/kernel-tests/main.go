@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		kernels  = fs.String("kernels", os.Getenv("KERNELS"), "kernels to boot, by version prefix: \"6.12\", \"5.10,6.1\" (default: $KERNELS, else all)")
 		suites   = fs.String("suites", "", "run only the suites whose package matches this regexp")
 		runExpr  = fs.String("run", "", "replace every suite's -test.run expression")
-		parallel = fs.Int("parallel", 1, "VMs to run at once")
+		parallel = fs.Int("parallel", 2, "VMs to run at once (two measured fastest on 2 cores)")
 		timeout  = fs.Duration("timeout", 0, "hard limit per VM (default: 3m plus the suites' timeouts)")
 		memory   = fs.Int("mem", 2048, "guest memory in MiB")
 		cpus     = fs.Int("smp", 2, "guest CPUs")
@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		work     = fs.String("work", "", "work directory for test binaries and initramfs (default: a temporary one)")
 		keep     = fs.Bool("keep", false, "keep the work directory (console logs, initramfs)")
 		refresh  = fs.Bool("refresh", false, "download the kernels again even when cached")
+		noPVH    = fs.Bool("no-pvh", false, "boot the compressed bzImage instead of the extracted vmlinux (PVH)")
 		shell    = fs.Bool("shell", os.Getenv("KFM_VM_SHELL") == "1", "boot the first selected kernel with an interactive shell instead of running tests ($KFM_VM_SHELL=1)")
 		verbose  = fs.Bool("v", false, "stream every console line")
 	)
@@ -94,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ModuleRoot: root, CacheDir: *cache, WorkDir: *work, Keep: *keep,
 		Kernels: ks, Suites: ss, Run: *runExpr,
 		Parallel: *parallel, MemoryMiB: *memory, CPUs: *cpus, Timeout: *timeout,
-		Refresh: *refresh, Shell: *shell, Log: stderr, Verbose: *verbose,
+		Refresh: *refresh, NoPVH: *noPVH, Shell: *shell, Log: stderr, Verbose: *verbose,
 	})
 	if err != nil {
 		return fail(err)
