@@ -22,7 +22,9 @@
 // KFM_REQUIRE_EXT=1, KFM_REQUIRE_PRIVILEGED=1 and KFM_IN_VM=<uname -r>, with
 // the package's non-Go files (testdata/ and the like) as working directory,
 // so testenv.RequireEXT and testenv.RequirePrivileged fail instead of
-// skipping. Kernel modules beyond veth, sch_ingress and cls_bpf go into
+// skipping. Files outside the package that tests open by relative path go
+// into Files ({Package: "chain", Files: []string{"bpf/testdata"}}); objects
+// embedded with go:embed need nothing. Kernel modules beyond veth, sch_ingress and cls_bpf go into
 // DefaultModules. To iterate on one suite:
 //
 //	KERNELS=6.12 go run ./internal/kernelvm/cmd/kernel-tests -suites bpf/dispatcher -run TestX -v

@@ -43,8 +43,9 @@ const xdpObjectDir = "/usr/lib/x86_64-linux-gnu/bpf"
 
 // TestBinary is a compiled test binary and the package it came from.
 type TestBinary struct {
-	Package string // e.g. "bpf/probe"
-	Path    string // host path of the binary
+	Package string   // e.g. "bpf/probe"
+	Path    string   // host path of the binary
+	Files   []string // extra files and directories its tests read (Suite.Files)
 }
 
 // CommonImage describes the kernel-independent part of the initramfs.
@@ -161,8 +162,34 @@ func WriteCommon(w io.Writer, img CommonImage) error {
 		for _, rel := range files {
 			c.CopyFile(path.Join("src", t.Package, rel), 0, filepath.Join(img.ModuleRoot, t.Package, filepath.FromSlash(rel)))
 		}
+		for _, extra := range t.Files {
+			if err := copyTree(c, img.ModuleRoot, extra); err != nil {
+				return fmt.Errorf("files of suite %s: %w", t.Package, err)
+			}
+		}
 	}
 	return c.Close()
+}
+
+// copyTree copies the file or directory rel (relative to moduleRoot) to
+// src/<rel>, skipping what is already there.
+func copyTree(c *cpioWriter, moduleRoot, rel string) error {
+	return filepath.WalkDir(filepath.Join(moduleRoot, filepath.FromSlash(rel)), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		r, _ := filepath.Rel(moduleRoot, p)
+		dst := path.Join("src", filepath.ToSlash(r))
+		switch {
+		case c.Has(dst):
+			return nil
+		case d.IsDir():
+			return c.Dir(dst, 0o755)
+		case d.Type().IsRegular():
+			return c.CopyFile(dst, 0, p)
+		}
+		return nil
+	})
 }
 
 // packageFiles lists the files of a package directory that are not Go

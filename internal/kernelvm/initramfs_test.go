@@ -201,11 +201,14 @@ func TestWriteCommon(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "bpf/probe/testdata"), 0o755)
 	os.WriteFile(filepath.Join(root, "bpf/probe/testdata/in.txt"), []byte("data"), 0o644)
+	os.MkdirAll(filepath.Join(root, "bpf/testdata/deep"), 0o755)
+	os.WriteFile(filepath.Join(root, "bpf/testdata/deep/params.o"), []byte("obj"), 0o644)
+	os.WriteFile(filepath.Join(root, "bpf/probe/probe.o"), []byte("probe obj"), 0o644)
 	bin := filepath.Join(t.TempDir(), "probe.test")
 	os.WriteFile(bin, []byte("not really a test binary"), 0o755)
 
 	var buf bytes.Buffer
-	if err := WriteCommon(&buf, CommonImage{ModuleRoot: root, Tests: []TestBinary{{Package: "bpf/probe", Path: bin}}}); err != nil {
+	if err := WriteCommon(&buf, CommonImage{ModuleRoot: root, Tests: []TestBinary{{Package: "bpf/probe", Path: bin, Files: []string{"bpf/testdata", "bpf/probe/probe.o"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("cpio", "-t", "--quiet")
@@ -225,7 +228,8 @@ func TestWriteCommon(t *testing.T) {
 		"usr/lib/x86_64-linux-gnu/libbpf.so.1", "usr/lib/x86_64-linux-gnu/libelf.so.1",
 		"usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o",
 		"lib", "lib64", "bin", "var/run", "tmp", "run", "etc/hosts",
-		"kfm/tests/bpf_probe.test", "src/bpf/probe/testdata/in.txt",
+		"kfm/tests/bpf_probe.test", "src/bpf/probe/testdata/in.txt", "src/bpf/probe/probe.o",
+		"src/bpf/testdata/deep/params.o", // Suite.Files
 	} {
 		if !entries[want] {
 			t.Errorf("common initramfs lacks %s", want)
@@ -234,6 +238,10 @@ func TestWriteCommon(t *testing.T) {
 	dir := extractCPIO(t, buf.Bytes())
 	if target, _ := os.Readlink(filepath.Join(dir, "usr/bin/sh")); target != "bash" {
 		t.Errorf("usr/bin/sh -> %q, want bash (busybox sh prefers its applets to PATH)", target)
+	}
+	var missing bytes.Buffer
+	if err := WriteCommon(&missing, CommonImage{ModuleRoot: root, Tests: []TestBinary{{Package: "bpf/probe", Path: bin, Files: []string{"nope"}}}}); err == nil || !strings.Contains(err.Error(), "files of suite bpf/probe") {
+		t.Errorf("missing Suite.Files entry: error %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "init")); !bytes.Equal(b, initScript) {
 		t.Errorf("init is not the embedded init.sh")

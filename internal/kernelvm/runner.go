@@ -122,16 +122,16 @@ func Run(ctx context.Context, o Options) ([]*KernelResult, Timings, error) {
 		suites []kernelSuite
 	}
 	var plans []plan
-	packages := map[string]bool{}
+	packages := map[string][]string{} // package -> extra files
 	var pkgList []string
 	for _, k := range o.Kernels {
 		var ks []kernelSuite
 		for _, s := range SuitesFor(o.Suites, k) {
 			ks = append(ks, kernelSuite{Suite: s, Name: s.Package})
-			if !packages[s.Package] {
-				packages[s.Package] = true
+			if _, ok := packages[s.Package]; !ok {
 				pkgList = append(pkgList, s.Package)
 			}
+			packages[s.Package] = append(packages[s.Package], s.Files...)
 		}
 		if len(ks) == 0 && !o.Shell {
 			o.logf("kernel %s: no suite applies; not booted", k.Name)
@@ -180,6 +180,9 @@ func Run(ctx context.Context, o Options) ([]*KernelResult, Timings, error) {
 	}()
 	t := time.Now()
 	tests, buildErr := buildTests(ctx, o.ModuleRoot, filepath.Join(work, "tests"), pkgList)
+	for i := range tests {
+		tests[i].Files = packages[tests[i].Package]
+	}
 	tm.Build = time.Since(t)
 	if buildErr == nil {
 		o.logf("built %d test binaries (%s) in %.1fs", len(tests), strings.Join(pkgList, ", "), tm.Build.Seconds())

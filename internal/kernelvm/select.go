@@ -47,6 +47,11 @@ type Suite struct {
 	Kernels []string
 	// Timeout is passed as -test.timeout; zero means DefaultSuiteTimeout.
 	Timeout time.Duration
+	// Files are files or directories outside the package, relative to the
+	// module root, that the tests read by relative path (for example
+	// "bpf/testdata" for a test that opens "../bpf/testdata/params.o").
+	// The package's own non-Go files and testdata are always there.
+	Files []string
 }
 
 // ErrNoMatch is returned when a kernel or suite filter selects nothing.
@@ -123,6 +128,12 @@ func (s Suite) AppliesTo(k KernelSpec) bool {
 	return false
 }
 
+// cleanRelative reports whether p is a clean slash-separated path inside
+// the module root, such as "bpf/probe".
+func cleanRelative(p string) bool {
+	return p != "" && p != "." && !path.IsAbs(p) && path.Clean(p) == p && p != ".." && !strings.HasPrefix(p, "../")
+}
+
 // binaryName is the file name of the suite's test binary in the initramfs.
 func binaryName(pkg string) string {
 	return strings.ReplaceAll(pkg, "/", "_") + ".test"
@@ -136,13 +147,18 @@ func ValidateSuites(suites []Suite, kernels []KernelSpec) error {
 	var errs []error
 	for i, s := range suites {
 		where := fmt.Sprintf("suite %d (%q)", i, s.Package)
-		if s.Package == "" || path.IsAbs(s.Package) || path.Clean(s.Package) != s.Package || strings.HasPrefix(s.Package, "..") || strings.HasPrefix(s.Package, "./") {
+		if !cleanRelative(s.Package) {
 			errs = append(errs, fmt.Errorf("%s: Package must be a clean path relative to the module root, like \"bpf/probe\"", where))
 			continue
 		}
 		for flag, re := range map[string]string{"Run": s.Run, "Skip": s.Skip} {
 			if _, err := regexp.Compile(re); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %s: %w", where, flag, err))
+			}
+		}
+		for _, f := range s.Files {
+			if !cleanRelative(f) {
+				errs = append(errs, fmt.Errorf("%s: Files entry %q must be a clean path relative to the module root", where, f))
 			}
 		}
 		if s.Timeout < 0 {

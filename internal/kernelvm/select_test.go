@@ -118,6 +118,9 @@ func TestValidateSuites(t *testing.T) {
 		{"bad skip", []Suite{{Package: "x", Skip: "[z-a]"}}, "Skip: error parsing regexp"},
 		{"unknown kernel", []Suite{{Package: "x", Kernels: []string{"6.2"}}}, `Kernels entry "6.2" matches no known kernel`},
 		{"negative timeout", []Suite{{Package: "x", Timeout: -1}}, "negative Timeout"},
+		{"files", []Suite{{Package: "chain", Files: []string{"bpf/testdata", "examples/programs/xdp_count.o"}}}, ""},
+		{"files outside the module", []Suite{{Package: "chain", Files: []string{"../bpf/testdata"}}}, `Files entry "../bpf/testdata" must be a clean path`},
+		{"files root", []Suite{{Package: "chain", Files: []string{"."}}}, `Files entry "." must be a clean path`},
 	} {
 		err := ValidateSuites(tc.suites, kernels)
 		switch {

@@ -12,14 +12,16 @@ import "time"
 // Run and Skip become -test.run and -test.skip; Kernels restricts the suite
 // to kernels whose version starts with one of the given prefixes ("5.10",
 // "6.1", "6.12"; empty means all); Timeout becomes -test.timeout (default
-// DefaultSuiteTimeout). A package may appear twice with different Run/Skip
+// DefaultSuiteTimeout); Files lists files or directories outside the
+// package that its tests open by relative path (the package's own files
+// are always there). A package may appear twice with different Run/Skip
 // expressions as long as the two entries never apply to the same kernel.
 //
 // Example entries:
 //
 //	{Package: "bpf/dispatcher"},
 //	{Package: "bpf/tc", Run: "^TestTCX", Kernels: []string{"6.12"}},
-//	{Package: "chain", Skip: "^TestTCX", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
+//	{Package: "chain", Files: []string{"bpf/testdata"}, Skip: "^TestTCX", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
 func DefaultSuites() []Suite {
 	return []Suite{
 		// The point of the kernel VMs: EXT programs load and

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	kernelvm.WriteReport(stdout, results)
 	fmt.Fprintf(stdout, "kernel VMs: total %.1fs (kernels %.1fs, test binaries %.1fs, initramfs %.1fs, VMs %.1fs with %d at a time)\n",
-		tm.Total.Seconds(), tm.Fetch.Seconds(), tm.Build.Seconds(), tm.Initramfs.Seconds(), tm.Tests.Seconds(), *parallel)
+		tm.Total.Seconds(), tm.Fetch.Seconds(), tm.Build.Seconds(), tm.Initramfs.Seconds(), tm.Tests.Seconds(), min(*parallel, len(results)))
 	for _, r := range results {
 		if r.Failed() {
 			return 1
