@@ -90,10 +90,10 @@
 //
 // Two VMs run at a time by default (-parallel 2). A VM keeps about one host
 // core busy while it boots (one vCPU does the work), so a second VM uses the
-// other core. Measured on the 2-core development machine (shared with other
-// work, load 10-12): three kernels took 28-29 s two at a time against 44-51 s
-// one after the other in two of three alternating rounds; in the third a
-// load spike made the parallel run slower (85 s).
+// other core. Measured on the 2-core development machine, shared with other
+// work (load 6-13), in alternating runs of the three kernels: two at a time
+// took 22-29 s in seven of nine runs (median 26 s; two load spikes gave 63
+// and 85 s), one after the other 22-51 s (median 43 s over six runs).
 //
 // # xdp-loader inside the VMs
 //
