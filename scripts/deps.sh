@@ -7,7 +7,8 @@ APT_PACKAGES=(
 	clang-19 llvm-19 libbpf-dev libxdp-dev  # make bpf (libxdp-dev: XDP_RUN_CONFIG header)
 	xdp-tools bpftool                  # interop tests, libxdp's dispatcher object
 	iproute2                           # netns/veth tests
-	qemu-system-x86 busybox-static cpio zstd xz-utils kmod  # kernel VMs
+	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
+	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
 )
 
 missing=()
@@ -19,6 +20,18 @@ if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The kernel VMs fetch trixie's kernel; its archive keys are in
+# debian-archive-keyring 2023.3+deb12u2 and later (Debian 12.11), so an older
+# installed keyring is upgraded.
+keyring_min=2023.3+deb12u2
+keyring_have=$(dpkg-query -W -f='${Version}' debian-archive-keyring 2>/dev/null || true)
+if [ -n "$keyring_have" ] && dpkg --compare-versions "$keyring_have" lt "$keyring_min"; then
+	echo "deps: upgrading debian-archive-keyring $keyring_have (< $keyring_min lacks the trixie keys)"
+	if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --only-upgrade debian-archive-keyring >/dev/null
 fi
 
 TOOLS_BIN=${TOOLS_BIN:-$HOME/.cache/kfm/bin}
@@ -37,6 +50,7 @@ go_tool() {
 	echo "$pkg" >"$stamp"
 }
 go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchmark
 # Signature interop tests (verify, cmd/kfm): both cosign generations, about
 # five minutes each to build the first time.
 go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3

@@ -14,7 +14,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // bundleOf reads back the sigstore bundle kfm attached to desc.
@@ -48,7 +48,7 @@ func bundleOf(t testing.TB, repo *remote.Repository, desc ocispec.Descriptor) *p
 // accepted, and the error must say why.
 func TestAttacksAreRefused(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	trusted := newTestKey(t)
 	stranger := newTestKey(t)
 
@@ -162,7 +162,7 @@ func TestAttacksAreRefused(t *testing.T) {
 			arrange: func(t *testing.T, repo *remote.Repository, ref string) setup {
 				d := pushArtifact(t, repo, "1.0.0", nil)
 				mustSign(t, repo, ref, d, trusted.priv, FormatBundle)
-				reg.Tamper(t, layersOf(t, repo, d)[1].Digest)
+				tamper(t, reg, layersOf(t, repo, d)[1].Digest)
 				return setup{repo, ref + ":1.0.0", d, keyPolicy(trusted.pub)}
 			},
 			want: ErrContent, reason: "the store serves other bytes than were signed",
@@ -172,7 +172,7 @@ func TestAttacksAreRefused(t *testing.T) {
 			arrange: func(t *testing.T, repo *remote.Repository, ref string) setup {
 				d := pushArtifact(t, repo, "1.0.0", nil)
 				mustSign(t, repo, ref, d, trusted.priv, FormatLegacy)
-				reg.Tamper(t, layersOf(t, repo, d)[0].Digest)
+				tamper(t, reg, layersOf(t, repo, d)[0].Digest)
 				return setup{repo, ref + ":1.0.0", d, keyPolicy(trusted.pub)}
 			},
 			want: ErrContent, reason: "the store serves other bytes than were signed",
@@ -226,7 +226,7 @@ func TestAttacksAreRefused(t *testing.T) {
 // the verdict on the digest verified before.
 func TestVerifyPinsTheDigest(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key := newTestKey(t)
 	repo, ref := testRepo(t, reg, "net/pinned")
 	signed := pushArtifact(t, repo, "1.0.0", nil)

@@ -3,14 +3,12 @@ package verify
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -35,7 +33,7 @@ func CopySignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, dst oras.
 	}
 	n := 0
 	referrers, err := registry.Referrers(ctx, src, desc, "")
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+	if err != nil && !isNotFound(err) {
 		return 0, fmt.Errorf("list referrers of %s: %w", desc.Digest, err)
 	}
 	for _, r := range referrers {
@@ -60,7 +58,7 @@ func CopySignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, dst oras.
 	}
 	sigDesc, err := src.Resolve(ctx, srcTag)
 	switch {
-	case errors.Is(err, errdef.ErrNotFound):
+	case isNotFound(err):
 		return n, nil
 	case err != nil:
 		return n, fmt.Errorf("look up legacy signatures %s: %w", srcTag, err)

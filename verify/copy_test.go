@@ -8,8 +8,8 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content/oci"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
 	"github.com/kfm-project/kfm/internal/sigstoretest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // Signatures copied next to a cached bundle verify with the registry gone,
@@ -17,7 +17,7 @@ import (
 // like kfm's cache (tags there are full references).
 func TestVerifyFromCacheOffline(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key := newTestKey(t)
 	vs := sigstoretest.New(t)
 	repo, ref := testRepo(t, reg, "net/cached")

@@ -1,10 +1,14 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/kfm-project/kfm/registry/cache"
 )
 
 // Format is a signature format.
@@ -60,4 +64,11 @@ const (
 // "sha256-<hex>.sig".
 func LegacyTag(d digest.Digest) string {
 	return strings.Replace(d.String(), ":", "-", 1) + ".sig"
+}
+
+// isNotFound reports whether err says that content or a tag is absent: oras'
+// errdef.ErrNotFound, or the cache's own cache.ErrNotFound (which does not
+// wrap it).
+func isNotFound(err error) bool {
+	return errors.Is(err, errdef.ErrNotFound) || errors.Is(err, cache.ErrNotFound)
 }

@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // Media types of a kfm bundle (DESIGN.md "Bundle format"); the tests build
@@ -24,10 +25,25 @@ const (
 	testLayerType    = "application/vnd.kfm.bpf.object.v1+elf"
 )
 
-// testRepo returns a repository on reg and its reference prefix.
-func testRepo(t testing.TB, reg *registrytest.Registry, name string) (*remote.Repository, string) {
+// tamper overwrites the stored bytes of blob d on the registry's disk with
+// as many other bytes, as an attacker with access to its storage would.
+func tamper(t testing.TB, reg *testregistry.Registry, d digest.Digest) {
 	t.Helper()
-	ref := reg.Host + "/" + name
+	p := reg.BlobPath(d)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("tamper %s: %v", d, err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testRepo returns a repository on reg and its reference prefix.
+func testRepo(t testing.TB, reg *testregistry.Registry, name string) (*remote.Repository, string) {
+	t.Helper()
+	ref := reg.Host() + "/" + name
 	repo, err := remote.NewRepository(ref)
 	if err != nil {
 		t.Fatal(err)

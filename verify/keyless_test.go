@@ -9,8 +9,8 @@ import (
 
 	"oras.land/oras-go/v2/content"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
 	"github.com/kfm-project/kfm/internal/sigstoretest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // keylessPolicy accepts identity/issuer certified under the trusted root.
@@ -31,7 +31,7 @@ var releaseID = Identity{Subject: "release@example.com", Issuer: "https://issuer
 
 func TestKeyless(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	vs := sigstoretest.New(t)
 	otherCA := sigstoretest.New(t)
 	good := vs.WriteTrustedRoot(t, vs)
@@ -98,7 +98,7 @@ func TestKeyless(t *testing.T) {
 // key-signed one not by a keyless rule.
 func TestKeylessAndKeyRulesDoNotMix(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	vs := sigstoretest.New(t)
 	key := newTestKey(t)
 	repo, ref := testRepo(t, reg, "net/mix")
@@ -126,7 +126,7 @@ func TestKeylessAndKeyRulesDoNotMix(t *testing.T) {
 // signed entry timestamp in annotations) verify offline too.
 func TestLegacyKeyless(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	vs := sigstoretest.New(t)
 	good := vs.WriteTrustedRoot(t, vs)
 	for _, tt := range []struct {

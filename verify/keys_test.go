@@ -15,8 +15,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature/kms/fake" // registers fakekms:// (tests only)
 
-	"github.com/kfm-project/kfm/internal/registrytest"
 	"github.com/kfm-project/kfm/internal/testenv"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // The password of a cosign key comes from KFM_PASSWORD, else
@@ -139,7 +139,7 @@ func TestCosignGeneratedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	repo, ref := testRepo(t, reg, "net/cosign-key")
 	d := pushArtifact(t, repo, "1", nil)
 	mustSign(t, repo, ref, d, s, FormatBundle)
@@ -167,7 +167,7 @@ func TestKMSKey(t *testing.T) {
 	if fp, _ := Fingerprint(&priv.PublicKey); pub.Fingerprint != fp || s.Fingerprint() != fp {
 		t.Fatalf("KMS key fingerprints %s / %s, want %s", s.Fingerprint(), pub.Fingerprint, fp)
 	}
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	repo, ref := testRepo(t, reg, "net/kms")
 	for _, f := range []Format{FormatBundle, FormatLegacy} {
 		d := pushArtifact(t, repo, string(f), nil)

@@ -267,7 +267,7 @@ func appendLegacy(ctx context.Context, dst oras.GraphTarget, tagRef string, laye
 			return ocispec.Descriptor{}, fmt.Errorf("existing %s is not an image manifest: %w", tagRef, err)
 		}
 		layers, annotations = m.Layers, m.Annotations
-	case errors.Is(err, errdef.ErrNotFound):
+	case isNotFound(err):
 	default:
 		return ocispec.Descriptor{}, fmt.Errorf("read existing signatures %s: %w", tagRef, err)
 	}

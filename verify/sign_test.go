@@ -5,12 +5,12 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 func TestSignVerifyRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key := newTestKey(t)
 	for _, format := range []Format{FormatBundle, FormatLegacy} {
 		t.Run(string(format), func(t *testing.T) {

@@ -27,7 +27,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -77,7 +76,7 @@ type candidate struct {
 func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocispec.Descriptor, tagRef string) (_ []*candidate, lookupErr, _ error) {
 	var out []*candidate
 	referrers, err := registry.Referrers(ctx, src, desc, "")
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+	if err != nil && !isNotFound(err) {
 		return nil, nil, fmt.Errorf("list referrers of %s: %w", desc.Digest, err)
 	}
 	for _, r := range referrers {
@@ -101,7 +100,7 @@ func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocis
 			return nil, nil, err
 		}
 		out = append(out, cs...)
-	case errors.Is(err, errdef.ErrNotFound):
+	case isNotFound(err):
 	default:
 		lookupErr = fmt.Errorf("look up legacy signatures %s: %w", tagRef, err)
 	}
@@ -135,7 +134,7 @@ func bundlesIn(ctx context.Context, src content.Fetcher, r ocispec.Descriptor, s
 		}
 		raw, err := fetchCapped(ctx, src, l, maxBlobSize)
 		if err != nil {
-			if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) {
+			if isNotFound(err) || errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) {
 				c.fail(false, "bundle blob: "+err.Error())
 				continue
 			}
@@ -231,7 +230,7 @@ func legacyIn(ctx context.Context, src content.Fetcher, sigDesc ocispec.Descript
 		}
 		pl, err := fetchCapped(ctx, src, l, maxBlobSize)
 		if err != nil {
-			if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) {
+			if isNotFound(err) || errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) {
 				c.fail(false, "payload blob: "+err.Error())
 				continue
 			}

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
 	"github.com/kfm-project/kfm/internal/testenv"
+	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/verify"
 )
 
@@ -34,7 +34,7 @@ func (c *cosignTool) run(t *testing.T, password string, args ...string) (string,
 // cosign sign --key, with each generation and format of cosign, then
 // kfm verify --key: both must agree.
 func TestCosignSignsKfmVerifies(t *testing.T) {
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "interop") // made by kfm, used by cosign
 	cosign3, cosign2 := newCosign(t, "cosign"), newCosign(t, "cosign2")
 	tests := []struct {
@@ -56,7 +56,7 @@ func TestCosignSignsKfmVerifies(t *testing.T) {
 			if out, err := tt.cosign.run(t, "interop", append(args, pinned)...); err != nil {
 				t.Fatalf("cosign sign: %v\n%s", err, out)
 			}
-			code, stdout, stderr := kfm(t, "verify", reg.Host+"/"+repo+":1.0.0", "--key", pub, "-o", "json")
+			stdout, stderr, code := kfm(t, "", "verify", reg.Host()+"/"+repo+":1.0.0", "--key", pub, "-o", "json")
 			if code != 0 {
 				t.Fatalf("kfm verify: exit %d\n%s\n%s", code, stdout, stderr)
 			}
@@ -69,7 +69,7 @@ func TestCosignSignsKfmVerifies(t *testing.T) {
 			}
 			// And a key cosign did not sign with is refused.
 			_, otherPub := keyPair(t, "other")
-			if code, _, stderr := kfm(t, "verify", pinned, "--key", otherPub); code != exitVerifyFailed {
+			if _, stderr, code := kfm(t, "", "verify", pinned, "--key", otherPub); code != exitVerifyFailed {
 				t.Fatalf("other key: exit %d %s", code, stderr)
 			}
 		})
@@ -79,7 +79,7 @@ func TestCosignSignsKfmVerifies(t *testing.T) {
 // kfm sign --key, each format, then cosign verify --key with each
 // generation of cosign.
 func TestKfmSignsCosignVerifies(t *testing.T) {
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "interop")
 	t.Setenv("KFM_PASSWORD", "interop")
 	cosign3, cosign2 := newCosign(t, "cosign"), newCosign(t, "cosign2")
@@ -93,7 +93,7 @@ func TestKfmSignsCosignVerifies(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			repo := "interop/kfm-signs-" + string(rune('a'+i))
 			pinned, _ := pushTestBundle(t, reg, repo, "1.0.0")
-			if code, stdout, stderr := kfm(t, "sign", pinned, "--key", key, "--signature-format", format, "-a", "team=net"); code != 0 {
+			if stdout, stderr, code := kfm(t, "", "sign", pinned, "--key", key, "--signature-format", format, "-a", "team=net"); code != 0 {
 				t.Fatalf("kfm sign: exit %d\n%s\n%s", code, stdout, stderr)
 			}
 			out, err := cosign3.run(t, "", "verify", "--key", pub, "--insecure-ignore-tlog=true", pinned)
@@ -121,21 +121,21 @@ func TestKfmSignsCosignVerifies(t *testing.T) {
 // Both tools add to one legacy .sig manifest: cosign appends to what kfm
 // wrote and kfm to what cosign wrote, and every signature stays valid.
 func TestLegacySignaturesAccumulate(t *testing.T) {
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	kfmKey, kfmPub := keyPair(t, "one")
 	cosignKey, cosignPub := keyPair(t, "two")
 	cosign3 := newCosign(t, "cosign")
 	pinned, _ := pushTestBundle(t, reg, "interop/accumulate", "1.0.0")
 
 	t.Setenv("KFM_PASSWORD", "one")
-	if code, _, stderr := kfm(t, "sign", pinned, "--key", kfmKey, "--signature-format", "legacy"); code != 0 {
+	if _, stderr, code := kfm(t, "", "sign", pinned, "--key", kfmKey, "--signature-format", "legacy"); code != 0 {
 		t.Fatal(stderr)
 	}
 	if out, err := cosign3.run(t, "two", "sign", "-y", "--key", cosignKey, "--use-signing-config=false", "--tlog-upload=false", "--new-bundle-format=false", pinned); err != nil {
 		t.Fatalf("cosign sign: %v\n%s", err, out)
 	}
 	for _, pub := range []string{kfmPub, cosignPub} {
-		code, stdout, stderr := kfm(t, "verify", pinned, "--key", pub, "-o", "json")
+		stdout, stderr, code := kfm(t, "", "verify", pinned, "--key", pub, "-o", "json")
 		var res verify.Result
 		if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil || len(res.Signatures) != 2 {
 			t.Fatalf("kfm verify --key %s: exit %d\n%s\n%s", pub, code, stdout, stderr)

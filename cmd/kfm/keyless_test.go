@@ -10,8 +10,8 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
 	"github.com/kfm-project/kfm/internal/sigstoretest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/verify"
 )
 
@@ -20,7 +20,7 @@ import (
 // sigstore's trusted_root.json.
 func TestVerifyKeylessCommand(t *testing.T) {
 	ctx := context.Background()
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	vs := sigstoretest.New(t)
 	trustedRoot := vs.WriteTrustedRoot(t, vs)
 	pinned, desc := pushTestBundle(t, reg, "net/keyless-cli", "1.0.0")
@@ -38,7 +38,7 @@ func TestVerifyKeylessCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	vs.AddTimestamp(t, b)
-	repo, err := remote.NewRepository(reg.Host + "/net/keyless-cli")
+	repo, err := remote.NewRepository(reg.Host() + "/net/keyless-cli")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestVerifyKeylessCommand(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"verify", pinned, "--trusted-root", trustedRoot, "-o", "json"}, tt.args...)
-			code, stdout, stderr := kfm(t, args...)
+			stdout, stderr, code := kfm(t, "", args...)
 			if code != tt.want || !strings.Contains(stderr, tt.msg) {
 				t.Fatalf("exit %d, want %d (%q)\n%s\n%s", code, tt.want, tt.msg, stdout, stderr)
 			}
@@ -80,7 +80,7 @@ func TestVerifyKeylessCommand(t *testing.T) {
 	}
 	// A trusted root of another deployment does not know the CA.
 	other := sigstoretest.New(t)
-	code, _, stderr := kfm(t, "verify", pinned, "--trusted-root", other.WriteTrustedRoot(t, other),
+	_, stderr, code := kfm(t, "", "verify", pinned, "--trusted-root", other.WriteTrustedRoot(t, other),
 		"--certificate-identity", "release@example.com", "--certificate-oidc-issuer", "https://issuer.example.com")
 	if code != exitVerifyFailed {
 		t.Fatalf("foreign trusted root: exit %d %s", code, stderr)

@@ -91,6 +91,10 @@ inside the programs.`,
 		newRemoveCommand(g),
 		newSignCommand(g),
 		newStatusCommand(g),
+		newPublishCommand(g),
+		newPullCommand(g),
+		newLoginCommand(g),
+		newLogoutCommand(g),
 		newVerifyCommand(g),
 	)
 	return root

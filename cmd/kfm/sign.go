@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
 
@@ -16,7 +17,7 @@ func newSignCommand(g *globals) *cobra.Command {
 		key         string
 		format      string
 		annotations []string
-		reg         sigRegistryFlags
+		rf          registryFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sign REF --key cosign.key",
@@ -52,7 +53,7 @@ is asked for on a terminal) or a KMS URI handled by sigstore (a KMS plugin
 			if err != nil {
 				return err
 			}
-			ref, err := sigParseReference(args[0])
+			ref, err := parseRef(args[0])
 			if err != nil {
 				return err
 			}
@@ -60,15 +61,19 @@ is asked for on a terminal) or a KMS URI handled by sigstore (a KMS plugin
 			if err != nil {
 				return err
 			}
-			repo, err := reg.repository(ctx, ref)
+			client, err := g.registryClient(ctx, &rf, false)
 			if err != nil {
 				return err
 			}
-			desc, err := repo.Resolve(ctx, ref.Reference)
+			repo, err := client.Repository(ctx, ref)
+			if err != nil {
+				return registryError(err)
+			}
+			desc, err := repo.Resolve(ctx, orasReference(ref))
 			if err != nil {
 				return fmt.Errorf("resolve %s: %w", ref, err)
 			}
-			pinned := ref.Registry + "/" + ref.Repository + "@" + desc.Digest.String()
+			pinned := ref.Repo() + "@" + desc.Digest.String()
 			signed, err := verify.Sign(ctx, repo, pinned, desc, signer, verify.SignOptions{Format: f, Annotations: ann})
 			if err != nil {
 				return err
@@ -78,7 +83,7 @@ is asked for on a terminal) or a KMS URI handled by sigstore (a KMS plugin
 				*verify.Signed
 			}{pinned, signed}
 			return g.report(out, func(w io.Writer) error {
-				if ref.Reference != desc.Digest.String() {
+				if !ref.IsPinned() {
 					fmt.Fprintf(w, "%s resolved to %s\n", ref, desc.Digest)
 				}
 				where := "referrer " + signed.Manifest.Digest.String()
@@ -93,7 +98,7 @@ is asked for on a terminal) or a KMS URI handled by sigstore (a KMS plugin
 	cmd.Flags().StringVar(&key, "key", "", "private key: cosign key file or KMS URI")
 	cmd.Flags().StringVar(&format, "signature-format", string(verify.FormatBundle), "bundle (sigstore bundle referrer) or legacy (cosign .sig tag)")
 	cmd.Flags().StringArrayVarP(&annotations, "annotation", "a", nil, "signed annotation key=value (repeatable)")
-	reg.add(cmd)
+	rf.add(cmd, false)
 	return cmd
 }
 
@@ -110,6 +115,15 @@ func parseAnnotations(kvs []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+// orasReference is what to resolve in the repository: the digest when
+// pinned, else the tag.
+func orasReference(ref registry.Reference) string {
+	if ref.IsPinned() {
+		return ref.Digest.String()
+	}
+	return ref.Tag
 }
 
 // ttyOf returns in as a file when it is one (for password prompts).

@@ -6,7 +6,9 @@ import (
 	"io"
 	"path/filepath"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2"
 
 	"github.com/kfm-project/kfm/verify"
 )
@@ -29,7 +31,7 @@ func newVerifyCommand(g *globals) *cobra.Command {
 		trustedRoot              string
 		identity, identityRegexp string
 		issuer, issuerRegexp     string
-		reg                      sigRegistryFlags
+		rf                       registryFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "verify REF",
@@ -53,7 +55,9 @@ Who is accepted comes from, in this order:
 Both signature formats are read, whoever wrote them (kfm sign or cosign sign):
 sigstore bundles among the manifest's referrers, and the legacy
 sha256-<hex>.sig tag. Signatures made with a key are verified without a
-transparency log (as cosign verify --insecure-ignore-tlog does).
+transparency log (as cosign verify --insecure-ignore-tlog does). With
+--offline the bundle and its signatures are read from the local cache
+(--cache-dir) instead of the registry.
 
 Exit status: 0 verified; 3 verification failed (unsigned, no accepted signer,
 invalid signature, content not matching its digest, no policy rule); 1 other
@@ -113,19 +117,41 @@ errors (registry unreachable, unreadable key); 2 usage errors.`,
 				}
 				policy = p
 			}
-			ref, err := sigParseReference(args[0])
+			ref, err := parseRef(args[0])
 			if err != nil {
 				return err
 			}
-			repo, err := reg.repository(ctx, ref)
+			client, err := g.registryClient(ctx, &rf, rf.offline)
 			if err != nil {
 				return err
 			}
-			desc, err := repo.Resolve(ctx, ref.Reference)
-			if err != nil {
-				return fmt.Errorf("resolve %s: %w", ref, err)
+			var (
+				src  oras.ReadOnlyGraphTarget
+				desc ocispec.Descriptor
+				opts verify.VerifyOptions
+			)
+			if rf.offline {
+				// The cache tags by full reference (see registry/cache).
+				c := client.Cache()
+				key := ref.TagRef()
+				if ref.IsPinned() {
+					key = ref.Digest.String()
+				}
+				if desc, err = c.Resolve(ctx, key); err != nil {
+					return fmt.Errorf("%s: %w (pull it first)", ref, err)
+				}
+				src, opts.FullReferenceTags = c, true
+			} else {
+				repo, err := client.Repository(ctx, ref)
+				if err != nil {
+					return registryError(err)
+				}
+				if desc, err = repo.Resolve(ctx, orasReference(ref)); err != nil {
+					return fmt.Errorf("resolve %s: %w", ref, err)
+				}
+				src = repo
 			}
-			res, verr := verify.Verify(ctx, repo, ref.String(), desc, policy, nil)
+			res, verr := verify.Verify(ctx, src, ref.String(), desc, policy, &opts)
 			if rerr := g.report(res, func(w io.Writer) error { return printVerifyResult(w, ref.String(), res) }); rerr != nil {
 				return rerr
 			}
@@ -146,7 +172,7 @@ errors (registry unreachable, unreadable key); 2 usage errors.`,
 	f.StringVar(&identityRegexp, "certificate-identity-regexp", "", "accepted certificate subject, regular expression")
 	f.StringVar(&issuer, "certificate-oidc-issuer", "", "accepted OIDC issuer of the certificate, exact")
 	f.StringVar(&issuerRegexp, "certificate-oidc-issuer-regexp", "", "accepted OIDC issuer of the certificate, regular expression")
-	reg.add(cmd)
+	rf.add(cmd, true)
 	return cmd
 }
 

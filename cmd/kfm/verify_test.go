@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -14,24 +13,16 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/kfm-project/kfm/internal/registrytest"
+	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/verify"
 )
 
-// kfm runs the command line in-process and returns status, stdout, stderr.
-func kfm(t testing.TB, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &out, err: &errb})
-	return code, out.String(), errb.String()
-}
-
 // pushTestBundle pushes a kfm-style bundle (random object) to ref (a tag
 // reference) and returns the digest reference.
-func pushTestBundle(t testing.TB, reg *registrytest.Registry, repoName, tag string) (string, ocispec.Descriptor) {
+func pushTestBundle(t testing.TB, reg *testregistry.Registry, repoName, tag string) (string, ocispec.Descriptor) {
 	t.Helper()
 	ctx := context.Background()
-	repo, err := remote.NewRepository(reg.Host + "/" + repoName)
+	repo, err := remote.NewRepository(reg.Host() + "/" + repoName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,44 +46,44 @@ func pushTestBundle(t testing.TB, reg *registrytest.Registry, repoName, tag stri
 	if err := repo.Tag(ctx, m, tag); err != nil {
 		t.Fatal(err)
 	}
-	return reg.Host + "/" + repoName + "@" + m.Digest.String(), m
+	return reg.Host() + "/" + repoName + "@" + m.Digest.String(), m
 }
 
 // keyPair makes a key pair with kfm generate-key-pair.
-func keyPair(t testing.TB, password string) (key, pub string) {
+func keyPair(t *testing.T, password string) (key, pub string) {
 	t.Helper()
 	t.Setenv("KFM_PASSWORD", password)
 	prefix := filepath.Join(t.TempDir(), "cosign")
-	if code, _, stderr := kfm(t, "generate-key-pair", "--output-key-prefix", prefix); code != 0 {
+	if _, stderr, code := kfm(t, "", "generate-key-pair", "--output-key-prefix", prefix); code != 0 {
 		t.Fatalf("generate-key-pair: %d %s", code, stderr)
 	}
 	return prefix + ".key", prefix + ".pub"
 }
 
 func TestSignVerifyCommands(t *testing.T) {
-	reg := registrytest.Start(t)
+	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "pw")
 	_, otherPub := keyPair(t, "pw2")
 	t.Setenv("KFM_PASSWORD", "pw")
 
 	// Unsigned: exit 3, and the text names the problem.
-	tagRef := reg.Host + "/net/cli:1.0.0"
+	tagRef := reg.Host() + "/net/cli:1.0.0"
 	pinned, _ := pushTestBundle(t, reg, "net/cli", "1.0.0")
-	code, stdout, stderr := kfm(t, "verify", tagRef, "--key", pub)
+	stdout, stderr, code := kfm(t, "", "verify", tagRef, "--key", pub)
 	if code != exitVerifyFailed || !strings.Contains(stderr, "has no signature") || !strings.Contains(stdout, "signatures: none") {
 		t.Fatalf("unsigned: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 
 	// Sign both formats (by tag: the digest is what gets signed).
 	for _, f := range []string{"bundle", "legacy"} {
-		code, stdout, stderr = kfm(t, "sign", tagRef, "--key", key, "--signature-format", f, "-a", "team=net")
+		stdout, stderr, code = kfm(t, "", "sign", tagRef, "--key", key, "--signature-format", f, "-a", "team=net")
 		if code != 0 || !strings.Contains(stdout, "Signed "+pinned) || !strings.Contains(stdout, "resolved to") {
 			t.Fatalf("sign %s: exit %d\n%s\n%s", f, code, stdout, stderr)
 		}
 	}
 
 	// Verified, in JSON, with both signatures and the accepted key.
-	code, stdout, stderr = kfm(t, "verify", tagRef, "--key", pub, "-o", "json")
+	stdout, stderr, code = kfm(t, "", "verify", tagRef, "--key", pub, "-o", "json")
 	if code != 0 {
 		t.Fatalf("verify: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -109,13 +100,13 @@ func TestSignVerifyCommands(t *testing.T) {
 	}
 
 	// Text output says which key was accepted.
-	code, stdout, _ = kfm(t, "verify", pinned, "--key", pub)
+	stdout, _, code = kfm(t, "", "verify", pinned, "--key", pub)
 	if code != 0 || !strings.Contains(stdout, "Verified: signed by key "+pk.Fingerprint) {
 		t.Fatalf("verify text: %d\n%s", code, stdout)
 	}
 
 	// Another key: refused, exit 3.
-	code, _, stderr = kfm(t, "verify", pinned, "--key", otherPub)
+	_, stderr, code = kfm(t, "", "verify", pinned, "--key", otherPub)
 	if code != exitVerifyFailed || !strings.Contains(stderr, "no key of the rule verifies it") {
 		t.Fatalf("other key: exit %d %s", code, stderr)
 	}
@@ -124,23 +115,23 @@ func TestSignVerifyCommands(t *testing.T) {
 	confDir := t.TempDir()
 	pubData, _ := os.ReadFile(pub)
 	os.WriteFile(filepath.Join(confDir, "release.pub"), pubData, 0o644)
-	os.WriteFile(filepath.Join(confDir, "policy.yaml"), []byte("version: 1\nrules:\n  - match: "+reg.Host+"/net/*\n    keys: [release.pub]\n"), 0o644)
-	if code, stdout, stderr = kfm(t, "--config-dir", confDir, "verify", tagRef); code != 0 || !strings.Contains(stdout, "policy.yaml:3 ("+reg.Host+"/net/*)") {
+	os.WriteFile(filepath.Join(confDir, "policy.yaml"), []byte("version: 1\nrules:\n  - match: "+reg.Host()+"/net/*\n    keys: [release.pub]\n"), 0o644)
+	if stdout, stderr, code = kfm(t, "", "--config-dir", confDir, "verify", tagRef); code != 0 || !strings.Contains(stdout, "policy.yaml:3 ("+reg.Host()+"/net/*)") {
 		t.Fatalf("policy: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	// No rule for the repository: exit 3.
 	other, _ := pushTestBundle(t, reg, "lb/other", "1")
-	if code, _, stderr = kfm(t, "--config-dir", confDir, "verify", other); code != exitVerifyFailed || !strings.Contains(stderr, "no rule of") {
+	if _, stderr, code = kfm(t, "", "--config-dir", confDir, "verify", other); code != exitVerifyFailed || !strings.Contains(stderr, "no rule of") {
 		t.Fatalf("no rule: exit %d %s", code, stderr)
 	}
 	// A malformed policy: exit 3, the message names the line.
 	bad := filepath.Join(confDir, "bad.yaml")
 	os.WriteFile(bad, []byte("version: 1\nrules:\n  - match: '**'\n    keys: [release.pub]\n    trust: all\n"), 0o644)
-	if code, _, stderr = kfm(t, "verify", tagRef, "--policy", bad); code != exitVerifyFailed || !strings.Contains(stderr, bad+":5:") {
+	if _, stderr, code = kfm(t, "", "verify", tagRef, "--policy", bad); code != exitVerifyFailed || !strings.Contains(stderr, bad+":5:") {
 		t.Fatalf("malformed policy: exit %d %s", code, stderr)
 	}
 	// Missing policy: a plain failure that says what to do.
-	if code, _, stderr = kfm(t, "--config-dir", t.TempDir(), "verify", tagRef); code != exitFailure || !strings.Contains(stderr, "give --key, --trusted-root or --policy") {
+	if _, stderr, code = kfm(t, "", "--config-dir", t.TempDir(), "verify", tagRef); code != exitFailure || !strings.Contains(stderr, "give --key, --trusted-root or --policy") {
 		t.Fatalf("missing policy: exit %d %s", code, stderr)
 	}
 
@@ -154,14 +145,14 @@ func TestSignVerifyCommands(t *testing.T) {
 		{"sign", tagRef, "--key", key, "-a", "novalue"},
 		{"verify", "not-a-reference", "--key", pub},
 	} {
-		if code, _, stderr := kfm(t, args...); code != exitUsage {
+		if _, stderr, code := kfm(t, "", args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)
 		}
 	}
 
 	// A wrong password is a plain failure that says so.
 	t.Setenv("KFM_PASSWORD", "wrong")
-	if code, _, stderr = kfm(t, "sign", tagRef, "--key", key); code != exitFailure || !strings.Contains(stderr, "wrong password") {
+	if _, stderr, code = kfm(t, "", "sign", tagRef, "--key", key); code != exitFailure || !strings.Contains(stderr, "wrong password") {
 		t.Fatalf("wrong password: exit %d %s", code, stderr)
 	}
 }

@@ -17,9 +17,6 @@ import (
 const (
 	EnvRequirePrivileged = "KFM_REQUIRE_PRIVILEGED"
 	EnvRequireEXT        = "KFM_REQUIRE_EXT"
-	// EnvRequireTools makes RequireTool fail instead of skipping (make test
-	// sets it, after scripts/deps.sh installed the tools).
-	EnvRequireTools = "KFM_REQUIRE_TOOLS"
 	// EnvInVM is set by the kernel-VM init script; tests may read it to
 	// report which kernel they ran on.
 	EnvInVM = "KFM_IN_VM"
@@ -82,35 +79,25 @@ func BPFFS(tb testing.TB) string {
 	return dir
 }
 
-// RequireTool returns the path of the external program name (an interop
-// peer such as cosign): from $TOOLS_BIN or $HOME/.cache/kfm/bin, where
-// scripts/deps.sh installs Go tools, else from PATH. When it is missing the
-// test is skipped, or fails under KFM_REQUIRE_TOOLS=1 or
-// KFM_REQUIRE_PRIVILEGED=1 (make test), so that CI never counts a missing
-// tool as a pass.
+// EnvRequireTools turns a missing external tool (RequireTool) from a skip
+// into a failure; `make test` sets it.
+const EnvRequireTools = "KFM_REQUIRE_TOOLS"
+
+// RequireTool returns the path of the command-line tool name, looked up
+// first in $HOME/.cache/kfm/bin (where scripts/deps.sh installs Go tools),
+// then in PATH. When it is missing the test skips, or fails under
+// KFM_REQUIRE_TOOLS=1.
 func RequireTool(tb testing.TB, name string) string {
 	tb.Helper()
-	var dirs []string
-	if d := os.Getenv("TOOLS_BIN"); d != "" {
-		dirs = append(dirs, d)
-	}
 	if home, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(home, ".cache", "kfm", "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+		p := filepath.Join(home, ".cache", "kfm", "bin", name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 			return p
 		}
 	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	msg := name + " not found in $TOOLS_BIN, ~/.cache/kfm/bin or PATH (make deps installs it)"
-	env := EnvRequireTools
-	if !required(env) && required(EnvRequirePrivileged) {
-		env = EnvRequirePrivileged
-	}
-	skipOrFail(tb, env, msg)
+	skipOrFail(tb, EnvRequireTools, name+" is not installed (run `make deps`, which installs it into $HOME/.cache/kfm/bin)")
 	return ""
 }
