@@ -148,6 +148,12 @@ func LoadSigningKey(ctx context.Context, ref string, pf PassFunc) (*SigningKey, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
+	return ParseSigningKey(ref, data, pf)
+}
+
+// ParseSigningKey reads a PEM private key (see LoadSigningKey); ref names it
+// in messages.
+func ParseSigningKey(ref string, data []byte, pf PassFunc) (*SigningKey, error) {
 	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(data, onlyForEncrypted(data, pf))
 	if err != nil {
 		if errors.Is(err, ErrNoPassword) {
