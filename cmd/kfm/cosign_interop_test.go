@@ -34,6 +34,7 @@ func (c *cosignTool) run(t *testing.T, password string, args ...string) (string,
 // cosign sign --key, with each generation and format of cosign, then
 // kfm verify --key: both must agree.
 func TestCosignSignsKfmVerifies(t *testing.T) {
+	cliEnv(t)
 	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "interop") // made by kfm, used by cosign
 	cosign3, cosign2 := newCosign(t, "cosign"), newCosign(t, "cosign2")
@@ -79,6 +80,7 @@ func TestCosignSignsKfmVerifies(t *testing.T) {
 // kfm sign --key, each format, then cosign verify --key with each
 // generation of cosign.
 func TestKfmSignsCosignVerifies(t *testing.T) {
+	cliEnv(t)
 	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "interop")
 	t.Setenv("KFM_PASSWORD", "interop")
@@ -121,6 +123,7 @@ func TestKfmSignsCosignVerifies(t *testing.T) {
 // Both tools add to one legacy .sig manifest: cosign appends to what kfm
 // wrote and kfm to what cosign wrote, and every signature stays valid.
 func TestLegacySignaturesAccumulate(t *testing.T) {
+	cliEnv(t)
 	reg := testregistry.Start(t, testregistry.Options{})
 	kfmKey, kfmPub := keyPair(t, "one")
 	cosignKey, cosignPub := keyPair(t, "two")

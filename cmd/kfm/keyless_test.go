@@ -19,6 +19,7 @@ import (
 // --certificate-oidc-issuer[-regexp]: keyless, offline, against a private
 // sigstore's trusted_root.json.
 func TestVerifyKeylessCommand(t *testing.T) {
+	cliEnv(t)
 	ctx := context.Background()
 	reg := testregistry.Start(t, testregistry.Options{})
 	vs := sigstoretest.New(t)

@@ -14,6 +14,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/kfm-project/kfm/internal/testregistry"
+	"github.com/kfm-project/kfm/registry"
+	"github.com/kfm-project/kfm/registry/cache"
 	"github.com/kfm-project/kfm/verify"
 )
 
@@ -61,6 +63,7 @@ func keyPair(t *testing.T, password string) (key, pub string) {
 }
 
 func TestSignVerifyCommands(t *testing.T) {
+	cliEnv(t)
 	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "pw")
 	_, otherPub := keyPair(t, "pw2")
@@ -154,5 +157,55 @@ func TestSignVerifyCommands(t *testing.T) {
 	t.Setenv("KFM_PASSWORD", "wrong")
 	if _, stderr, code = kfm(t, "", "sign", tagRef, "--key", key); code != exitFailure || !strings.Contains(stderr, "wrong password") {
 		t.Fatalf("wrong password: exit %d %s", code, stderr)
+	}
+}
+
+// kfm verify --offline reads the bundle and its signatures from the cache
+// (--cache-dir): after a pull that copied the signatures, it works with the
+// registry gone.
+func TestVerifyOffline(t *testing.T) {
+	ctx := context.Background()
+	cacheDir := cliEnv(t)
+	reg := testregistry.Start(t, testregistry.Options{})
+	key, pub := keyPair(t, "pw")
+	t.Setenv("KFM_PASSWORD", "pw")
+	tagRef := reg.Ref("kfm/params", "1.0.0")
+	if _, stderr, code := kfm(t, "", "publish", testObject, tagRef); code != 0 {
+		t.Fatalf("publish: %s", stderr)
+	}
+	if _, stderr, code := kfm(t, "", "sign", tagRef, "--key", key); code != 0 {
+		t.Fatalf("sign: %s", stderr)
+	}
+	if _, stderr, code := kfm(t, "", "pull", tagRef); code != 0 {
+		t.Fatalf("pull: %s", stderr)
+	}
+	// Not yet part of kfm pull: copy the signatures into the cache.
+	c, err := cache.Open(ctx, filepath.Join(cacheDir, "oci"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := registry.NewClient(registry.Options{Cache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := registry.ParseReference(tagRef)
+	_, desc, err := cl.Resolve(ctx, ref, registry.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.FetchReferrers(ctx, ref.Pinned(desc.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	reg.Stop()
+
+	stdout, stderr, code := kfm(t, "", "verify", tagRef, "--offline", "--key", pub)
+	if code != 0 || !strings.Contains(stdout, "Verified: signed by key") {
+		t.Fatalf("verify --offline: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if _, stderr, code := kfm(t, "", "verify", tagRef, "--key", pub); code != exitFailure {
+		t.Fatalf("online verify with the registry gone: exit %d %s", code, stderr)
+	}
+	if _, stderr, code := kfm(t, "", "verify", reg.Ref("kfm/never-pulled", "1"), "--offline", "--key", pub); code != exitFailure || !strings.Contains(stderr, "pull it first") {
+		t.Fatalf("verify --offline of something not cached: exit %d %s", code, stderr)
 	}
 }
