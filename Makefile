@@ -59,7 +59,7 @@ test-kernels: deps
 	$(GO) run ./internal/kernelvm/cmd/kernel-tests $(KERNEL_TESTS_FLAGS)
 
 # Everything CI runs. Privileged tests may not skip here, nor tests that
-# drive external tools (the oras CLI, installed by deps).
+# drive external tools (the oras and cosign CLIs, installed by deps).
 test: export KFM_REQUIRE_PRIVILEGED = 1
 test: export KFM_REQUIRE_TOOLS = 1
 test: deps lint bpf-check test-host test-kernels
