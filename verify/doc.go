@@ -27,6 +27,11 @@
 // and an observer timestamp required, and the certificate's subject and
 // issuer matched exactly or by regular expression).
 //
+// A signature made with a key is verified by the key alone: like cosign
+// verify --insecure-ignore-tlog, transparency-log entries and timestamps in
+// it are not required (private keys are typically used without a public
+// log). Keyless signatures always need both.
+//
 // Signatures live next to the bundle: CopySignatures copies a digest's
 // signature manifests from a registry into kfm's local OCI layout cache, so
 // that Verify against the cache needs no network.

@@ -71,7 +71,11 @@ type Signature struct {
 }
 
 func (s *Signature) describe() string {
-	d := fmt.Sprintf("%s signature %s", s.Format, s.Manifest.Encoded()[:12])
+	short := s.Manifest.Encoded()
+	if len(short) > 12 {
+		short = short[:12]
+	}
+	d := fmt.Sprintf("%s signature %s", s.Format, short)
 	if s.Format == FormatLegacy {
 		d += fmt.Sprintf(" layer %d", s.Layer)
 	}
@@ -92,6 +96,9 @@ type Result struct {
 	// Nil when Verify refused.
 	Signer *Signer `json:"signer,omitempty"`
 }
+
+// maxProblems bounds the signatures an error message describes.
+const maxProblems = 5
 
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
@@ -151,10 +158,19 @@ func Verify(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, desc 
 			res.Signatures = append(res.Signatures, c.Signature)
 		}
 	}()
+	unevaluated := func(why string) {
+		for _, c := range cands {
+			if c.Problem == "" {
+				c.Problem = why
+			}
+		}
+	}
 	if ruleErr != nil {
+		unevaluated("not checked: no rule of the policy matches the repository")
 		return res, ruleErr
 	}
 	if rule.Deny {
+		unevaluated("not checked: the repository is denied")
 		return res, fmt.Errorf("%w: %s: refused by deny rule %s", ErrUntrusted, ref, res.Rule)
 	}
 	if len(cands) == 0 && lookupErr != nil {
@@ -178,11 +194,16 @@ func Verify(ctx context.Context, src oras.ReadOnlyGraphTarget, ref string, desc 
 	}
 	var problems []string
 	sentinel := ErrInvalidSignature
-	for _, c := range cands {
+	for i, c := range cands {
 		if c.untrusted {
 			sentinel = ErrUntrusted
 		}
-		problems = append(problems, c.describe()+": "+c.Problem)
+		switch {
+		case i < maxProblems:
+			problems = append(problems, c.describe()+": "+c.Problem)
+		case i == maxProblems:
+			problems = append(problems, fmt.Sprintf("and %d more (see the result)", len(cands)-maxProblems))
+		}
 	}
 	if lookupErr != nil {
 		problems = append(problems, lookupErr.Error())
