@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
+	"github.com/kfm-project/kfm/internal/testenv"
 	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/registry/cache"
@@ -18,7 +20,8 @@ import (
 // What signing and verification add to publishing and installing a bundle,
 // against the in-process registry on 127.0.0.1, with a real bundle
 // (examples/programs/xdp_count.o). Pull is the reference: pulling the same
-// bundle into an empty cache, as an install from a registry does. Run with
+// bundle into an empty cache, as an install from a registry does; the cosign
+// CLI verifying the same kind of signature is the other reference. Run with
 // -count=10 and take the median:
 //
 //	go test -run '^$' -bench . -count 10 ./verify/
@@ -87,6 +90,26 @@ func BenchmarkSignVerify(b *testing.B) {
 			}
 		}
 	})
+	// The cosign CLI on the same signatures, for comparison (process start
+	// included, as a user or script would run it).
+	cosign := testenv.RequireTool(b, "cosign")
+	for _, f := range []Format{FormatBundle, FormatLegacy} {
+		b.Run("verify/cosign-cli-"+string(f), func(b *testing.B) {
+			r, d := publish()
+			if _, err := Sign(ctx, repo, r.String(), d, key.priv, SignOptions{Format: f}); err != nil {
+				b.Fatal(err)
+			}
+			pinned := r.Repo() + "@" + d.Digest.String()
+			home := b.TempDir()
+			for b.Loop() {
+				cmd := exec.Command(cosign, "verify", "--key", key.pubPath, "--insecure-ignore-tlog=true", pinned)
+				cmd.Env = append(os.Environ(), "HOME="+home, "TUF_ROOT="+filepath.Join(home, "tuf"))
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("cosign verify: %v\n%s", err, out)
+				}
+			}
+		})
+	}
 	b.Run("pull/registry", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
