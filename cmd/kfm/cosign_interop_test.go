@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -9,6 +10,10 @@ import (
 	"testing"
 
 	"github.com/kfm-project/kfm/internal/testenv"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	orasregistry "oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+
 	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -43,19 +48,35 @@ func TestCosignSignsKfmVerifies(t *testing.T) {
 		cosign *cosignTool
 		args   []string
 		format verify.Format
+		// indexed is the artifactType the referrers index gives the
+		// bundle: cosign 2.6 writes no artifactType, so the index
+		// derives the config's (empty) media type, and kfm must not
+		// filter on it.
+		indexed string
 	}{
-		{"cosign 3 bundle", cosign3, []string{"--use-signing-config=false", "--tlog-upload=false"}, verify.FormatBundle},
-		{"cosign 3 legacy", cosign3, []string{"--use-signing-config=false", "--tlog-upload=false", "--new-bundle-format=false"}, verify.FormatLegacy},
-		{"cosign 2 legacy", cosign2, []string{"--tlog-upload=false"}, verify.FormatLegacy},
-		{"cosign 2 bundle", cosign2, []string{"--tlog-upload=false", "--new-bundle-format"}, verify.FormatBundle},
+		{"cosign 3 bundle", cosign3, []string{"--use-signing-config=false", "--tlog-upload=false"}, verify.FormatBundle, verify.MediaTypeBundle},
+		{"cosign 3 legacy", cosign3, []string{"--use-signing-config=false", "--tlog-upload=false", "--new-bundle-format=false"}, verify.FormatLegacy, ""},
+		{"cosign 2 legacy", cosign2, []string{"--tlog-upload=false"}, verify.FormatLegacy, ""},
+		{"cosign 2 bundle", cosign2, []string{"--tlog-upload=false", "--new-bundle-format"}, verify.FormatBundle, ocispec.MediaTypeEmptyJSON},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			repo := "interop/cosign-signs-" + string(rune('a'+i))
-			pinned, _ := pushTestBundle(t, reg, repo, "1.0.0")
+			pinned, desc := pushTestBundle(t, reg, repo, "1.0.0")
 			args := append([]string{"sign", "-y", "--key", key}, tt.args...)
 			if out, err := tt.cosign.run(t, "interop", append(args, pinned)...); err != nil {
 				t.Fatalf("cosign sign: %v\n%s", err, out)
+			}
+			if tt.indexed != "" {
+				r, err := remote.NewRepository(reg.Host() + "/" + repo)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.PlainHTTP = true
+				refs, err := orasregistry.Referrers(context.Background(), r, desc, "")
+				if err != nil || len(refs) != 1 || refs[0].ArtifactType != tt.indexed {
+					t.Fatalf("referrers index %+v (%v): want one entry of artifactType %s", refs, err, tt.indexed)
+				}
 			}
 			stdout, stderr, code := kfm(t, "", "verify", reg.Host()+"/"+repo+":1.0.0", "--key", pub, "-o", "json")
 			if code != 0 {
