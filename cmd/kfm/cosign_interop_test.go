@@ -9,11 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kfm-project/kfm/internal/testenv"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	orasregistry "oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/kfm-project/kfm/internal/testenv"
 	"github.com/kfm-project/kfm/internal/testregistry"
 	"github.com/kfm-project/kfm/verify"
 )
