@@ -100,4 +100,12 @@ func TestSignIntoLayout(t *testing.T) {
 	if err != nil || len(res.Signatures) != 3 || res.Signer.Key != other.pub.Fingerprint {
 		t.Fatalf("after a second legacy signature: %v %+v", err, res)
 	}
+	if res.Accepts(Signer{Key: key.pub.Fingerprint}) || !res.Accepts(Signer{Key: other.pub.Fingerprint}) {
+		t.Fatal("Accepts disagrees with the policy of one key")
+	}
+	// Both keys trusted: both are accepted signers, whichever comes first.
+	res, err = Verify(ctx, store, ref+":1", d, keyPolicy(key.pub, other.pub), &VerifyOptions{FullReferenceTags: true})
+	if err != nil || !res.Accepts(Signer{Key: key.pub.Fingerprint}) || !res.Accepts(Signer{Key: other.pub.Fingerprint}) {
+		t.Fatalf("two trusted keys: %v %+v", err, res.Signatures)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ func findSignatures(ctx context.Context, src oras.ReadOnlyGraphTarget, desc ocis
 	if err != nil && !isNotFound(err) {
 		return nil, nil, fmt.Errorf("list referrers of %s: %w", desc.Digest, err)
 	}
+	// Stores list referrers in no particular order (a layout's index is a
+	// set): sort, so that results and messages are stable.
+	slices.SortFunc(referrers, func(a, b ocispec.Descriptor) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
 	for _, r := range referrers {
 		if len(out) >= maxSignatures {
 			break

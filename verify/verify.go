@@ -100,6 +100,19 @@ type Result struct {
 // maxProblems bounds the signatures an error message describes.
 const maxProblems = 5
 
+// Accepts reports whether s made one of the signatures that verified. The
+// lockfile records one signer (Result.Signer); when several signers are
+// accepted, which one comes first may differ between stores, so apply
+// --locked asks whether the recorded one is among them.
+func (r *Result) Accepts(s Signer) bool {
+	for _, sig := range r.Signatures {
+		if sig.Verified && sig.Signer != nil && *sig.Signer == s {
+			return true
+		}
+	}
+	return false
+}
+
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	// FullReferenceTags: src names tags by full reference, as kfm's cache
