@@ -10,6 +10,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/registry"
 )
 
@@ -20,10 +21,11 @@ type pullResult struct {
 	Name      string          `json:"name"`
 	Version   string          `json:"version,omitempty"`
 	Functions []string        `json:"functions"`
+	Signer    *chain.Signer   `json:"signer"`
 }
 
 func newPullCommand(g *globals) *cobra.Command {
-	var rf registryFlags
+	var f chainFlags
 	cmd := &cobra.Command{
 		Use:   "pull REF...",
 		Short: "Fetch bundles (or bpfman bytecode images) into the local cache",
@@ -33,7 +35,12 @@ every blob against its digest while it arrives, and prints the reference
 pinned to the digest. Several references are pulled concurrently.
 
 kfm bundles and bpfman bytecode images are accepted; anything else is refused
-and nothing of it is cached. With --offline only the cache is used.`,
+and nothing of it is cached. With --offline only the cache is used.
+
+Signatures are fetched into the cache with the bundle and verified against the
+trust policy (<config-dir>/policy.yaml); a bundle no rule accepts makes pull
+fail (exit status 3) unless --insecure-allow-unsigned is given. Installs verify
+again, from the cache, so a cached bundle installs offline.`,
 		Example: `  kfm pull registry.example.com/net/ratelimit:1.2.0
   kfm pull localhost:5000/net/a:1 localhost:5000/net/b:1 -o json
   kfm pull --offline registry.example.com/net/ratelimit:1.2.0`,
@@ -53,11 +60,12 @@ and nothing of it is cached. With --offline only the cache is used.`,
 				}
 				refs = append(refs, ref)
 			}
-			c, err := g.registryClient(ctx, &rf, true)
+			src, err := g.sources(ctx, &f)
 			if err != nil {
 				return err
 			}
-			opts := registry.PullOptions{Offline: rf.offline}
+			c := src.Registry
+			opts := registry.PullOptions{Offline: f.registry.offline}
 			var bars *progressBars
 			switch {
 			case g.output == "json":
@@ -76,8 +84,12 @@ and nothing of it is cached. With --offline only the cache is used.`,
 			}
 			var results []pullResult
 			for _, b := range bundles {
+				signer, err := src.Verify(ctx, b.Reference, b.Descriptor())
+				if err != nil {
+					return err
+				}
 				results = append(results, pullResult{Reference: b.Reference.String(), Digest: b.Digest.String(), Format: b.Format,
-					Name: b.Config.Name, Version: b.Config.Version, Functions: b.Config.Functions()})
+					Name: b.Config.Name, Version: b.Config.Version, Functions: b.Config.Functions(), Signer: signer})
 			}
 			var v any = results
 			if len(results) == 1 {
@@ -85,13 +97,14 @@ and nothing of it is cached. With --offline only the cache is used.`,
 			}
 			return g.report(v, func(w io.Writer) error {
 				for _, r := range results {
-					fmt.Fprintf(w, "Digest: %s\nPulled: %s\n", r.Digest, r.Reference)
+					fmt.Fprintf(w, "Digest: %s\nPulled: %s\nSigner: %s\n", r.Digest, r.Reference, r.Signer)
 				}
 				return nil
 			})
 		},
 	}
-	rf.add(cmd, true)
+	f.register(cmd)
+	cmd.Flags().MarkHidden("lock-timeout")
 	return cmd
 }
 

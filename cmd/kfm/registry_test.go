@@ -31,6 +31,8 @@ func cliEnv(t *testing.T) (cacheDir string) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	cacheDir = t.TempDir()
 	t.Setenv("KFM_CACHE_DIR", cacheDir)
+	t.Setenv("KFM_CONFIG_DIR", t.TempDir())
+	t.Setenv("KFM_STATE_DIR", t.TempDir())
 	t.Setenv("SOURCE_DATE_EPOCH", "")
 	return cacheDir
 }
@@ -91,13 +93,21 @@ func TestCLIPublishPullInspect(t *testing.T) {
 				t.Fatalf("second publish: exit %d, %q, want %q", code, out, pub.Reference)
 			}
 
+			// Unsigned: refused by default (no policy), allowed loudly.
 			out, stderr, code = kfm(t, "", append([]string{"pull", r.Ref("kfm/params", "1.0.0")}, flags...)...)
-			if code != exitOK || !strings.Contains(out, "Digest: "+pub.Digest) || !strings.Contains(out, "Pulled: "+pub.Reference) {
-				t.Fatalf("pull: exit %d: %s %s", code, out, stderr)
+			if code != exitTrust || !strings.Contains(stderr, "no trust policy") || !strings.Contains(stderr, "--insecure-allow-unsigned") {
+				t.Fatalf("pull of an unsigned bundle without a policy: exit %d: %s %s", code, out, stderr)
 			}
 			// Not a terminal: plain progress lines, no bar drawing.
 			if !strings.Contains(stderr, "fetched layer sha256:") || strings.Contains(stderr, "\x1b[") {
 				t.Errorf("pull progress on a pipe: %q", stderr)
+			}
+			out, stderr, code = kfm(t, "", append([]string{"pull", r.Ref("kfm/params", "1.0.0"), "--insecure-allow-unsigned"}, flags...)...)
+			if code != exitOK || !strings.Contains(out, "Digest: "+pub.Digest) || !strings.Contains(out, "Pulled: "+pub.Reference) || !strings.Contains(out, "Signer: unsigned") {
+				t.Fatalf("pull: exit %d: %s %s", code, out, stderr)
+			}
+			if !strings.Contains(stderr, "WITHOUT signature verification") {
+				t.Errorf("pull --insecure-allow-unsigned did not warn: %s", stderr)
 			}
 
 			out, stderr, code = kfm(t, "", append([]string{"inspect", r.Ref("kfm/params", "1.0.0")}, flags...)...)
@@ -112,7 +122,7 @@ func TestCLIPublishPullInspect(t *testing.T) {
 
 			// Offline with the registry gone: pull and inspect from the cache.
 			r.Stop()
-			out, stderr, code = kfm(t, "", "pull", "--offline", r.Ref("kfm/params", "1.0.0"), "-o", "json")
+			out, stderr, code = kfm(t, "", "pull", "--offline", "--insecure-allow-unsigned", r.Ref("kfm/params", "1.0.0"), "-o", "json")
 			if code != exitOK || !strings.Contains(out, pub.Digest) {
 				t.Fatalf("offline pull: exit %d: %s %s", code, out, stderr)
 			}

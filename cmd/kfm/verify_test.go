@@ -14,8 +14,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/kfm-project/kfm/internal/testregistry"
-	"github.com/kfm-project/kfm/registry"
-	"github.com/kfm-project/kfm/registry/cache"
 	"github.com/kfm-project/kfm/verify"
 )
 
@@ -164,8 +162,7 @@ func TestSignVerifyCommands(t *testing.T) {
 // (--cache-dir): after a pull that copied the signatures, it works with the
 // registry gone.
 func TestVerifyOffline(t *testing.T) {
-	ctx := context.Background()
-	cacheDir := cliEnv(t)
+	cliEnv(t)
 	reg := testregistry.Start(t, testregistry.Options{})
 	key, pub := keyPair(t, "pw")
 	t.Setenv("KFM_PASSWORD", "pw")
@@ -176,29 +173,17 @@ func TestVerifyOffline(t *testing.T) {
 	if _, stderr, code := kfm(t, "", "sign", tagRef, "--key", key); code != 0 {
 		t.Fatalf("sign: %s", stderr)
 	}
-	if _, stderr, code := kfm(t, "", "pull", tagRef); code != 0 {
-		t.Fatalf("pull: %s", stderr)
-	}
-	// Not yet part of kfm pull: copy the signatures into the cache.
-	c, err := cache.Open(ctx, filepath.Join(cacheDir, "oci"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := registry.NewClient(registry.Options{Cache: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, _ := registry.ParseReference(tagRef)
-	_, desc, err := cl.Resolve(ctx, ref, registry.PullOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.FetchReferrers(ctx, ref.Pinned(desc.Digest)); err != nil {
-		t.Fatal(err)
+	// kfm pull verifies against the policy and copies the signatures into
+	// the cache.
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policy, []byte("version: 1\nrules:\n  - match: '"+reg.Host()+"/**'\n    keys: ["+pub+"]\n"), 0o644)
+	stdout, stderr, code := kfm(t, "", "pull", tagRef, "--policy", policy)
+	if code != 0 || !strings.Contains(stdout, "Signer: key sha256:") {
+		t.Fatalf("pull: exit %d %s %s", code, stdout, stderr)
 	}
 	reg.Stop()
 
-	stdout, stderr, code := kfm(t, "", "verify", tagRef, "--offline", "--key", pub)
+	stdout, stderr, code = kfm(t, "", "verify", tagRef, "--offline", "--key", pub)
 	if code != 0 || !strings.Contains(stdout, "Verified: signed by key") {
 		t.Fatalf("verify --offline: exit %d\n%s\n%s", code, stdout, stderr)
 	}
