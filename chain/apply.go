@@ -41,6 +41,8 @@ type hookPlan struct {
 	prevChain *bpf.Chain // its chain
 	mode      string
 	resetMaps bool
+	current   *bpf.Chain // what the owner runs now, nil if nothing
+	noop      bool       // the hook already runs exactly this chain
 
 	// comps is the chain in run order; elems[i] is the kfm element behind
 	// comps[i], nil for a program another tool loaded.
@@ -69,6 +71,9 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 			return err
 		}
 		plans = append(plans, p)
+		if p.noop {
+			continue
+		}
 		if err := m.prepare(ctx, p); err != nil {
 			abortAll()
 			return err
@@ -78,6 +83,9 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	// Write ahead: should kfm die during the commits, the next run knows
 	// which running programs are its own.
 	for _, p := range plans {
+		if p.noop {
+			continue
+		}
 		hs := p.draft()
 		if p.old != nil {
 			hs.Elements = p.old.Elements
@@ -95,6 +103,9 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	}
 
 	for i, p := range plans {
+		if p.noop {
+			continue
+		}
 		if err := p.change.Commit(ctx); err != nil {
 			return m.rollback(ctx, st, plans, i, fmt.Errorf("%s: switch to the new chain: %w", p.target, err))
 		}
@@ -137,6 +148,9 @@ func (m *Manager) rollback(ctx context.Context, st *State, plans []*hookPlan, fa
 	var reverted []string
 	var errs []error
 	for j := failed - 1; j >= 0; j-- {
+		if plans[j].noop {
+			continue
+		}
 		if err := plans[j].change.Revert(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", plans[j].target, err))
 		} else {
@@ -260,7 +274,35 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		p.comps = append(p.comps, en.comp)
 		p.elems = append(p.elems, en.elem)
 	}
+	p.current = current
+	p.noop = p.unchanged(spec)
 	return p, nil
+}
+
+// unchanged reports whether the hook already runs exactly the planned chain:
+// the same programs (same code and params, still loaded) in the same order
+// with the same priorities and verdicts, on the same backend and mode.
+// Applying it again must change nothing, not even program IDs.
+func (p *hookPlan) unchanged(spec HookSpec) bool {
+	if p.previous != nil {
+		return false
+	}
+	if p.current == nil {
+		return len(p.comps) == 0
+	}
+	if spec.Mode != "" && spec.Mode != p.current.Mode {
+		return false
+	}
+	if len(p.current.Programs) != len(p.comps) {
+		return false
+	}
+	for i, c := range p.comps {
+		cp := p.current.Programs[i]
+		if c.Running == 0 || c.Running != cp.ID || c.Priority != cp.Priority || !slices.Equal(c.ProceedOn, cp.ProceedOn) {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *Manager) chooseBackend(p *hookPlan, spec HookSpec, owner Backend, current *bpf.Chain) error {
@@ -323,7 +365,12 @@ func (p *hookPlan) draft() *HookState {
 // final is the hook's state after a successful commit.
 func (p *hookPlan) final() *HookState {
 	hs := p.draft()
-	progs := p.change.Programs()
+	var progs []bpf.ChainProgram
+	if p.change != nil {
+		progs = p.change.Programs()
+	} else if p.current != nil {
+		progs = p.current.Programs
+	}
 	for i, e := range p.elems {
 		if e == nil {
 			continue

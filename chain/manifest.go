@@ -1,0 +1,268 @@
+package chain
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// ManifestVersion is the kfm.yaml format version kfm writes and reads.
+const ManifestVersion = 1
+
+// ErrManifest wraps every error about the contents of kfm.yaml or kfm.lock;
+// messages start with file:line.
+var ErrManifest = errors.New("invalid manifest")
+
+// ErrLockMismatch: kfm.lock does not pin what kfm.yaml asks for (apply
+// --locked refuses to run).
+var ErrLockMismatch = errors.New("kfm.lock does not match kfm.yaml")
+
+// Manifest is kfm.yaml: the chains a host wants.
+//
+//	version: 1
+//	chains:
+//	  - interface: eth0
+//	    hook: xdp
+//	    backend: auto          # optional: auto, dispatcher, tailcall, tcx, tc
+//	    mode: native           # optional, XDP only: native or skb
+//	    programs:
+//	      - name: ratelimit
+//	        ref: registry.example.com/net/xdp-ratelimit:^1.2   # tag, @digest or semver range
+//	        priority: 10
+//	        params: {rate: 1000, burst: 50}
+//	      - name: count
+//	        path: /opt/ebpf/xdp_count.o                        # a local object, for development
+type Manifest struct {
+	Version int         `yaml:"version" json:"version"`
+	Chains  []ChainSpec `yaml:"chains" json:"chains"`
+}
+
+// ChainSpec is the chain wanted on one hook of one interface.
+type ChainSpec struct {
+	Interface string        `yaml:"interface" json:"interface"`
+	Hook      bpf.Hook      `yaml:"hook" json:"hook"`
+	Backend   string        `yaml:"backend,omitempty" json:"backend,omitempty"`
+	Mode      string        `yaml:"mode,omitempty" json:"mode,omitempty"`
+	Programs  []ProgramSpec `yaml:"programs" json:"programs"`
+
+	line int
+}
+
+// ProgramSpec is one program wanted in a chain. Exactly one of Ref and
+// Path is set.
+type ProgramSpec struct {
+	Name string `yaml:"name" json:"name"`
+	// Ref is a registry reference: host/repo:tag, host/repo@sha256:...,
+	// or host/repo:RANGE with a semver range (^1.2, ~1.4.0, >=1.0 <2)
+	// resolved against the repository's tags. Whatever is not a valid
+	// OCI tag after the last ':' is a range.
+	Ref string `yaml:"ref,omitempty" json:"ref,omitempty"`
+	// Path is a local object file (development).
+	Path      string            `yaml:"path,omitempty" json:"path,omitempty"`
+	Function  string            `yaml:"function,omitempty" json:"function,omitempty"`
+	Priority  *int              `yaml:"priority,omitempty" json:"priority,omitempty"`
+	ProceedOn []string          `yaml:"proceedOn,omitempty" json:"proceedOn,omitempty"`
+	Params    map[string]string `yaml:"params,omitempty" json:"params,omitempty"`
+
+	line int
+}
+
+// Line is where the program is declared in its file (0 if unknown).
+func (p ProgramSpec) Line() int { return p.line }
+
+// ParseManifest reads kfm.yaml from r; name prefixes error messages.
+// Unknown keys are errors that name their line.
+func ParseManifest(name string, r io.Reader) (*Manifest, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d KiB: %w", name, maxFileSize>>10, ErrManifest)
+	}
+	var m Manifest
+	root, err := decodeStrict(name, data, &m)
+	if err != nil {
+		return nil, err
+	}
+	if root != nil {
+		chains := mappingValue(root, "chains")
+		for i := range m.Chains {
+			if c := seqItem(chains, i); c != nil {
+				m.Chains[i].line = c.Line
+				progs := mappingValue(c, "programs")
+				for j := range m.Chains[i].Programs {
+					if p := seqItem(progs, j); p != nil {
+						m.Chains[i].Programs[j].line = p.Line
+					}
+				}
+			}
+		}
+	}
+	if err := m.validate(name); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// LoadManifest reads the manifest at path.
+func LoadManifest(path string) (*Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseManifest(path, f)
+}
+
+// maxFileSize bounds kfm.yaml and kfm.lock (1 MiB).
+const maxFileSize = 1 << 20
+
+// decodeStrict decodes YAML into v, refusing unknown keys, and returns the
+// document's root mapping node for line lookups.
+func decodeStrict(name string, data []byte, v any) (*yaml.Node, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%s: empty file: %w", name, ErrManifest)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", name, ErrManifest, yamlErrorText(err))
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
+		return nil, nil
+	}
+	return doc.Content[0], nil
+}
+
+var yamlLinePrefix = regexp.MustCompile(`^(yaml: )?(unmarshal errors:\n\s*)?line (\d+): `)
+
+// yamlErrorText turns "yaml: line 3: ..." into "line 3: ...", one line.
+func yamlErrorText(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return strings.Join(te.Errors, "; ")
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if m := yamlLinePrefix.FindStringSubmatch(msg); m != nil {
+		return "line " + m[3] + ": " + msg[len(m[0]):]
+	}
+	return strings.TrimPrefix(msg, "yaml: ")
+}
+
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func seqItem(n *yaml.Node, i int) *yaml.Node {
+	if n == nil || n.Kind != yaml.SequenceNode || i >= len(n.Content) {
+		return nil
+	}
+	return n.Content[i]
+}
+
+func at(name string, line int) string {
+	if line > 0 {
+		return name + ":" + strconv.Itoa(line)
+	}
+	return name
+}
+
+var validBackends = []string{"", BackendAuto, "dispatcher", "tailcall", "tcx", "tc"}
+
+func (m *Manifest) validate(name string) error {
+	if m.Version != ManifestVersion {
+		return fmt.Errorf("%s: version %d: %w: this kfm reads version %d (add `version: %d`)", name, m.Version, ErrManifest, ManifestVersion, ManifestVersion)
+	}
+	hooks := map[string]int{}
+	for _, c := range m.Chains {
+		where := at(name, c.line)
+		if c.Interface == "" {
+			return fmt.Errorf("%s: chain without interface: %w", where, ErrManifest)
+		}
+		if _, err := bpf.ParseHook(string(c.Hook)); err != nil {
+			return fmt.Errorf("%s: %w: %w", where, err, ErrManifest)
+		}
+		key := c.Interface + "/" + string(c.Hook)
+		if prev, dup := hooks[key]; dup {
+			return fmt.Errorf("%s: a second chain for %s (the first is on line %d): %w", where, key, prev, ErrManifest)
+		}
+		hooks[key] = c.line
+		if !slices.Contains(validBackends, c.Backend) {
+			return fmt.Errorf("%s: unknown backend %q (use auto, dispatcher, tailcall, tcx or tc): %w", where, c.Backend, ErrManifest)
+		}
+		if c.Mode != "" && (c.Hook != bpf.HookXDP || (c.Mode != "native" && c.Mode != "skb")) {
+			return fmt.Errorf("%s: mode %q: only XDP chains have a mode, native or skb: %w", where, c.Mode, ErrManifest)
+		}
+		names := map[string]int{}
+		for _, p := range c.Programs {
+			where := at(name, p.line)
+			if err := ValidateName(p.Name); err != nil {
+				return fmt.Errorf("%s: %w: %w", where, err, ErrManifest)
+			}
+			if prev, dup := names[p.Name]; dup {
+				return fmt.Errorf("%s: a second program named %q in the %s chain (the first is on line %d): %w", where, p.Name, key, prev, ErrManifest)
+			}
+			names[p.Name] = p.line
+			if (p.Ref == "") == (p.Path == "") {
+				return fmt.Errorf("%s: program %q needs exactly one of ref and path: %w", where, p.Name, ErrManifest)
+			}
+			if len(p.ProceedOn) > 0 {
+				if _, err := bpf.ParseActions(c.Hook, strings.Join(p.ProceedOn, ",")); err != nil {
+					return fmt.Errorf("%s: program %q: %w: %w", where, p.Name, err, ErrManifest)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Chain returns the chain for iface and hook, nil if there is none.
+func (m *Manifest) Chain(iface string, hook bpf.Hook) *ChainSpec {
+	for i := range m.Chains {
+		if m.Chains[i].Interface == iface && m.Chains[i].Hook == hook {
+			return &m.Chains[i]
+		}
+	}
+	return nil
+}
+
+// Marshal writes the manifest as YAML, chains sorted by interface and hook.
+func (m *Manifest) Marshal() ([]byte, error) {
+	out := *m
+	out.Version = ManifestVersion
+	out.Chains = slices.Clone(m.Chains)
+	slices.SortStableFunc(out.Chains, func(a, b ChainSpec) int {
+		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.Hook), string(b.Hook))
+	})
+	var buf bytes.Buffer
+	buf.WriteString("# kfm.yaml: the chains this host wants. `kfm install` and `kfm remove` edit it;\n# `kfm apply` makes the kernel match it (see kfm.lock for what exactly runs).\n")
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&out); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), enc.Close()
+}

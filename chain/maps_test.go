@@ -1,0 +1,122 @@
+package chain
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/internal/testenv"
+)
+
+func testSpec(t *testing.T, maxEntries uint32) *ebpf.CollectionSpec {
+	t.Helper()
+	obj, err := bpf.ReadObject("../bpf/testdata/params.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := obj.Spec(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxEntries != 0 {
+		spec.Maps["seen"].MaxEntries = maxEntries
+	}
+	return spec
+}
+
+func TestMapStoreKeepsState(t *testing.T) {
+	fs := testenv.BPFFS(t)
+	ms := newMapStore(fs)
+	tgt := bpf.Target{Interface: "x", Ifindex: 7, Hook: bpf.HookXDP}
+
+	em, err := ms.prepare(tgt, "counter", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := em.maps[".rodata"]; ok {
+		t.Error(".rodata (params) must not be shared between loads")
+	}
+	seen := em.maps["seen"]
+	if seen == nil {
+		t.Fatalf("no replacement for map seen: %v", em.maps)
+	}
+	if err := seen.Put(uint32(1), uint64(42)); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(fs, "kfm", "maps", "7", "xdp", "counter", "seen")
+	if _, err := os.Stat(pin); err != nil {
+		t.Fatalf("map not pinned at %s: %v", pin, err)
+	}
+	if err := em.commit(); err != nil {
+		t.Fatal(err)
+	}
+	em.close()
+
+	// A second load of the same element gets the same map back, with its
+	// contents.
+	em, err = ms.prepare(tgt, "counter", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v uint64
+	if err := em.maps["seen"].Lookup(uint32(1), &v); err != nil || v != 42 {
+		t.Errorf("state lost across loads: %d, %v", v, err)
+	}
+	em.close()
+
+	// An upgrade that changes the map's definition is refused...
+	if _, err := ms.prepare(tgt, "counter", testSpec(t, 32), false); !errors.Is(err, ErrMapChanged) {
+		t.Fatalf("changed definition: %v, want ErrMapChanged", err)
+	}
+	// ...unless the user resets the maps; the old pin stays until commit.
+	em, err = ms.prepare(tgt, "counter", testSpec(t, 32), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Lookup(uint32(1), &v); err != nil || v != 42 {
+		t.Errorf("old map changed before commit: %d, %v", v, err)
+	}
+	old.Close()
+	if err := em.commit(); err != nil {
+		t.Fatal(err)
+	}
+	em.close()
+	fresh, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := fresh.Info(); info.MaxEntries != 32 {
+		t.Errorf("after reset: max entries %d, want 32", info.MaxEntries)
+	}
+	fresh.Close()
+
+	// gc removes the maps of elements that are gone.
+	if err := ms.gc(tgt, map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pin); !os.IsNotExist(err) {
+		t.Errorf("pin survived gc: %v", err)
+	}
+}
+
+func TestMapStoreAbortRemovesNewPins(t *testing.T) {
+	fs := testenv.BPFFS(t)
+	ms := newMapStore(fs)
+	tgt := bpf.Target{Interface: "x", Ifindex: 3, Hook: bpf.HookTCIngress}
+	em, err := ms.prepare(tgt, "p", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	em.abort()
+	if _, err := os.Stat(ms.elementDir(tgt, "p")); !os.IsNotExist(err) {
+		t.Errorf("aborted prepare left %s: %v", ms.elementDir(tgt, "p"), err)
+	}
+}
