@@ -590,7 +590,7 @@ func (b *Backend) Release(ctx context.Context, t bpf.Target) error {
 func pruneDirs(t bpf.Target, dir string) {
 	top := filepath.Join(t.BPFFS, "kfm")
 	for d := filepath.Clean(dir); d == top || strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
-		if os.Remove(d) != nil && !errors.Is(os.Remove(d), os.ErrNotExist) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return
 		}
 	}

@@ -237,6 +237,7 @@ func TestSwapUnderTraffic(t *testing.T) {
 		const changes = 50
 		start := time.Now()
 		for i := 0; i < changes; i++ {
+			time.Sleep(2 * time.Millisecond) // traffic between changes too
 			if i%2 == 0 {
 				f.Apply(t, f.b, ba())
 			} else {
