@@ -74,7 +74,7 @@ var (
 
 // rawJumps strips the symbolic references from jumps inside functions, as
 // cilium/ebpf's ELF reader leaves them: raw offsets.
-func rawJumps(t *testing.T, insns asm.Instructions) asm.Instructions {
+func rawJumps(t testing.TB, insns asm.Instructions) asm.Instructions {
 	t.Helper()
 	cp := make(asm.Instructions, len(insns))
 	copy(cp, insns)

@@ -179,6 +179,12 @@ const loadAcquire asm.AtomicOp = 0x0001_0000
 func (a *stackAnalysis) step(ins *asm.Instruction, s *frameState) error {
 	op := ins.OpCode
 	none := fpValue{}
+	switch op.Class() {
+	case asm.ALU64Class, asm.ALUClass, asm.LdClass, asm.LdXClass:
+		if ins.Dst == asm.R10 {
+			return fmt.Errorf("writes the read-only frame pointer: %w", ErrInvalid)
+		}
+	}
 	switch cls := op.Class(); cls {
 	case asm.ALU64Class:
 		dst, src := ins.Dst, ins.Src

@@ -20,6 +20,9 @@ type vm struct {
 	mem   map[uint64]byte
 	steps int
 
+	// touched records every address loaded or stored.
+	touched map[uint64]bool
+
 	// tailCall decides whether bpf_tail_call succeeds (ends the program).
 	tailCall func(ctx uint64, m string, index uint32) bool
 	calls    []tailCallRecord
@@ -72,6 +75,7 @@ func newVM(t *testing.T, insns asm.Instructions) *vm {
 }
 
 func (v *vm) load(addr uint64, size int) uint64 {
+	v.touch(addr, size)
 	var b [8]byte
 	for i := 0; i < size; i++ {
 		b[i] = v.mem[addr+uint64(i)]
@@ -79,7 +83,17 @@ func (v *vm) load(addr uint64, size int) uint64 {
 	return binary.LittleEndian.Uint64(b[:])
 }
 
+func (v *vm) touch(addr uint64, size int) {
+	if v.touched == nil {
+		v.touched = map[uint64]bool{}
+	}
+	for i := 0; i < size; i++ {
+		v.touched[addr+uint64(i)] = true
+	}
+}
+
 func (v *vm) store(addr uint64, size int, val uint64) {
+	v.touch(addr, size)
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], val)
 	for i := 0; i < size; i++ {
@@ -111,6 +125,9 @@ func (v *vm) run(arg uint64) (uint64, error) {
 		ins := v.code[pc]
 		op := ins.OpCode
 		next := pc + 1
+		if ins.Dst > asm.R10 || ins.Src > asm.R10 && !op.IsDWordLoad() && op.JumpOp() != asm.Call {
+			return 0, fmt.Errorf("pc %d: invalid register in %v", pc, ins)
+		}
 		switch cls := op.Class(); cls {
 		case asm.ALU64Class, asm.ALUClass:
 			src := uint64(ins.Constant)
