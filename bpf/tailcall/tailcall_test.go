@@ -583,3 +583,31 @@ func TestSupports(t *testing.T) {
 		t.Error("Supports of an unknown hook succeeded")
 	}
 }
+
+// TestSamplePrograms chains the sample marketplace programs, unchanged
+// objects without any chaining code: a counter, a port filter and a tag.
+func TestSamplePrograms(t *testing.T) {
+	f := newFixture(t, hookCases[0])
+	count := chaintest.Sample(t, "xdp_count", 10, nil)
+	filter := chaintest.Sample(t, "xdp_portfilter", 20, map[string]string{"port": fmt.Sprint(chaintest.Port)})
+	f.Apply(t, f.b, chaintest.Build(t, count, filter, f.comp("A", 30)))
+	checkTraces(t, f.Traces(t, 20, 0), map[string]int{})
+	const udp = 17
+	if n := chaintest.PerCPUPackets(t, count.Maps["counters"], udp); n < 20 {
+		t.Errorf("xdp_count counted %d UDP packets, want >= 20", n)
+	}
+	if n := chaintest.PerCPUPackets(t, filter.Maps["drops"], 0); n != 20 {
+		t.Errorf("xdp_portfilter dropped %d, want 20", n)
+	}
+	if n := f.count(t, "A"); n != 0 {
+		t.Errorf("the program after the filter saw %d packets, want 0", n)
+	}
+
+	// The filter on another port lets the traffic through to A.
+	filter.Params = map[string]string{"port": "9"}
+	f.Apply(t, f.b, chaintest.Build(t, count, filter, f.comp("A", 30)))
+	checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("A", 20))
+	if n := chaintest.PerCPUPackets(t, count.Maps["counters"], udp); n < 40 {
+		t.Errorf("xdp_count counted %d UDP packets, want >= 40 (state kept)", n)
+	}
+}

@@ -617,3 +617,19 @@ func TestSupports(t *testing.T) {
 		}
 	}
 }
+
+// TestSamplePrograms chains the sample marketplace programs tc_count and
+// tc_mark (which return TC_ACT_OK and know nothing of chains) before a tag
+// program: all of them run for every packet.
+func TestSamplePrograms(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		count := chaintest.Sample(t, "tc_count", 10, nil)
+		mark := chaintest.Sample(t, "tc_mark", 20, map[string]string{"mark": "7"})
+		f.Apply(t, f.b, chaintest.Build(t, count, mark, f.comp("A", 30)))
+		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("A", 20))
+		if n := chaintest.PerCPUPackets(t, count.Maps["totals"], 0); n < 20 {
+			t.Errorf("tc_count counted %d, want >= 20", n)
+		}
+	})
+}

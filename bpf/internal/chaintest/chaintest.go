@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/examples/programs"
 	"github.com/kfm-project/kfm/internal/netns"
 )
 
@@ -302,4 +303,34 @@ func StartFlood(tb testing.TB, ctx context.Context, ns *netns.Namespace, dst net
 func (f *Flood) Wait() (uint64, error) {
 	f.wg.Wait()
 	return f.sent.Load(), f.err
+}
+
+// Sample returns a component of the sample marketplace program name
+// (examples/programs), function = name, with fresh state maps.
+func Sample(tb testing.TB, name string, prio int, params map[string]string) Component {
+	tb.Helper()
+	data, err := programs.Object(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	obj, err := bpf.ParseObject(name+".o", data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Component{Obj: obj, Name: name, Function: name, Priority: prio, Params: params, Maps: NewMaps(tb, obj)}
+}
+
+// PerCPUPackets sums the packets field of a per-CPU array of struct
+// counter {packets, bytes} (the sample programs' counters) at key.
+func PerCPUPackets(tb testing.TB, m *ebpf.Map, key uint32) uint64 {
+	tb.Helper()
+	var vals []struct{ Packets, Bytes uint64 }
+	if err := m.Lookup(key, &vals); err != nil {
+		tb.Fatal(err)
+	}
+	var n uint64
+	for _, v := range vals {
+		n += v.Packets
+	}
+	return n
 }
