@@ -192,7 +192,6 @@ type rewriter struct {
 	end     int
 	symbols map[string]bool
 	next    int
-	err     error
 }
 
 func newRewriter(insns asm.Instructions, end int) *rewriter {
