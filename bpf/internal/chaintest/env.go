@@ -38,7 +38,7 @@ type Env struct {
 }
 
 // NewEnv sets up an Env for hook h with a private bpffs.
-func NewEnv(t *testing.T, h bpf.Hook) *Env {
+func NewEnv(t testing.TB, h bpf.Hook) *Env {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	bpffs := testenv.BPFFS(t)
