@@ -306,6 +306,16 @@ func (c *change) Commit(ctx context.Context) error {
 	return nil
 }
 
+// cleanupError reports a failure to remove leftovers after the switch: the
+// change is committed (the new chain runs) but garbage stays pinned for the
+// next change to remove.
+func (c *change) cleanupError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: the new chain runs, but removing the old pins failed: %w", c.t, err)
+}
+
 // removeStale unpins generations other than keep and, when no root runs,
 // the leftover root pins.
 func (c *change) removeStale(keep *generation) error {
@@ -341,8 +351,9 @@ func (c *change) commitSwitch() error {
 	if err := st.head.Put(uint32(0), c.gen.progs[0]); err != nil {
 		return fmt.Errorf("%s: switch the head to the new chain: %w", c.t, err)
 	}
+	c.committed = true // the new generation runs: Close must keep it
 	rcu.Wait()
-	return c.removeStale(nil)
+	return c.cleanupError(c.removeStale(nil))
 }
 
 // stillAttached checks that the root read by Prepare still runs.
@@ -380,7 +391,8 @@ func (c *change) commitAttach() error {
 		c.unpinRoot()
 		return err
 	}
-	return c.removeStale(nil)
+	c.committed = true
+	return c.cleanupError(c.removeStale(nil))
 }
 
 func (c *change) attachRoot() error {
@@ -448,9 +460,10 @@ func (c *change) commitRemove() error {
 	if err := c.detachRoot(st.root, st.rootLink, nil); err != nil {
 		return err
 	}
+	c.committed = true
 	rcu.Wait()
 	if err := os.RemoveAll(st.dir); err != nil {
-		return fmt.Errorf("%s: unpin: %w", c.t, err)
+		return c.cleanupError(fmt.Errorf("unpin: %w", err))
 	}
 	pruneDirs(c.t, st.dir)
 	return nil

@@ -611,3 +611,33 @@ func TestSamplePrograms(t *testing.T) {
 		t.Errorf("xdp_count counted %d UDP packets, want >= 40 (state kept)", n)
 	}
 }
+
+func TestMain(m *testing.M) {
+	chaintest.MaybeCrashChild(func(variant string) chaintest.Backend {
+		if variant == "classic" {
+			return tailcall.NewClassicTC()
+		}
+		return tailcall.New()
+	})
+	os.Exit(m.Run())
+}
+
+// TestKilledMidChange kills processes that keep changing the chain at
+// random moments: the hook always runs one complete chain, and the next
+// change leaves exactly one generation pinned.
+func TestKilledMidChange(t *testing.T) {
+	forEachHook(t, func(t *testing.T, hc hookCase) {
+		f := newFixture(t, hc)
+		variant := ""
+		if strings.HasSuffix(hc.name, "classic-root") {
+			variant = "classic"
+		}
+		chaintest.Crash(t, f.Env, f.b, variant, 15, true)
+		f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
+		gens, _ := filepath.Glob(filepath.Join(tailcall.Dir(f.Target), "gen-*"))
+		if len(gens) != 1 {
+			t.Errorf("generations pinned after the crashes: %v, want one", gens)
+		}
+	})
+}

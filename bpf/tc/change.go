@@ -220,13 +220,16 @@ func (c *change) Commit(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", c.t, err)
 		}
 	}
-	if err := c.execute(c.plan); err != nil {
+	left, err := c.execute(c.plan)
+	if err != nil && left == nil {
 		c.writeMeta(c.st.entries)
 		return err
 	}
+	// The new chain runs; old programs that could not be detached (left)
+	// stay described until a later change removes them.
 	c.committed = true
-	var errs []error
-	errs = append(errs, c.writeMeta(c.final))
+	errs := []error{err}
+	errs = append(errs, c.writeMeta(c.final, left))
 	errs = append(errs, c.cleanGarbage())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%s: the new chain runs, but: %w", c.t, err)
@@ -260,23 +263,31 @@ func (c *change) linkPin(id link.ID) string {
 	return filepath.Join(c.st.dir, linkPrefix+strconv.FormatUint(uint64(id), 10))
 }
 
-// execute runs p's steps; if one fails, the steps done are undone (inserts
-// removed, replaced programs put back) and the error returned.
-func (c *change) execute(p plan) error {
+// execute runs p's steps. If an insert or replace fails, the steps done are
+// undone (inserts removed, replaced programs put back) and the error
+// returned with left nil. Failed deletes do not stop it: the new chain runs
+// then, and left lists the old entries still attached (non-nil).
+func (c *change) execute(p plan) (left []*entry, err error) {
 	var done []op
+	var errs []error
 	for _, o := range p.ops {
 		if err := c.do(o); err != nil {
 			if o.kind == opDelete {
-				return fmt.Errorf("%s: the new chain runs, but an old program stays attached: %w", c.t, err)
+				left = append(left, o.old)
+				errs = append(errs, err)
+				continue
 			}
 			for i := len(done) - 1; i >= 0; i-- {
 				c.undo(done[i])
 			}
-			return fmt.Errorf("%s: %w", c.t, err)
+			return nil, fmt.Errorf("%s: %w", c.t, err)
 		}
 		done = append(done, o)
 	}
-	return nil
+	if len(errs) > 0 {
+		return left, fmt.Errorf("%s: the new chain runs, but old programs stay attached: %w", c.t, errors.Join(errs...))
+	}
+	return nil, nil
 }
 
 func (c *change) filterName(e *entry) string {
@@ -373,11 +384,12 @@ func (c *change) Revert(ctx context.Context) error {
 			return fmt.Errorf("%s: revert: %w", c.t, err)
 		}
 	}
-	if err := c.execute(p); err != nil {
+	left, err := c.execute(p)
+	if err != nil && left == nil {
 		return fmt.Errorf("revert: %w", err)
 	}
 	c.reverted = true
-	return c.writeMeta(c.st.entries)
+	return errors.Join(err, c.writeMeta(c.st.entries, left))
 }
 
 // Close releases the programs and links the change holds; pinned links and

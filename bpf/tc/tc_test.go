@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -630,6 +631,41 @@ func TestSamplePrograms(t *testing.T) {
 		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("A", 20))
 		if n := chaintest.PerCPUPackets(t, count.Maps["totals"], 0); n < 20 {
 			t.Errorf("tc_count counted %d, want >= 20", n)
+		}
+	})
+}
+
+func TestMain(m *testing.M) {
+	chaintest.MaybeCrashChild(func(name string) chaintest.Backend {
+		if name == tc.NameTCX {
+			return tc.NewTCX()
+		}
+		return tc.NewTC()
+	})
+	os.Exit(m.Run())
+}
+
+// TestKilledMidChange kills processes that keep reordering the chain at
+// random moments: every packet still passes both programs, Current lists
+// what runs, and the next change converges to exactly the chain asked for.
+func TestKilledMidChange(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		chaintest.Crash(t, f.Env, f.b, f.b.Name(), 15, false)
+		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
+		checkCurrent(t, f, progs)
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
+		if h := hookPrograms(t, f); len(h) != 2 {
+			t.Errorf("hook runs %v after the crashes and a change, want 2 programs", h)
+		}
+		links := 0
+		for _, p := range pins(t, f.Target.BPFFS) {
+			if strings.Contains(p, "link-") {
+				links++
+			}
+		}
+		if want := map[bool]int{true: 2, false: 0}[bc.name[:3] == "tcx"]; links != want {
+			t.Errorf("%d link pins after the crashes, want %d", links, want)
 		}
 	})
 }
