@@ -62,21 +62,9 @@ func MaybeCrashChild(newBackend func(variant string) Backend) {
 		t.Fatal(err)
 	}
 	b := newBackend(job.Backend)
-	obj := Object(t, "tag")
-	fn := "xdp_tag"
-	if job.Target.Hook.IsTC() {
-		fn = "tc_tag"
-	}
-	comp := func(name string, prio int) Component {
-		return Component{Obj: obj, Name: name, Function: fn, Priority: prio, Params: map[string]string{"tag": fmt.Sprint(int(name[0]))}}
-	}
 	ctx := context.Background()
 	for i := 0; ; i++ {
-		cs := Build(t, comp("A", 1), comp("B", 2))
-		if i%2 == 1 {
-			cs = Build(t, comp("B", 1), comp("A", 2))
-		}
-		ch, err := b.Prepare(ctx, job.Target, cs, bpf.PrepareOptions{})
+		ch, err := b.Prepare(ctx, job.Target, crashChain(t, job.Target.Hook, i%2 == 0), bpf.PrepareOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,8 +75,24 @@ func MaybeCrashChild(newBackend func(variant string) Backend) {
 	}
 }
 
+// crashChain is A then B (ab) or B then A, tag programs for hook h.
+func crashChain(tb testing.TB, h bpf.Hook, ab bool) []bpf.Component {
+	obj := Object(tb, "tag")
+	fn := "xdp_tag"
+	if h.IsTC() {
+		fn = "tc_tag"
+	}
+	comp := func(name string, prio int) Component {
+		return Component{Obj: obj, Name: name, Function: fn, Priority: prio, Params: map[string]string{"tag": fmt.Sprint(int(name[0]))}}
+	}
+	if ab {
+		return Build(tb, comp("A", 1), comp("B", 2))
+	}
+	return Build(tb, comp("B", 1), comp("A", 2))
+}
+
 // Crash kills, at random moments, child processes that keep changing the
-// chain on env's hook with backend (the test binary re-run; its TestMain
+// chain on env's hook, first AB, with backend (the test binary re-run; its TestMain
 // must call MaybeCrashChild and make a backend of the same kind from
 // variant), rounds times. After every kill,
 // with atomic set (tailcall), the hook must run one complete chain, AB or
@@ -102,6 +106,7 @@ func Crash(t *testing.T, env *Env, b Backend, variant string, rounds int, atomic
 	if err != nil {
 		t.Fatal(err)
 	}
+	env.Apply(t, b, crashChain(t, env.Target.Hook, true))
 	kills := 0
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -119,9 +124,6 @@ func Crash(t *testing.T, env *Env, b Backend, variant string, rounds int, atomic
 		}
 		c := env.Current(t, b)
 		if c == nil {
-			if round == 0 {
-				continue // killed before its first commit
-			}
 			t.Fatalf("round %d: no chain after the kill", round)
 		}
 		// Current names programs by function: tell A and B apart by the
