@@ -85,7 +85,9 @@
 //
 // # Limits
 //
-// At most MaxPrograms (32) programs, so that the root's tail call and 31
+// The rewritten programs compare verdicts with 32-bit jumps (Linux 5.1);
+// kfm's kernel tests run 5.10, 6.1, 6.12 and the host's 6.18. At most
+// MaxPrograms (32) programs, so that the root's tail call and 31
 // between programs stay within the kernel's per-packet limit. Programs that
 // make bpf-to-bpf calls are refused, with ErrMixedCalls, on kernels whose
 // verifier refuses tail calls from such programs (before 5.10; a probe

@@ -21,6 +21,7 @@ import (
 	"github.com/kfm-project/kfm/bpf/tailcall"
 	"github.com/kfm-project/kfm/bpf/xdp"
 	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/internal/testprogs"
 )
 
 var _ chain.Backend = (*tailcall.Backend)(nil)
@@ -640,4 +641,36 @@ func TestKilledMidChange(t *testing.T) {
 			t.Errorf("generations pinned after the crashes: %v, want one", gens)
 		}
 	})
+}
+
+// TestMixedCallsRefused: on a kernel that refuses tail calls from programs
+// with bpf-to-bpf calls, such a program is refused before anything loads,
+// with a message that says why; programs without calls still chain.
+func TestMixedCallsRefused(t *testing.T) {
+	f := newFixture(t, hookCases[0])
+	f.b = tailcall.NewWithoutMixedCalls()
+	sub := testprogComponent(t, "xdp_subprog")
+	_, err := f.TryApply(f.b, chaintest.Build(t, f.comp("A", 1), sub), bpf.PrepareOptions{})
+	if !errors.Is(err, tailcall.ErrMixedCalls) || !strings.Contains(err.Error(), "bpf-to-bpf") || !strings.Contains(err.Error(), "5.10") {
+		t.Fatalf("Prepare: %v, want ErrMixedCalls explaining the 5.10 rule", err)
+	}
+	t.Logf("error: %v", err)
+	if p := pins(t, f.Target.BPFFS); len(p) != 0 {
+		t.Errorf("pins left: %v", p)
+	}
+	f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1)))
+	checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("A", 10))
+}
+
+func testprogComponent(t *testing.T, name string) chaintest.Component {
+	t.Helper()
+	data, err := testprogs.Object(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := bpf.ParseObject(name, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chaintest.Component{Obj: obj, Name: name, Function: name, Priority: 50, Maps: chaintest.NewMaps(t, obj)}
 }

@@ -94,7 +94,7 @@ func (b *Backend) Supports(h bpf.Hook) error {
 	b.probeOnce.Do(func() {
 		if b.kind == kindTCX {
 			if err := probe.TCX(); err != nil {
-				b.probeErr = fmt.Errorf("%w: %w", err, bpf.ErrUnsupportedKernel)
+				b.probeErr = unsupported{err}
 			}
 			return
 		}
@@ -116,6 +116,14 @@ func (b *Backend) Supports(h bpf.Hook) error {
 func (b *Backend) Dir(t bpf.Target) string {
 	return filepath.Join(t.BPFFS, "kfm", b.Name(), strconv.Itoa(t.Ifindex), string(t.Hook))
 }
+
+// unsupported is a probe failure ("TCX links: not supported by this
+// kernel") that also matches bpf.ErrUnsupportedKernel, without repeating
+// the words.
+type unsupported struct{ err error }
+
+func (u unsupported) Error() string   { return u.err.Error() }
+func (u unsupported) Unwrap() []error { return []error{u.err, bpf.ErrUnsupportedKernel} }
 
 func unwrapErrno(err error) error {
 	var errno unix.Errno

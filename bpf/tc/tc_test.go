@@ -669,3 +669,13 @@ func TestKilledMidChange(t *testing.T) {
 		}
 	})
 }
+
+func TestUnsupportedMessage(t *testing.T) {
+	// The probe's own words, and a match for bpf.ErrUnsupportedKernel, as
+	// kfm status shows them; checked on the error type since TCX exists
+	// here.
+	err := tc.UnsupportedForTest(errors.New("TCX links: not supported by this kernel"))
+	if err.Error() != "TCX links: not supported by this kernel" || !errors.Is(err, bpf.ErrUnsupportedKernel) {
+		t.Errorf("%q (Is ErrUnsupportedKernel: %v)", err, errors.Is(err, bpf.ErrUnsupportedKernel))
+	}
+}
