@@ -19,8 +19,10 @@ import (
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/internal/chaintest"
 	"github.com/kfm-project/kfm/bpf/internal/clsact"
+	"github.com/kfm-project/kfm/bpf/probe"
 	"github.com/kfm-project/kfm/bpf/tc"
 	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/internal/testenv"
 )
 
 var (
@@ -55,7 +57,12 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, bc backendCase) *fixture {
-	f := &fixture{Env: chaintest.NewEnv(t, bc.hook), b: bc.backend(), obj: chaintest.Object(t, "tag")}
+	b := bc.backend()
+	if b.Name() == tc.NameTCX && !chaintest.KernelAtLeast(t, 6, 6) {
+		// TestSupports checks that tcx says so on these kernels.
+		t.Skip("TCX needs Linux 6.6")
+	}
+	f := &fixture{Env: chaintest.NewEnv(t, bc.hook), b: b, obj: chaintest.Object(t, "tag")}
 	if err := f.b.Supports(bc.hook); err != nil {
 		t.Fatalf("Supports(%s): %v", bc.hook, err)
 	}
@@ -125,13 +132,15 @@ func hookPrograms(t *testing.T, f *fixture) []string {
 		if f.Target.Hook == bpf.HookTCEgress {
 			attach = ebpf.AttachTCXEgress
 		}
-		res, err := link.QueryPrograms(link.QueryOptions{Target: f.Target.Ifindex, Attach: attach})
-		if err != nil {
-			return err
-		}
-		for _, p := range res.Programs {
-			lid, _ := p.LinkID()
-			out = append(out, fmt.Sprintf("tcx:%d/link%d", p.ID, lid))
+		if probe.TCX() == nil {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: f.Target.Ifindex, Attach: attach})
+			if err != nil {
+				return err
+			}
+			for _, p := range res.Programs {
+				lid, _ := p.LinkID()
+				out = append(out, fmt.Sprintf("tcx:%d/link%d", p.ID, lid))
+			}
 		}
 		fs, err := clsact.List(f.Target.Ifindex, f.Target.Hook)
 		if err != nil {
@@ -247,7 +256,7 @@ func TestProceedOn(t *testing.T) {
 // TestVerdictMapping runs the rewritten program with BPF_PROG_TEST_RUN: the
 // proceed-on verdict comes back as -1 (4294967295), others unchanged.
 func TestVerdictMapping(t *testing.T) {
-	f := newFixture(t, cases[0])
+	f := newFixture(t, cases[2])
 	progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2, "verdict", fmt.Sprint(int(bpf.TCShot)))))
 	pkt := testPacket()
 	for i, want := range []uint32{4294967295, uint32(bpf.TCShot)} {
@@ -607,13 +616,21 @@ func TestPriorityRoom(t *testing.T) {
 }
 
 func TestSupports(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	tcx := chaintest.KernelAtLeast(t, 6, 6)
 	for _, b := range []*tc.Backend{tc.NewTCX(), tc.NewTC()} {
 		if err := b.Supports(bpf.HookXDP); !errors.Is(err, tc.ErrNotTC) {
 			t.Errorf("%s.Supports(xdp): %v", b.Name(), err)
 		}
 		for _, h := range []bpf.Hook{bpf.HookTCIngress, bpf.HookTCEgress} {
-			if err := b.Supports(h); err != nil {
-				t.Errorf("%s.Supports(%s): %v (kernel 6.18 has TCX)", b.Name(), h, err)
+			err := b.Supports(h)
+			switch {
+			case b.Name() == tc.NameTC || tcx:
+				if err != nil {
+					t.Errorf("%s.Supports(%s): %v", b.Name(), h, err)
+				}
+			case !errors.Is(err, bpf.ErrUnsupportedKernel) || err.Error() != "TCX links: not supported by this kernel":
+				t.Errorf("%s.Supports(%s) before Linux 6.6: %v, want \"TCX links: not supported by this kernel\"", b.Name(), h, err)
 			}
 		}
 	}

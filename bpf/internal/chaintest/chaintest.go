@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/examples/programs"
@@ -333,4 +334,19 @@ func PerCPUPackets(tb testing.TB, m *ebpf.Map, key uint32) uint64 {
 		n += v.Packets
 	}
 	return n
+}
+
+// KernelAtLeast reports whether the running kernel is at least
+// major.minor.
+func KernelAtLeast(tb testing.TB, major, minor int) bool {
+	tb.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		tb.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		tb.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	return ma > major || ma == major && mi >= minor
 }
