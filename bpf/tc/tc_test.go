@@ -318,6 +318,9 @@ func TestSwapUnderTraffic(t *testing.T) {
 		}
 		got := f.Recv.WaitFor(int(sent), 5*time.Second)
 		a, b := f.count(t, "A"), f.count(t, "B")
+		if drops := f.Recv.SocketDrops(t); drops > 0 {
+			t.Errorf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
+		}
 		t.Logf("%s: %d reorders in %v under traffic: sent %d, received %d, A counted %d (+%d), B counted %d (+%d)",
 			bc.name, changes, elapsed.Round(time.Millisecond), sent, got, a, int64(a)-int64(sent), b, int64(b)-int64(sent))
 		if sent < 20*changes {
@@ -354,6 +357,9 @@ func TestReplaceInPlace(t *testing.T) {
 		sent, _ := flood.Wait()
 		got := f.Recv.WaitFor(int(sent), 5*time.Second)
 		a, b, c := f.count(t, "A"), f.count(t, "B"), f.count(t, "C")
+		if drops := f.Recv.SocketDrops(t); drops > 0 {
+			t.Errorf("the receiving socket dropped %d datagrams (queue full)", drops)
+		}
 		t.Logf("%s: %d in-place upgrades under traffic: sent %d, received %d, counted A %d B %d C %d", bc.name, changes, sent, got, a, b, c)
 		// B counts only packets to its port, which alternates between the
 		// stream's port and another one.

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,6 +139,7 @@ func Count(tb testing.TB, m *ebpf.Map) uint64 {
 // TraceReceiver collects the traces of datagrams arriving at a UDP port.
 type TraceReceiver struct {
 	conn   *net.UDPConn
+	ns     *netns.Namespace
 	mu     sync.Mutex
 	traces map[string]int
 	total  int
@@ -151,12 +154,25 @@ func ListenTraces(tb testing.TB, ns *netns.Namespace, addr netip.Addr, port int)
 	err := ns.Do(func() error {
 		var err error
 		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-		return err
+		if err != nil {
+			return err
+		}
+		// A deep queue, so that a slow reader (a VM under TCG) does not
+		// make the socket drop what the chain passed.
+		raw, err := conn.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
+		})
+		return errors.Join(err, serr)
 	})
 	if err != nil {
 		tb.Fatalf("listen on %s:%d: %v", addr, port, err)
 	}
-	r := &TraceReceiver{conn: conn, traces: map[string]int{}, done: make(chan struct{})}
+	r := &TraceReceiver{conn: conn, ns: ns, traces: map[string]int{}, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
 		buf := make([]byte, 2048)
@@ -180,6 +196,42 @@ func ListenTraces(tb testing.TB, ns *netns.Namespace, addr netip.Addr, port int)
 	}()
 	tb.Cleanup(func() { conn.Close(); <-r.done })
 	return r
+}
+
+// SocketDrops is the receiving namespace's count of UDP datagrams dropped
+// because a socket's queue was full (UdpRcvbufErrors): packets the hook
+// passed but the reader was too slow for.
+func (r *TraceReceiver) SocketDrops(tb testing.TB) uint64 {
+	tb.Helper()
+	var n uint64
+	err := r.ns.Do(func() error {
+		data, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, name := range names {
+				if name == "RcvbufErrors" && i < len(f) {
+					n, err = strconv.ParseUint(f[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return errors.New("no Udp RcvbufErrors in /proc/net/snmp")
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 // Reset forgets what arrived so far.
