@@ -75,12 +75,14 @@ func (b *Backend) Prepare(ctx context.Context, t bpf.Target, desired []bpf.Compo
 		}
 	}()
 
-	if err := c.checkHook(opts); err != nil {
-		return nil, err
-	}
 	if len(desired) == 0 {
+		// Removal: detach the root if it runs, else only clean up
+		// leftovers; whatever else runs on the hook is not ours to check.
 		c.remove = st.attached
 		return c, nil
+	}
+	if err := c.checkHook(opts); err != nil {
+		return nil, err
 	}
 	if st.attached && st.head == nil {
 		return nil, fmt.Errorf("%s: kfm's tail-call root runs but its head map is not pinned under %s (damaged state): remove the chain and install it again", t, st.dir)
@@ -134,6 +136,8 @@ func (c *change) checkHook(opts bpf.PrepareOptions) error {
 			return fmt.Errorf("%s: open the %s backend's program %d: %w", t, opts.Replace.Backend, a.ProgramID, err)
 		}
 		c.replace, c.attach, c.mode = p, true, a.Mode
+	case opts.Replace != nil:
+		return fmt.Errorf("%s runs XDP program %d, not the %s chain's program %d that this change replaces: %w", t.Interface, a.ProgramID, opts.Replace.Backend, opts.Replace.RootID, bpf.ErrConflict)
 	default:
 		name := fmt.Sprintf("id %d", a.ProgramID)
 		if p, err := ebpf.NewProgramFromID(a.ProgramID); err == nil {

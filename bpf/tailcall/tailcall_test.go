@@ -680,3 +680,39 @@ func testprogComponent(t *testing.T, name string) chaintest.Component {
 	}
 	return chaintest.Component{Obj: obj, Name: name, Function: name, Priority: 50, Maps: chaintest.NewMaps(t, obj)}
 }
+
+// TestRemoveAfterTakeover: removing a chain whose XDP root another program
+// has replaced only cleans kfm's pins and leaves that program alone.
+func TestRemoveAfterTakeover(t *testing.T) {
+	f := newFixture(t, hookCases[0])
+	f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1)))
+	c := f.Current(t, f.b)
+	other := passProgram(t, ebpf.XDP)
+	f.Do(t, func() error {
+		root, err := ebpf.NewProgramFromID(c.RootID)
+		if err != nil {
+			return err
+		}
+		defer root.Close()
+		return xdp.Replace(f.Target.Ifindex, other, root, xdp.ModeNative)
+	})
+	if c := f.Current(t, f.b); c != nil {
+		t.Fatalf("Current after another program took the hook: %+v", c)
+	}
+	f.Apply(t, f.b, nil)
+	if p := pins(t, f.Target.BPFFS); len(p) != 0 {
+		t.Errorf("pins left: %v", p)
+	}
+	info, _ := other.Info()
+	id, _ := info.ID()
+	f.Do(t, func() error {
+		a, err := xdp.Query(f.Target.Ifindex)
+		if err == nil && a.ProgramID != id {
+			t.Errorf("XDP hook runs %d, want the other program %d untouched", a.ProgramID, id)
+		}
+		if err == nil {
+			err = xdp.Replace(f.Target.Ifindex, nil, other, xdp.ModeNative)
+		}
+		return err
+	})
+}

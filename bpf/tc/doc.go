@@ -40,11 +40,12 @@
 // change that moves programs is not atomic as a whole: TCX and cls_bpf offer
 // no operation that reorders several programs at once. While a moved
 // program is attached at both its old and its new place, packets pass it
-// twice: measured under about 10 000 packets/s over 50 reorders of two
-// programs, about 20% of the packets for tcx (every TCX attach and detach
-// waits for an RCU grace period, so the window lasts milliseconds) and well
-// under 1% for tc. Where reorders must be atomic, the tailcall backend runs
-// on TC hooks too.
+// twice: measured over 50 reorders of two programs under about 10 000
+// packets/s, 15 to 20% of the packets for tcx (every TCX attach and detach
+// waits for an RCU grace period, so the window lasts milliseconds) and
+// under 1% for tc, on the host and in the kernel VMs alike. Nothing was lost
+// and no program was skipped. Where reorders must be atomic, the tailcall
+// backend runs on TC hooks too.
 //
 // Classic tc places an inserted program halfway between its neighbours'
 // priorities (new chains are spaced PriorityStep apart); when no priority is
