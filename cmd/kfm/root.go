@@ -85,10 +85,17 @@ inside the programs.`,
 	pf.StringVar(&g.bpffs, "bpffs", envOr("KFM_BPFFS", "/sys/fs/bpf"), "BPF filesystem for pins, mounted if missing (env KFM_BPFFS)")
 
 	root.AddCommand(
+		newGenerateKeyPairCommand(g),
 		newInspectCommand(g),
 		newInstallCommand(g),
 		newRemoveCommand(g),
+		newSignCommand(g),
 		newStatusCommand(g),
+		newPublishCommand(g),
+		newPullCommand(g),
+		newLoginCommand(g),
+		newLogoutCommand(g),
+		newVerifyCommand(g),
 	)
 	return root
 }
@@ -108,9 +115,13 @@ func run(ctx context.Context, args []string, io stdio) int {
 
 func exitCode(err error) int {
 	var ue usageError
+	var coded interface{ ExitCode() int }
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &coded):
+		// A command-specific status, documented in its help (kfm verify: 3).
+		return coded.ExitCode()
 	default:
 		return exitFailure
 	}
