@@ -30,6 +30,15 @@ func DefaultSuites() []Suite {
 		// The VM environment itself: mounts, modules, ip netns, and
 		// xdp-loader/bpftool from the initramfs (libxdp dispatcher).
 		{Package: "internal/kernelvm/vmenv"},
+		// Chains without freplace: the rewriter against each verifier,
+		// tail-call chains on XDP and TC, classic tc everywhere, tcx from
+		// 6.6 (bpf/tc's TestSupports checks that older kernels refuse it).
+		{Package: "bpf/rewrite"},
+		{Package: "bpf/internal/pinmeta"},
+		{Package: "bpf/internal/rcu"},
+		{Package: "bpf/tailcall", Timeout: 10 * time.Minute},
+		{Package: "bpf/tc", Skip: "/^tcx$", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
+		{Package: "bpf/tc", Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
 	}
 }
 
