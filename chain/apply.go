@@ -67,15 +67,45 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	for _, spec := range specs {
 		p, err := m.plan(ctx, st, spec)
 		if err != nil {
-			abortAll()
 			return err
 		}
 		plans = append(plans, p)
+	}
+
+	// Mark the hooks about to change before anything is loaded: a
+	// backend's Prepare pins what it loads, and should kfm die before the
+	// final state is saved, the next run must commit these hooks again
+	// (see HookState.Changing) for the backend to remove those pins.
+	unmark := func() {
+		for _, p := range plans {
+			if !p.noop {
+				st.put(p.restored())
+			}
+		}
+	}
+	if slices.ContainsFunc(plans, func(p *hookPlan) bool { return !p.noop }) {
+		for _, p := range plans {
+			if !p.noop {
+				hs := *p.restored()
+				hs.Changing = true
+				st.put(&hs)
+			}
+		}
+		if err := m.state.save(st); err != nil {
+			unmark()
+			return fmt.Errorf("write host state: %w", err)
+		}
+	}
+	for _, p := range plans {
 		if p.noop {
 			continue
 		}
 		if err := m.prepare(ctx, p); err != nil {
 			abortAll()
+			unmark()
+			if serr := m.state.save(st); serr != nil {
+				return fmt.Errorf("%w; write host state: %w", err, serr)
+			}
 			return err
 		}
 	}
@@ -89,6 +119,7 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 			continue
 		}
 		hs := p.draft()
+		hs.Changing = true
 		if p.old != nil {
 			hs.Elements = p.old.Elements
 		}
@@ -164,11 +195,7 @@ func (m *Manager) rollback(ctx context.Context, st *State, plans []*hookPlan, fa
 	}
 	for _, p := range plans {
 		p.abort()
-		if p.old != nil {
-			st.put(p.old)
-		} else {
-			st.put(&HookState{Interface: p.target.Interface, Hook: p.target.Hook})
-		}
+		st.put(p.restored())
 	}
 	if err := m.state.save(st); err != nil {
 		errs = append(errs, fmt.Errorf("write host state: %w", err))
@@ -280,8 +307,18 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		p.elems = append(p.elems, en.elem)
 	}
 	p.current = current
-	p.noop = p.unchanged(spec)
+	// A hook an interrupted apply was changing is committed again, so that
+	// the backend removes what that apply left pinned.
+	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing)
 	return p, nil
+}
+
+// restored is the hook's state as the apply found it.
+func (p *hookPlan) restored() *HookState {
+	if p.old != nil {
+		return p.old
+	}
+	return &HookState{Interface: p.target.Interface, Hook: p.target.Hook}
 }
 
 // unchanged reports whether the hook already runs exactly the planned chain:

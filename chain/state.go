@@ -43,6 +43,13 @@ type HookState struct {
 	// whose commit was not confirmed (the process may have died in
 	// between). Programs found running with these IDs are kfm's.
 	Pending []PendingElement `json:"pending,omitempty"`
+	// Changing is set, before anything is loaded, on a hook an apply is
+	// about to change, and cleared with the final state. A run that finds
+	// it set knows that a killed predecessor may have left pins on the
+	// hook (a prepared chain) and commits the hook again even when the
+	// kernel already runs what is wanted: the backend's commit removes
+	// such leftovers.
+	Changing bool `json:"changing,omitempty"`
 }
 
 // ElementState is one program kfm installed on a target.
@@ -83,7 +90,7 @@ func (s *State) find(iface string, hook bpf.Hook) *HookState {
 
 func (s *State) put(h *HookState) {
 	s.Hooks = slices.DeleteFunc(s.Hooks, func(o *HookState) bool { return o.Interface == h.Interface && o.Hook == h.Hook })
-	if len(h.Elements) > 0 || len(h.Pending) > 0 {
+	if len(h.Elements) > 0 || len(h.Pending) > 0 || h.Changing {
 		s.Hooks = append(s.Hooks, h)
 	}
 	slices.SortFunc(s.Hooks, func(a, b *HookState) int {
