@@ -221,7 +221,7 @@ func (s *Sources) verify(ctx context.Context, pinned registry.Reference, desc oc
 		return nil, err
 	}
 	if strict != nil && !res.Accepts(toVerifySigner(strict)) {
-		return nil, fmt.Errorf("%s: locked signer %s did not sign it (accepted now: %s): %w; run kfm lock if the change is expected", pinned, strict, res.Signer, ErrSignerChanged)
+		return nil, fmt.Errorf("%s: kfm.lock pins signer %s, but no signature of that signer is among those the trust policy accepts now (accepted: %s): %w; run kfm lock if the change is expected", pinned, strict, res.Signer, ErrSignerChanged)
 	}
 	if strict != nil {
 		return strict, nil
