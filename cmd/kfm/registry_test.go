@@ -18,7 +18,7 @@ import (
 
 // kfm runs the command in-process and returns stdout, stderr and the exit
 // status.
-func kfm(t *testing.T, stdin string, args ...string) (string, string, int) {
+func kfm(t testing.TB, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), args, stdio{in: strings.NewReader(stdin), out: &out, err: &errOut})
@@ -26,7 +26,7 @@ func kfm(t *testing.T, stdin string, args ...string) (string, string, int) {
 }
 
 // cliEnv gives the test its own cache and Docker credential store.
-func cliEnv(t *testing.T) (cacheDir string) {
+func cliEnv(t testing.TB) (cacheDir string) {
 	t.Helper()
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	cacheDir = t.TempDir()

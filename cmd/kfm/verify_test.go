@@ -50,7 +50,7 @@ func pushTestBundle(t testing.TB, reg *testregistry.Registry, repoName, tag stri
 }
 
 // keyPair makes a key pair with kfm generate-key-pair.
-func keyPair(t *testing.T, password string) (key, pub string) {
+func keyPair(t testing.TB, password string) (key, pub string) {
 	t.Helper()
 	t.Setenv("KFM_PASSWORD", password)
 	prefix := filepath.Join(t.TempDir(), "cosign")
