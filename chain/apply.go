@@ -122,6 +122,13 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 		hs.Changing = true
 		if p.old != nil {
 			hs.Elements = p.old.Elements
+			// The programs of an interrupted earlier change that run
+			// now stay known as kfm's until this change is done.
+			for _, pe := range p.old.Pending {
+				if p.current != nil && slices.ContainsFunc(p.current.Programs, func(cp bpf.ChainProgram) bool { return cp.ID == pe.ProgramID }) {
+					hs.Pending = append(hs.Pending, pe)
+				}
+			}
 		}
 		for i, prog := range p.change.Programs() {
 			if i < len(p.elems) && p.elems[i] != nil {
