@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,7 +57,7 @@ func keyFingerprint(t *testing.T, pub string) string {
 // pinned in kfm.lock (digest, object, signer, params); after removing them
 // all (nothing of kfm left in the kernel or bpffs), the saved kfm.yaml and
 // kfm.lock give back the identical chain with apply --locked, from the
-// cache with the registry gone, and packets show it works.
+// cache with the registry gone (as at boot), and packets show it works.
 func TestChainRoundTrip(t *testing.T) {
 	h := newHost(t)
 	type prog struct {
@@ -156,11 +157,13 @@ func TestChainRoundTrip(t *testing.T) {
 		t.Errorf("kfm.lock after removing everything: %+v", lk.Chains)
 	}
 
-	// Back from the saved files, from the cache alone.
+	// Back from the saved files, from the cache alone: the registry is
+	// gone, and apply --locked (what kfm-apply.service runs at boot) needs
+	// no flag for that.
 	h.reg.Stop()
 	h.writeConfig("kfm.yaml", manifest)
 	h.writeConfig("kfm.lock", lock)
-	out := h.mustKFM("apply", "--locked", "--offline")
+	out := h.mustKFM("apply", "--locked")
 	if !strings.Contains(out, "add ratelimit, portfilter, count") || !strings.Contains(out, "chain: ratelimit -> portfilter -> count") {
 		t.Errorf("apply --locked output:\n%s", out)
 	}
@@ -177,7 +180,7 @@ func TestChainRoundTrip(t *testing.T) {
 	// And out again with kfm.yaml emptied: apply removes what it no
 	// longer names.
 	h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
-	h.mustKFM("apply", "--offline")
+	h.mustKFM("apply")
 	h.checkEmpty()
 }
 
@@ -637,15 +640,18 @@ func (h *host) hostState() *chain.State {
 
 // TestChainCrashSafety kills kfm (SIGKILL, a real process) at every
 // checkpoint of an apply that changes two hooks, and checks that the next
-// kfm apply converges to the lock exactly as a clean run does: the same
-// chains (names, order, digests, params), the same pin tree, no program in
-// the kernel that the chains do not use (nothing reachable from the pins or
-// hooks beyond the running chains, and no program anywhere in the kernel
-// using this test's maps beyond them), none of the programs the killed
-// process left behind, no pending entries in the host state, and a second
-// apply changes nothing. Two ways in: apply --locked of a lock written
-// beforehand (the boot service), and apply of an edited kfm.yaml whose lock
-// is re-written by the apply itself.
+// kfm apply converges exactly as a clean run does: the same kfm.lock, the
+// same chains (names, order, digests, params), the same pin tree, no
+// program in the kernel that the chains do not use (nothing reachable from
+// the pins or hooks beyond the running chains, and no program anywhere in
+// the kernel using this test's maps beyond them), none of the programs the
+// killed process left behind, nothing pending in the host state, and a
+// second apply changes nothing. The next apply is apply --locked of the
+// same lock (the boot service), apply of an edited kfm.yaml whose lock the
+// apply itself rewrites, or apply --locked of the previous files put back;
+// then two crashes in a row (the second at each checkpoint), and a dozen
+// kills at random moments (inside the backends' commits, registry reads and
+// state writes too).
 func TestChainCrashSafety(t *testing.T) {
 	h := newHost(t)
 	for _, p := range []struct{ obj, repo string }{
@@ -732,81 +738,163 @@ chains:
 		t.Errorf("chain A passes port 7777: %v", got)
 	}
 
+	// leftovers lists what a killed kfm left in the kernel: the programs
+	// reachable from the pins and hooks, and those the host state names
+	// as pending.
+	leftovers := func(into map[ebpf.ProgramID]string) {
+		for id, name := range h.reachable() {
+			into[id] = name
+		}
+		for _, hs := range h.hostState().Hooks {
+			for _, pe := range hs.Pending {
+				if _, ok := into[pe.ProgramID]; !ok {
+					into[pe.ProgramID] = "pending " + pe.Name
+				}
+			}
+		}
+	}
+	// recover runs the next apply (a process, as at boot) and checks that
+	// it converged to want, with none of left in the kernel but what the
+	// chains run, nothing pending or marked in the host state, and that
+	// one more apply changes nothing.
+	recover := func(t *testing.T, what string, args []string, want snapshot, left map[ebpf.ProgramID]string) {
+		t.Helper()
+		p := h.start(nil, args...)
+		if code, _ := p.wait(t, time.Minute); code != exitOK {
+			t.Fatalf("kfm %v after %s: exit %d\nstdout: %s\nstderr: %s", args, what, code, p.stdout.String(), p.stderr.String())
+		}
+		same("after "+what, take(), want)
+		if st := h.hostState(); slices.ContainsFunc(st.Hooks, func(hs *chain.HookState) bool { return len(hs.Pending) > 0 || hs.Changing }) {
+			t.Errorf("pending or changing hooks left in the host state: %+v", st.Hooks)
+		}
+		final := programIDs(h.status())
+		for id, name := range left {
+			if _, ok := final[id]; ok {
+				continue
+			}
+			if prog, err := ebpf.NewProgramFromID(id); err == nil {
+				prog.Close()
+				t.Errorf("program %d (%s), left by the killed kfm, is still in the kernel", id, name)
+			}
+		}
+		if out := h.mustKFM("apply", "--locked"); strings.Count(out, "unchanged") != 2 {
+			t.Errorf("apply --locked after recovering: %s", out)
+		}
+	}
+	use := func(manifest string, s snapshot) {
+		h.writeConfig("kfm.yaml", manifest)
+		h.writeConfig("kfm.lock", s.lock)
+	}
+
 	// rolled-back: apply --locked of lock B, killed; then the operator
 	// puts A's files back and applies them; locked: apply --locked of lock
 	// B, then again; edited: apply of kfm.yaml B with lock A, then again
 	// (it re-locks).
 	for _, mode := range []string{"rolled-back", "locked", "edited"} {
 		for _, step := range crashSteps {
-			t.Run(mode+"/"+step, func(t *testing.T) {
-				h.t = t
+			t.Run(mode+"/"+step, func(st *testing.T) {
+				h.t = st
 				defer func() { h.t = t }()
 				// Back to A.
-				h.writeConfig("kfm.yaml", manifestA)
-				h.writeConfig("kfm.lock", cleanA.lock)
+				use(manifestA, cleanA)
 				h.mustKFM("apply", "--locked")
 				same("chain A", take(), cleanA)
 
-				h.writeConfig("kfm.yaml", manifestB)
-				args := []string{"apply"}
-				if mode != "edited" {
-					h.writeConfig("kfm.lock", cleanB.lock)
-					args = append(args, "--locked")
+				use(manifestB, cleanB)
+				args := []string{"apply", "--locked"}
+				if mode == "edited" {
+					h.writeConfig("kfm.lock", cleanA.lock)
+					args = []string{"apply"}
 				}
 				p := h.start([]string{"KFM_TEST_CRASH_AT=" + step}, args...)
-				if code, sig := p.wait(t, time.Minute); sig != syscall.SIGKILL {
-					t.Fatalf("kfm %v with KFM_TEST_CRASH_AT=%s: exit %d, signal %v, want SIGKILL\nstdout: %s\nstderr: %s", args, step, code, sig, p.stdout.String(), p.stderr.String())
+				if code, sig := p.wait(st, time.Minute); sig != syscall.SIGKILL {
+					st.Fatalf("kfm %v with KFM_TEST_CRASH_AT=%s: exit %d, signal %v, want SIGKILL\nstdout: %s\nstderr: %s", args, step, code, sig, p.stdout.String(), p.stderr.String())
 				}
+				left := map[ebpf.ProgramID]string{}
+				leftovers(left)
+				st.Logf("killed at %s: %d programs reachable or pending", step, len(left))
 				want := cleanB
 				if mode == "rolled-back" {
-					h.writeConfig("kfm.yaml", manifestA)
-					h.writeConfig("kfm.lock", cleanA.lock)
+					use(manifestA, cleanA)
 					want = cleanA
 				}
-				// What the killed process left in the kernel.
-				left := h.reachable()
-				var pending []ebpf.ProgramID
-				for _, hs := range h.hostState().Hooks {
-					for _, pe := range hs.Pending {
-						pending = append(pending, pe.ProgramID)
-					}
-				}
-				t.Logf("killed at %s: %d programs reachable, %d pending in the host state", step, len(left), len(pending))
-
-				// The next apply (a process, as at boot) converges.
-				p = h.start(nil, args...)
-				if code, _ := p.wait(t, time.Minute); code != exitOK {
-					t.Fatalf("kfm %v after the crash: exit %d\nstdout: %s\nstderr: %s", args, code, p.stdout.String(), p.stderr.String())
-				}
-				same("after the crash at "+step, take(), want)
-				if st := h.hostState(); slices.ContainsFunc(st.Hooks, func(hs *chain.HookState) bool { return len(hs.Pending) > 0 }) {
-					t.Errorf("pending entries left in the host state: %+v", st.Hooks)
-				}
-				final := programIDs(h.status())
-				for id, name := range left {
-					if _, ok := final[id]; ok {
-						continue
-					}
-					if prog, err := ebpf.NewProgramFromID(id); err == nil {
-						prog.Close()
-						t.Errorf("program %d (%s), left by the killed kfm, is still in the kernel", id, name)
-					}
-				}
-				for _, id := range pending {
-					if _, ok := final[id]; !ok && left[id] == "" {
-						if prog, err := ebpf.NewProgramFromID(id); err == nil {
-							prog.Close()
-							t.Errorf("pending program %d is still in the kernel", id)
-						}
-					}
-				}
-				if out := h.mustKFM("apply", "--locked"); strings.Count(out, "unchanged") != 2 {
-					t.Errorf("apply --locked after recovering: %s", out)
-				}
+				recover(st, "the crash at "+step, args, want, left)
 			})
 		}
 	}
+
+	// Two crashes in a row: an apply of B killed once both hooks run B
+	// (but before the state says so), then an apply back to A killed at
+	// each step; then A is applied.
+	for _, step := range crashSteps {
+		t.Run("twice/"+step, func(st *testing.T) {
+			h.t = st
+			defer func() { h.t = t }()
+			use(manifestA, cleanA)
+			h.mustKFM("apply", "--locked")
+			left := map[ebpf.ProgramID]string{}
+			for _, c := range []struct {
+				manifest string
+				files    snapshot
+				step     string
+			}{{manifestB, cleanB, "committed-2"}, {manifestA, cleanA, step}} {
+				use(c.manifest, c.files)
+				p := h.start([]string{"KFM_TEST_CRASH_AT=" + c.step}, "apply", "--locked")
+				if _, sig := p.wait(st, time.Minute); sig != syscall.SIGKILL {
+					st.Fatalf("apply with KFM_TEST_CRASH_AT=%s was not killed: %s", c.step, p.stderr.String())
+				}
+				leftovers(left)
+			}
+			recover(st, "two crashes", []string{"apply", "--locked"}, cleanA, left)
+		})
+	}
+
+	// Kills at random moments, also inside the backends' commits, the
+	// registry reads and the state writes: applies of A and B in turn,
+	// each killed after a random part of the time an apply takes.
+	t.Run("random", func(st *testing.T) {
+		h.t = st
+		defer func() { h.t = t }()
+		var took time.Duration
+		for _, m := range []string{manifestA, manifestB} {
+			if m == manifestA {
+				use(manifestA, cleanA)
+			} else {
+				use(manifestB, cleanB)
+			}
+			begin := time.Now()
+			if code, _ := h.start(nil, "apply", "--locked").wait(st, time.Minute); code != exitOK {
+				st.Fatalf("apply: exit %d", code)
+			}
+			took += time.Since(begin) / 2
+		}
+		seed := uint64(time.Now().UnixNano())
+		rng := rand.New(rand.NewPCG(seed, 7))
+		st.Logf("an apply takes %s; seed %d", took, seed)
+		left := map[ebpf.ProgramID]string{}
+		killed := 0
+		for i := 0; i < 12; i++ {
+			if i%2 == 0 {
+				use(manifestA, cleanA)
+			} else {
+				use(manifestB, cleanB)
+			}
+			p := h.start(nil, "apply", "--locked")
+			time.Sleep(time.Duration(rng.Int64N(int64(took))))
+			p.cmd.Process.Kill()
+			if _, sig := p.wait(st, time.Minute); sig == syscall.SIGKILL {
+				killed++
+			}
+			leftovers(left)
+		}
+		st.Logf("%d of 12 applies killed; %d programs reachable or pending in between", killed, len(left))
+		use(manifestB, cleanB)
+		recover(st, "random kills", []string{"apply", "--locked"}, cleanB, left)
+	})
+
 	h.t = t
+	use(manifestB, cleanB)
+	h.mustKFM("apply", "--locked")
 	if got := h.traffic(10, 7777, 8888); got[7777] != 0 || got[8888] != 10 {
 		t.Errorf("chain B after the crashes: %v", got)
 	}
