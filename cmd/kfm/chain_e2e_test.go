@@ -1109,3 +1109,61 @@ func TestChainConcurrency(t *testing.T) {
 	}
 	h.checkKernel(hs)
 }
+
+// TestChainInstallCrash kills kfm install at each checkpoint (one hook:
+// there is no committed-2) and runs the same install again: kfm.yaml,
+// kfm.lock, the chain and the pins end as after an uninterrupted install,
+// with nothing else left in the kernel; kfm remove then brings the host back
+// to where it was.
+func TestChainInstallCrash(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"xdp_ratelimit.o", "net/ratelimit", "1.0.0", "")
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/ratelimit", "1.0.0"), "--iface", h.iface, "--name", "ratelimit", "--priority", "10")
+	type snapshot struct {
+		manifest, lock string
+		chain, pins    []string
+	}
+	take := func() snapshot {
+		hs := h.status()
+		h.checkKernel(hs)
+		xdp := hookOf(hs, h.iface, "xdp")
+		if xdp == nil || len(xdp.Drift) != 0 {
+			h.t.Errorf("no chain, or drift from kfm.lock: %+v", xdp)
+		}
+		return snapshot{h.readConfig("kfm.yaml"), h.readConfig("kfm.lock"), chainView(xdp), h.pinTree()}
+	}
+	same := func(what string, got, want snapshot) {
+		h.t.Helper()
+		if got.manifest != want.manifest || got.lock != want.lock {
+			h.t.Errorf("%s: kfm.yaml/kfm.lock:\n%s\n%s\nwant:\n%s\n%s", what, got.manifest, got.lock, want.manifest, want.lock)
+		}
+		if !slices.Equal(got.chain, want.chain) || !slices.Equal(got.pins, want.pins) {
+			h.t.Errorf("%s: chain %v, pins %v\nwant chain %v, pins %v", what, got.chain, got.pins, want.chain, want.pins)
+		}
+	}
+	before := take()
+	install := []string{"install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count", "--priority", "30"}
+	h.mustKFM(install...)
+	clean := take()
+	h.mustKFM("remove", "count", "--iface", h.iface)
+	same("removed", take(), before)
+
+	for _, step := range []string{"prepared", "written-ahead", "committed-1", "cleaned-up", "state-saved", "files-saved"} {
+		t.Run(step, func(st *testing.T) {
+			h.t = st
+			defer func() { h.t = t }()
+			p := h.start([]string{"KFM_TEST_CRASH_AT=" + step}, install...)
+			if _, sig := p.wait(st, time.Minute); sig != syscall.SIGKILL {
+				st.Fatalf("install with KFM_TEST_CRASH_AT=%s was not killed: %s", step, p.stderr.String())
+			}
+			p = h.start(nil, install...)
+			if code, _ := p.wait(st, time.Minute); code != exitOK {
+				st.Fatalf("install again: exit %d: %s", code, p.stderr.String())
+			}
+			same("installed again", take(), clean)
+			h.mustKFM("remove", "count", "--iface", h.iface)
+			same("removed", take(), before)
+		})
+	}
+}
