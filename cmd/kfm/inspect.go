@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +21,24 @@ import (
 // inspectedBundle is what inspect reports for a reference: the bundle and
 // the signatures found for its digest.
 type inspectedBundle struct {
-	*registry.Bundle
-	Signatures *bundleSignatures `json:"signatures"`
+	Bundle     *registry.Bundle
+	Signatures *bundleSignatures
+}
+
+// MarshalJSON writes the bundle's own JSON with a "signatures" member.
+func (ib inspectedBundle) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(ib.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	if fields["signatures"], err = json.Marshal(ib.Signatures); err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
 }
 
 type bundleSignatures struct {
