@@ -175,21 +175,20 @@ func (b *Backend) Prepare(ctx context.Context, t bpf.Target, desired []bpf.Compo
 }
 
 // checkDesired checks what the chain layer promises: at most MaxPrograms
-// named components in run order, each with something to run.
+// named components in run order, each with something to run, no running
+// program twice.
 func checkDesired(desired []bpf.Component) error {
 	if len(desired) > MaxPrograms {
 		return fmt.Errorf("%d programs: a dispatcher runs at most %d", len(desired), MaxPrograms)
 	}
-	names := map[string]bool{}
 	running := map[ebpf.ProgramID]string{}
 	for i, c := range desired {
+		// Names need not be unique here: a chain may run the same program
+		// twice (xdp-loader loading one object twice), and the dispatcher
+		// protocol knows programs by slot, not by name.
 		if c.Name == "" {
 			return fmt.Errorf("program %d has no name", i)
 		}
-		if names[c.Name] {
-			return fmt.Errorf("two programs are called %q", c.Name)
-		}
-		names[c.Name] = true
 		if c.Priority < 0 || c.Priority > math.MaxUint32 {
 			return fmt.Errorf("%s: priority %d out of range (0 to %d)", c.Name, c.Priority, uint32(math.MaxUint32))
 		}

@@ -394,7 +394,6 @@ func TestPrepareChecks(t *testing.T) {
 	}{
 		{"eleven programs", eleven, "at most 10"},
 		{"no name", []bpf.Component{comp("", 1)}, "no name"},
-		{"same name", []bpf.Component{comp("a", 1), comp("a", 2)}, `two programs are called "a"`},
 		{"out of order", []bpf.Component{comp("a", 20), comp("b", 10)}, "not in run order"},
 		{"negative priority", []bpf.Component{comp("a", -1)}, "out of range"},
 		{"nothing to run", []bpf.Component{{Name: "a", Priority: 1}}, "nothing to load"},

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -258,3 +259,18 @@ func (c counter) waitFor(t testing.TB, want uint64) uint64 {
 }
 
 var unixEPERM = unix.EPERM
+
+// kernelKnowsFrags reports whether the running kernel is Linux 5.18 or
+// later, which knows BPF_F_XDP_HAS_FRAGS.
+func kernelKnowsFrags(t testing.TB) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release, err)
+	}
+	return major > 5 || major == 5 && minor >= 18
+}

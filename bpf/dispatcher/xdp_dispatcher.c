@@ -37,7 +37,7 @@ struct xdp_dispatcher_config {
 /*
  * const puts the configuration in .rodata (a frozen, read-only map once
  * loaded, whose values the verifier may use); volatile keeps the compiler
- * from folding the all-zero initial value into the code.
+ * from folding the compiled-in value (an empty configuration) into the code.
  */
 static volatile const struct xdp_dispatcher_config config = {
 	.magic = DISPATCHER_MAGIC,
