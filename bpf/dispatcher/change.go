@@ -266,9 +266,10 @@ func (c *change) Commit(ctx context.Context) error {
 	}
 	c.committed = true
 	if c.old != nil && c.old.isDispatcher() {
-		if err := removePinDir(c.old.dir); err != nil {
-			return fmt.Errorf("%s: the new chain runs, but the old dispatcher's pins stay: %w", c.t, err)
-		}
+		// Like libxdp, a failure to unpin the old dispatcher does not fail
+		// the change: the new chain runs, and a stale directory is
+		// harmless (Release and `xdp-loader clean` remove it).
+		_ = removePinDir(c.old.dir)
 	}
 	return nil
 }
@@ -364,9 +365,7 @@ func (c *change) Revert(ctx context.Context) error {
 	}
 	c.reverted = true
 	if c.disp != nil {
-		if err := removePinDir(PinDir(c.t.BPFFS, c.t.Ifindex, c.dispID)); err != nil {
-			return fmt.Errorf("%s: the old chain runs again, but the new dispatcher's pins stay: %w", c.t, err)
-		}
+		_ = removePinDir(PinDir(c.t.BPFFS, c.t.Ifindex, c.dispID)) // as in Commit
 	}
 	return nil
 }

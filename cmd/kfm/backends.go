@@ -1,8 +1,13 @@
 package main
 
-import "github.com/kfm-project/kfm/chain"
+import (
+	"github.com/kfm-project/kfm/bpf/dispatcher"
+	"github.com/kfm-project/kfm/chain"
+)
 
 // backends lists every backend kfm can use, best first per hook.
 func backends(bpffs string) []chain.Backend {
-	return nil
+	return []chain.Backend{
+		dispatcher.New(nil),
+	}
 }
