@@ -261,3 +261,36 @@ func TestInteropXDPLoaderFirst(t *testing.T) {
 		t.Fatalf("left behind: %v (%v)", entries, err)
 	}
 }
+
+// TestInteropXDPLoaderSingle: xdp-loader's one-program chain (its program
+// replaces the dispatcher's main function, as kfm's does) grows into a
+// two-program chain with kfm's program; xdp-loader's program moves to a
+// slot and keeps counting in the same map.
+func TestInteropXDPLoaderSingle(t *testing.T) {
+	e := newEXTEnv(t)
+	tr := e.traffic(t, testPort)
+	e.xdpLoader(t, "load", e.target.Interface, filepath.Join("testdata", "libxdp_b.o"))
+	c := e.current(t)
+	if got := names(c.Programs); !slices.Equal(got, []string{"libxdp_b"}) {
+		t.Fatalf("Current of xdp-loader's single program: %v", got)
+	}
+	lb := c.Programs[0]
+	bCount := programCounter(t, lb.ID)
+	tr.send(t, 10)
+	bCount.waitFor(t, 10)
+
+	cnt, counts := comp(t, "count", "count_udp_packets", 40, pass, nil)
+	progs := e.apply(t, keep(lb), cnt)
+	e.checkChain(t, progs)
+	tr.send(t, 10)
+	if got := tr.received(20); got != 20 {
+		t.Errorf("%d of 20 arrived", got)
+	}
+	if b, k := bCount.waitFor(t, 20), counts.waitFor(t, 10); b != 20 || k != 10 {
+		t.Errorf("xdp-loader's program counted %d (want 20), kfm's %d (want 10)", b, k)
+	}
+	st := e.status(t)
+	if len(st.Programs) != 2 || st.Programs[0].ID != lb.ID || st.Programs[1].Prio != 40 {
+		t.Errorf("xdp-loader status: %+v", st.Programs)
+	}
+}
