@@ -83,10 +83,20 @@ SLOT(7)
 SLOT(8)
 SLOT(9)
 
-/* Run slot n if it is enabled; return its verdict unless it may go on. */
+/*
+ * Run slot n if it is enabled; return its verdict unless it may go on.
+ *
+ * The asm gives each "slot disabled" exit a block of its own (the compiler
+ * would merge them all into one): when slot n is enabled, its exit block is
+ * dead, so the verifier, which knows num_progs_enabled, removes the check
+ * and the block, and an enabled slot costs only the call and the
+ * chain-call test.
+ */
 #define RUN(n)								\
-	if (enabled <= n)						\
+	if (enabled <= n) {						\
+		asm volatile("/* slot " #n " disabled */");		\
 		return XDP_PASS;					\
+	}								\
 	ret = prog##n(ctx);						\
 	if (!((1U << ret) & cfg->chain_call_actions[n]))		\
 		return ret;
