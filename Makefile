@@ -51,12 +51,17 @@ lint: deps
 test-host: deps
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
-# Kernel VMs (5.10, 6.1, 6.12 by default; KERNELS="6.12" to pick).
+# Kernel VMs (5.10, 6.1, 6.12 by default; KERNELS="6.12" to pick, KFM_VM_SHELL=1
+# for a shell in the VM). Suites: internal/kernelvm/suites.go. Flags, e.g.
+# KERNEL_TESTS_FLAGS="-v -suites bpf/probe": go run ./internal/kernelvm/cmd/kernel-tests -h
+KERNEL_TESTS_FLAGS ?=
 test-kernels: deps
-	$(GO) run ./internal/kernelvm/cmd/kernel-tests
+	$(GO) run ./internal/kernelvm/cmd/kernel-tests $(KERNEL_TESTS_FLAGS)
 
-# Everything CI runs. Privileged tests may not skip here.
+# Everything CI runs. Privileged tests may not skip here, nor tests that
+# drive external tools (the oras and cosign CLIs, installed by deps).
 test: export KFM_REQUIRE_PRIVILEGED = 1
+test: export KFM_REQUIRE_TOOLS = 1
 test: deps lint bpf-check test-host test-kernels
 
 bench: deps

@@ -137,9 +137,6 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	if err := m.state.save(st); err != nil {
 		errs = append(errs, fmt.Errorf("write host state: %w", err))
 	}
-	if err := m.state.gcObjects(st); err != nil {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 
@@ -334,11 +331,6 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		c := &p.comps[i]
 		if c.Spec == nil {
 			continue
-		}
-		if p.elems[i].Data != nil {
-			if _, err := m.state.putObject(p.elems[i].Data); err != nil {
-				return fmt.Errorf("store object of %s: %w", c.Name, err)
-			}
 		}
 		em, err := m.maps.prepare(p.target, c.Name, c.Spec, p.resetMaps)
 		if err != nil {

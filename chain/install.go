@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/registry"
 )
 
 // InstallRequest adds a program to a hook, or replaces the program of the
@@ -20,84 +26,188 @@ type InstallRequest struct {
 	Backend string
 	// Mode is the XDP attach mode: "" (keep, else native), native, skb.
 	Mode string
-
-	// Source names where the object came from (path or reference), Digest
-	// the bundle digest for registry installs, Data the ELF bytes.
+	// Source is a local object file or a registry reference (tag, digest
+	// or semver range).
 	Source string
-	Digest string
-	Data   []byte
 	// Function selects the entry function (default: the only one).
 	Function string
 	// Name defaults to the function name.
 	Name string
-	// Priority and ProceedOn default to the object's libxdp
-	// XDP_RUN_CONFIG metadata, else 50 and the hook's pass verdict.
+	// Priority and ProceedOn default to the bundle's defaults, else the
+	// object's libxdp XDP_RUN_CONFIG metadata, else 50 and the hook's
+	// pass verdict.
 	Priority *int
-	// ProceedOn names verdicts of the hook ("pass,drop"), parsed once the
-	// hook is known.
+	// ProceedOn names verdicts of the hook ("pass,drop").
 	ProceedOn string
 	// Params are values for the object's volatile const globals.
 	Params    map[string]string
 	ResetMaps bool
 }
 
-// Element builds the element an install request describes: it parses the
-// object, picks the function and hook, and fills in defaults.
-func (r InstallRequest) Element() (*Element, bpf.Hook, error) {
-	obj, err := bpf.ParseObject(r.Source, r.Data)
-	if err != nil {
-		return nil, "", err
-	}
-	prog, err := obj.Program(r.Function)
-	if err != nil {
-		return nil, "", err
-	}
-	if len(prog.Hooks) == 0 {
-		return nil, "", fmt.Errorf("%s: %s is a %s program; kfm chains xdp and sched_cls (tc) programs", r.Source, prog.Function, prog.Type)
-	}
-	hook := r.Hook
-	if hook == "" {
-		hook = prog.Hooks[0]
-	}
-	if !slices.Contains(prog.Hooks, hook) {
-		return nil, "", fmt.Errorf("%s: %s is a %s program and cannot run on the %s hook", r.Source, prog.Function, prog.Type, hook)
-	}
-	name := r.Name
-	if name == "" {
-		name = prog.Function
-	}
-	if err := ValidateName(name); err != nil {
-		return nil, "", err
-	}
-	params, err := canonicalParams(obj, r.Params)
-	if err != nil {
-		return nil, "", err
-	}
-	e := &Element{
-		Name: name, Source: r.Source, Digest: r.Digest, Object: obj, Data: r.Data,
-		Function: prog.Function, Params: params,
-		Priority: bpf.DefaultPriority, ProceedOn: bpf.DefaultProceedOn(hook),
-	}
-	if hook == bpf.HookXDP {
-		rc, _ := obj.RunConfigFor(prog.Function)
-		e.Priority, e.ProceedOn = rc.Priority, rc.ProceedOn
-	}
-	if r.Priority != nil {
-		e.Priority = *r.Priority
-	}
+// programSpec turns the request into the kfm.yaml entry. A source that is
+// an existing file is a path (made absolute: the manifest outlives the
+// working directory); anything else must be a registry reference.
+func (r InstallRequest) programSpec() (ProgramSpec, error) {
+	ps := ProgramSpec{Name: r.Name, Function: r.Function, Priority: r.Priority, Params: r.Params}
 	if r.ProceedOn != "" {
-		if e.ProceedOn, err = bpf.ParseActions(hook, r.ProceedOn); err != nil {
-			return nil, "", err
+		for _, a := range strings.Split(r.ProceedOn, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				ps.ProceedOn = append(ps.ProceedOn, a)
+			}
 		}
 	}
-	return e, hook, nil
+	if st, err := os.Stat(r.Source); err == nil && !st.IsDir() {
+		abs, err := filepath.Abs(r.Source)
+		if err != nil {
+			return ps, err
+		}
+		ps.Path = abs
+		return ps, nil
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return ps, err
+	}
+	if _, err := registry.ParseReference(r.Source); err != nil {
+		if _, _, ok := splitRange(r.Source); !ok {
+			return ps, fmt.Errorf("%q is neither an object file nor a registry reference (host/repository:tag): %w", r.Source, err)
+		}
+	}
+	ps.Ref = r.Source
+	return ps, nil
+}
+
+// manifestPath and lockPath are kfm.yaml and kfm.lock in the config dir.
+func (m *Manager) manifestPath() string { return filepath.Join(m.configDir, "kfm.yaml") }
+func (m *Manager) lockPath() string     { return filepath.Join(m.configDir, "kfm.lock") }
+
+// loadProject reads kfm.yaml and kfm.lock; missing files are empty.
+func (m *Manager) loadProject() (*Manifest, *Lock, error) {
+	man, err := LoadManifest(m.manifestPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		man, err = &Manifest{Version: ManifestVersion}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	lk, err := LoadLock(m.lockPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		lk, err = &Lock{Version: LockVersion}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return man, lk, nil
+}
+
+// saveProject writes kfm.yaml, then kfm.lock, each atomically.
+func (m *Manager) saveProject(man *Manifest, lk *Lock) error {
+	if man != nil {
+		b, err := man.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(m.manifestPath(), b, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", m.manifestPath(), err)
+		}
+	}
+	if lk != nil {
+		b, err := lk.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(m.lockPath(), b, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", m.lockPath(), err)
+		}
+	}
+	return nil
+}
+
+// satisfiedBy reports whether a locked program still is what the manifest
+// program asks for.
+func satisfiedBy(hook bpf.Hook, p ProgramSpec, lp LockedProgram) bool {
+	switch {
+	case p.Name != lp.Name, p.Ref != lp.Ref, p.Path != lp.Path:
+		return false
+	case p.Function != "" && p.Function != lp.Function:
+		return false
+	case p.Priority != nil && *p.Priority != lp.Priority:
+		return false
+	case len(p.ProceedOn) > 0 && !sameActions(hook, p.ProceedOn, lp.ProceedOn):
+		return false
+	}
+	// The lock keeps params as the manifest writes them.
+	return maps.Equal(p.Params, lp.Params) || (len(p.Params) == 0 && len(lp.Params) == 0)
+}
+
+// chainElements builds the elements of a manifest chain and its locked
+// form. Programs in fresh are taken as given; the others come from the lock
+// when it still satisfies the manifest (by digest: a moved tag changes
+// nothing), else they are locked anew. relock names programs to resolve
+// again whatever the lock says (kfm update); all relocks everything.
+func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fresh map[string]lockedElement, relock func(string) bool) ([]*Element, LockedChain, error) {
+	lc := LockedChain{Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode}
+	old := lk.Chain(cs.Interface, cs.Hook)
+	var elements []*Element
+	for _, p := range cs.Programs {
+		if f, ok := fresh[p.Name]; ok {
+			elements = append(elements, f.e)
+			lc.Programs = append(lc.Programs, f.lp)
+			continue
+		}
+		if old != nil && (relock == nil || !relock(p.Name)) {
+			if i := slices.IndexFunc(old.Programs, func(lp LockedProgram) bool { return lp.Name == p.Name }); i >= 0 && satisfiedBy(cs.Hook, p, old.Programs[i]) {
+				e, err := m.sources.Element(ctx, old, old.Programs[i], false)
+				if err == nil {
+					elements = append(elements, e)
+					lc.Programs = append(lc.Programs, old.Programs[i])
+					continue
+				}
+				if !errors.Is(err, ErrObjectChanged) {
+					return nil, lc, err
+				}
+				// A local file changed: lock it anew.
+			}
+		}
+		lp, e, err := m.sources.LockProgram(ctx, cs, p)
+		if err != nil {
+			return nil, lc, err
+		}
+		elements = append(elements, e)
+		lc.Programs = append(lc.Programs, lp)
+	}
+	return elements, lc, nil
+}
+
+type lockedElement struct {
+	lp LockedProgram
+	e  *Element
+}
+
+// putLocked replaces the lock's chain for lc's hook (removing it when it
+// has no programs).
+func (l *Lock) putLocked(lc LockedChain) {
+	l.Chains = slices.DeleteFunc(l.Chains, func(c LockedChain) bool { return c.Interface == lc.Interface && c.Hook == lc.Hook })
+	if len(lc.Programs) > 0 {
+		l.Chains = append(l.Chains, lc)
+	}
+}
+
+// putChain replaces the manifest's chain for cs's hook (removing it when it
+// has no programs).
+func (man *Manifest) putChain(cs ChainSpec) {
+	man.Chains = slices.DeleteFunc(man.Chains, func(c ChainSpec) bool { return c.Interface == cs.Interface && c.Hook == cs.Hook })
+	if len(cs.Programs) > 0 {
+		man.Chains = append(man.Chains, cs)
+	}
 }
 
 // Install adds the program to its hook, or replaces the program of the same
-// name, in one atomic change of the hook. Everything else on the hook
-// keeps running (programs kept are not reloaded where the backend allows).
+// name, in one atomic change of the hook: it records the program in
+// kfm.yaml, locks it (pulls and verifies a registry program) in kfm.lock,
+// and applies the hook. Everything else on the hook keeps running (programs
+// kept are not reloaded where the backend allows). If the apply fails,
+// kfm.yaml and kfm.lock are not changed.
 func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, error) {
-	e, hook, err := r.Element()
+	ps, err := r.programSpec()
 	if err != nil {
 		return nil, err
 	}
@@ -106,33 +216,67 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 		return nil, err
 	}
 	defer lock.release()
+	man, lk, err := m.loadProject()
+	if err != nil {
+		return nil, err
+	}
+	lp, e, hook, err := m.sources.lockProgram(ctx, r.Hook, ps)
+	if err != nil {
+		return nil, err
+	}
+	ps.Name = lp.Name
+
+	cs := ChainSpec{Interface: r.Interface, Hook: hook}
+	if c := man.Chain(r.Interface, hook); c != nil {
+		cs = *c
+		cs.Programs = slices.Clone(c.Programs)
+	}
+	if r.Backend != "" && r.Backend != BackendAuto {
+		cs.Backend = r.Backend
+	}
+	if r.Mode != "" {
+		cs.Mode = r.Mode
+	}
+	if i := slices.IndexFunc(cs.Programs, func(p ProgramSpec) bool { return p.Name == ps.Name }); i >= 0 {
+		cs.Programs[i] = ps
+	} else {
+		cs.Programs = append(cs.Programs, ps)
+	}
+	elements, lc, err := m.chainElements(ctx, &cs, lk, map[string]lockedElement{ps.Name: {lp, e}}, nil)
+	if err != nil {
+		return nil, err
+	}
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
 	}
-	elements, err := m.hookElements(st.find(r.Interface, hook), hook)
-	if err != nil {
-		return nil, err
-	}
-	elements = slices.DeleteFunc(elements, func(o *Element) bool { return o.Name == e.Name })
-	elements = append(elements, e)
-	spec := HookSpec{Interface: r.Interface, Hook: hook, Backend: r.Backend, Mode: r.Mode, Elements: elements, ResetMaps: r.ResetMaps}
+	spec := HookSpec{Interface: r.Interface, Hook: hook, Backend: r.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: r.ResetMaps}
 	if err := m.apply(ctx, st, []HookSpec{spec}); err != nil {
 		return nil, err
+	}
+	man.putChain(cs)
+	lk.putLocked(lc)
+	if err := m.saveProject(man, lk); err != nil {
+		return nil, fmt.Errorf("the chain is installed, but: %w", err)
 	}
 	return m.hookStatus(ctx, st, r.Interface, hook)
 }
 
 // Remove takes the program called name off the hook (hook "" finds it on
-// any hook of the interface). Programs other tools loaded into a
-// dispatcher chain can be removed by their name too. Removing the last
-// program detaches the chain and cleans up every pin.
+// any hook of the interface) and out of kfm.yaml and kfm.lock. Programs
+// other tools loaded into a dispatcher chain can be removed by their name
+// too. Removing the last program detaches the chain and cleans up every
+// pin.
 func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name string) (*HookStatus, error) {
 	lock, err := m.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.release()
+	man, lk, err := m.loadProject()
+	if err != nil {
+		return nil, err
+	}
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
@@ -141,43 +285,54 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 	if hook != "" {
 		hooks = []bpf.Hook{hook}
 	}
-	var found []bpf.Hook
-	foreign := map[bpf.Hook]bool{}
+	type found struct {
+		hook    bpf.Hook
+		foreign bool
+	}
+	var where []found
 	for _, h := range hooks {
-		if hs := st.find(iface, h); hs != nil && hs.element(name) != nil {
-			found = append(found, h)
+		if c := man.Chain(iface, h); c != nil && slices.ContainsFunc(c.Programs, func(p ProgramSpec) bool { return p.Name == name }) {
+			where = append(where, found{h, false})
 			continue
 		}
 		status, err := m.hookStatus(ctx, st, iface, h)
-		if err != nil && !errors.Is(err, ErrNoInterface) && !errors.Is(err, bpf.ErrForeignProgram) {
+		if err != nil {
 			return nil, err
 		}
-		if errors.Is(err, ErrNoInterface) {
-			return nil, err
-		}
-		if status != nil && slices.ContainsFunc(status.Programs, func(p ProgramStatus) bool { return p.Name == name }) {
-			found = append(found, h)
-			foreign[h] = true
+		if status != nil && slices.ContainsFunc(status.Programs, func(p ProgramStatus) bool { return p.Name == name && p.Origin != OriginKFM }) {
+			where = append(where, found{h, true})
 		}
 	}
-	switch len(found) {
+	switch len(where) {
 	case 0:
 		return nil, fmt.Errorf("%s: no program named %q: %w (see kfm status)", iface, name, ErrNotInstalled)
 	case 1:
 	default:
-		return nil, fmt.Errorf("%s: %q runs on %v: say which with --hook", iface, name, found)
+		return nil, fmt.Errorf("%s: %q runs on more than one hook: say which with --hook", iface, name)
 	}
-	h := found[0]
-	elements, err := m.hookElements(st.find(iface, h), h)
+	h := where[0].hook
+	cs := ChainSpec{Interface: iface, Hook: h}
+	if c := man.Chain(iface, h); c != nil {
+		cs = *c
+		cs.Programs = slices.DeleteFunc(slices.Clone(c.Programs), func(p ProgramSpec) bool { return p.Name == name })
+	}
+	elements, lc, err := m.chainElements(ctx, &cs, lk, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	spec := HookSpec{Interface: iface, Hook: h, Elements: slices.DeleteFunc(elements, func(o *Element) bool { return o.Name == name })}
-	if foreign[h] {
+	spec := HookSpec{Interface: iface, Hook: h, Mode: cs.Mode, Elements: elements}
+	if where[0].foreign {
 		spec.DropForeign = []string{name}
 	}
 	if err := m.apply(ctx, st, []HookSpec{spec}); err != nil {
 		return nil, err
+	}
+	if !where[0].foreign {
+		man.putChain(cs)
+		lk.putLocked(lc)
+		if err := m.saveProject(man, lk); err != nil {
+			return nil, fmt.Errorf("the program is removed, but: %w", err)
+		}
 	}
 	return m.hookStatus(ctx, st, iface, h)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -26,8 +25,13 @@ var (
 type Options struct {
 	// BPFFS is the BPF filesystem to pin under; mounted if missing.
 	BPFFS string
-	// StateDir holds the host state (state.json, objects, lock).
+	// StateDir holds the host state (state.json, lock).
 	StateDir string
+	// ConfigDir holds kfm.yaml and kfm.lock.
+	ConfigDir string
+	// Sources fetches and verifies programs; nil allows local object
+	// files only.
+	Sources *Sources
 	// Backends are the backends kfm may use.
 	Backends []Backend
 	// LockTimeout bounds the wait for another kfm process (0: wait
@@ -41,6 +45,8 @@ type Options struct {
 // caches feature probes for its lifetime.
 type Manager struct {
 	bpffs       string
+	configDir   string
+	sources     *Sources
 	state       stateStore
 	maps        mapStore
 	backends    []Backend
@@ -51,8 +57,12 @@ type Manager struct {
 
 // New returns a Manager.
 func New(opts Options) (*Manager, error) {
-	if opts.BPFFS == "" || opts.StateDir == "" {
-		return nil, errors.New("chain: BPFFS and StateDir are required")
+	if opts.BPFFS == "" || opts.StateDir == "" || opts.ConfigDir == "" {
+		return nil, errors.New("chain: BPFFS, StateDir and ConfigDir are required")
+	}
+	sources := opts.Sources
+	if sources == nil {
+		sources = &Sources{BaseDir: opts.ConfigDir}
 	}
 	notify := opts.Notify
 	if notify == nil {
@@ -60,6 +70,8 @@ func New(opts Options) (*Manager, error) {
 	}
 	return &Manager{
 		bpffs:       opts.BPFFS,
+		configDir:   opts.ConfigDir,
+		sources:     sources,
 		state:       stateStore{dir: opts.StateDir},
 		maps:        newMapStore(opts.BPFFS),
 		backends:    opts.Backends,
@@ -115,36 +127,4 @@ func (m *Manager) owner(ctx context.Context, t bpf.Target) (Backend, *bpf.Chain,
 		}
 	}
 	return nil, nil, foreign
-}
-
-func (m *Manager) elementFromState(e *ElementState, hook bpf.Hook) (*Element, error) {
-	obj, err := m.state.object(e.Object)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", e.Name, err)
-	}
-	proceed, err := bpf.ParseActions(hook, strings.Join(e.ProceedOn, ","))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", e.Name, err)
-	}
-	return &Element{
-		Name: e.Name, Source: e.Source, Digest: e.Digest, Object: obj,
-		Function: e.Function, Priority: e.Priority, Params: e.Params,
-		ProceedOn: proceed,
-	}, nil
-}
-
-// hookElements rebuilds the elements kfm runs on a hook from the state.
-func (m *Manager) hookElements(hs *HookState, hook bpf.Hook) ([]*Element, error) {
-	if hs == nil {
-		return nil, nil
-	}
-	var out []*Element
-	for _, e := range hs.Elements {
-		el, err := m.elementFromState(e, hook)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, el)
-	}
-	return out, nil
 }

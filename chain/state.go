@@ -1,8 +1,6 @@
 package chain
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,9 +52,7 @@ type ElementState struct {
 	Source string `json:"source"`
 	// Digest is the bundle manifest digest for registry installs.
 	Digest string `json:"digest,omitempty"`
-	// Object is the sha256 of the ELF object, kept under
-	// <state-dir>/objects so that the chain can be rebuilt (reorders
-	// reload programs on some backends).
+	// Object is the sha256 of the ELF object.
 	Object    string            `json:"object"`
 	Function  string            `json:"function"`
 	Priority  int               `json:"priority"`
@@ -139,59 +135,6 @@ func (st stateStore) save(s *State) error {
 		return err
 	}
 	return writeFileAtomic(st.path(), append(b, '\n'), 0o644)
-}
-
-// putObject stores an object's bytes by digest and returns the digest.
-func (st stateStore) putObject(data []byte) (string, error) {
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:])
-	p := st.objectPath(digest)
-	if _, err := os.Stat(p); err == nil {
-		return digest, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return "", err
-	}
-	return digest, writeFileAtomic(p, data, 0o644)
-}
-
-func (st stateStore) objectPath(digest string) string {
-	return filepath.Join(st.dir, "objects", "sha256-"+digest+".o")
-}
-
-// object reads a stored object back.
-func (st stateStore) object(digest string) (*bpf.Object, error) {
-	data, err := os.ReadFile(st.objectPath(digest))
-	if err != nil {
-		return nil, fmt.Errorf("object sha256:%s is missing from the host state (%w): reinstall the program", digest, err)
-	}
-	return bpf.ParseObject(st.objectPath(digest), data)
-}
-
-// gcObjects removes stored objects no element refers to.
-func (st stateStore) gcObjects(s *State) error {
-	used := map[string]bool{}
-	for _, h := range s.Hooks {
-		for _, e := range h.Elements {
-			used[e.Object] = true
-		}
-	}
-	entries, err := os.ReadDir(filepath.Join(st.dir, "objects"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		digest := strings.TrimSuffix(strings.TrimPrefix(e.Name(), "sha256-"), ".o")
-		if !used[digest] {
-			if err := os.Remove(filepath.Join(st.dir, "objects", e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it and

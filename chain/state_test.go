@@ -54,29 +54,6 @@ func TestStateCorruptOrNewer(t *testing.T) {
 	}
 }
 
-func TestObjectStore(t *testing.T) {
-	st := stateStore{dir: t.TempDir()}
-	data, err := os.ReadFile("../bpf/testdata/params.o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest, err := st.putObject(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := st.object(digest)
-	if err != nil || obj.SHA256 != digest {
-		t.Fatalf("object back: %v, %v", obj, err)
-	}
-	s := &State{}
-	if err := st.gcObjects(s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.object(digest); err == nil || !strings.Contains(err.Error(), "reinstall") {
-		t.Errorf("unreferenced object not collected: %v", err)
-	}
-}
-
 func TestLockSerialises(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -107,52 +84,51 @@ func TestLockSerialises(t *testing.T) {
 	}
 }
 
-func TestInstallRequestDefaults(t *testing.T) {
-	data, err := os.ReadFile("../bpf/testdata/params.o")
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestLockProgramDefaults(t *testing.T) {
+	src := &Sources{BaseDir: "../bpf/testdata"}
 	prio := 7
 	for _, tc := range []struct {
 		name string
-		req  InstallRequest
-		want func(*Element, bpf.Hook) string // "" when fine
+		hook bpf.Hook
+		p    ProgramSpec
+		want func(LockedProgram, *Element, bpf.Hook) string // "" when fine
 		err  string
 	}{
-		{"run config", InstallRequest{Function: "with_config"}, func(e *Element, h bpf.Hook) string {
-			if h != bpf.HookXDP || e.Name != "with_config" || e.Priority != 20 || len(e.ProceedOn) != 2 {
+		{"run config", "", ProgramSpec{Path: "params.o", Function: "with_config"}, func(lp LockedProgram, e *Element, h bpf.Hook) string {
+			if h != bpf.HookXDP || e.Name != "with_config" || e.Priority != 20 || len(e.ProceedOn) != 2 || lp.Object != "sha256:"+e.Object.SHA256 {
 				return "want XDP_RUN_CONFIG priority 20 and drop,pass"
 			}
 			return ""
 		}, ""},
-		{"libxdp defaults", InstallRequest{Function: "without_config", Name: "wo"}, func(e *Element, h bpf.Hook) string {
+		{"libxdp defaults", "", ProgramSpec{Path: "params.o", Function: "without_config", Name: "wo"}, func(lp LockedProgram, e *Element, h bpf.Hook) string {
 			if e.Name != "wo" || e.Priority != 50 || len(e.ProceedOn) != 1 || e.ProceedOn[0] != bpf.XDPPass {
 				return "want priority 50, pass"
 			}
 			return ""
 		}, ""},
-		{"flags win", InstallRequest{Function: "with_config", Priority: &prio, ProceedOn: "pass"}, func(e *Element, h bpf.Hook) string {
-			if e.Priority != 7 || len(e.ProceedOn) != 1 {
-				return "flags must override metadata"
+		{"manifest wins", "", ProgramSpec{Path: "params.o", Function: "with_config", Priority: &prio, ProceedOn: []string{"pass"}}, func(lp LockedProgram, e *Element, h bpf.Hook) string {
+			if e.Priority != 7 || len(e.ProceedOn) != 1 || lp.Priority != 7 {
+				return "manifest values must override metadata"
 			}
 			return ""
 		}, ""},
-		{"tc program", InstallRequest{Function: "tc_prog", Params: map[string]string{"p_u16": "0x10"}}, func(e *Element, h bpf.Hook) string {
-			if h != bpf.HookTCIngress || e.ProceedOn[0] != bpf.TCOK || e.Params["p_u16"] != "16" {
-				return "want tc-ingress, ok, canonical param 16"
+		{"tc program", "", ProgramSpec{Path: "params.o", Function: "tc_prog", Params: map[string]string{"p_u16": "0x10"}}, func(lp LockedProgram, e *Element, h bpf.Hook) string {
+			if h != bpf.HookTCIngress || e.ProceedOn[0] != bpf.TCOK || e.Params["p_u16"] != "16" || lp.Params["p_u16"] != "0x10" {
+				return "want tc-ingress, ok, canonical param 16 in the element and 0x10 (as written) in the lock"
 			}
 			return ""
 		}, ""},
-		{"ambiguous", InstallRequest{}, nil, "--function"},
-		{"wrong hook", InstallRequest{Function: "tc_prog", Hook: bpf.HookXDP}, nil, "cannot run on the xdp hook"},
-		{"bad verdict", InstallRequest{Function: "tc_prog", ProceedOn: "pass"}, nil, "unknown TC verdict"},
-		{"bad name", InstallRequest{Function: "tc_prog", Name: "a/b"}, nil, "invalid program name"},
-		{"bad param", InstallRequest{Function: "tc_prog", Params: map[string]string{"p_u8": "300"}}, nil, "0..255"},
-		{"unknown param", InstallRequest{Function: "tc_prog", Params: map[string]string{"rate": "3"}}, nil, "known params are"},
+		{"ambiguous", "", ProgramSpec{Path: "params.o"}, nil, "--function"},
+		{"wrong hook", bpf.HookXDP, ProgramSpec{Path: "params.o", Function: "tc_prog"}, nil, "cannot run on the xdp hook"},
+		{"bad verdict", "", ProgramSpec{Path: "params.o", Function: "tc_prog", ProceedOn: []string{"pass"}}, nil, "unknown TC verdict"},
+		{"bad name", "", ProgramSpec{Path: "params.o", Function: "tc_prog", Name: "a/b"}, nil, "invalid program name"},
+		{"bad param", "", ProgramSpec{Path: "params.o", Function: "tc_prog", Params: map[string]string{"p_u8": "300"}}, nil, "0..255"},
+		{"unknown param", "", ProgramSpec{Path: "params.o", Function: "tc_prog", Params: map[string]string{"rate": "3"}}, nil, "known params are"},
+		{"missing file", "", ProgramSpec{Path: "nope.o"}, nil, "no such file"},
+		{"registry without client", "", ProgramSpec{Ref: "127.0.0.1:5000/kfm/x:1.0.0"}, nil, "no registry client"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.req.Source, tc.req.Data = "params.o", data
-			e, h, err := tc.req.Element()
+			lp, e, h, err := src.lockProgram(context.Background(), tc.hook, tc.p)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
@@ -162,8 +138,8 @@ func TestInstallRequestDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if msg := tc.want(e, h); msg != "" {
-				t.Errorf("%s: got %+v on %s", msg, e, h)
+			if msg := tc.want(lp, e, h); msg != "" {
+				t.Errorf("%s: got %+v %+v on %s", msg, lp, e, h)
 			}
 		})
 	}

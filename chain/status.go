@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -33,6 +34,9 @@ type HookStatus struct {
 	RootID   ebpf.ProgramID  `json:"rootId,omitempty"`
 	Version  int             `json:"version,omitempty"`
 	Programs []ProgramStatus `json:"programs"`
+	// Drift lists the differences between what runs and what kfm.lock
+	// pins; empty when they agree.
+	Drift []string `json:"drift,omitempty"`
 }
 
 // ProgramStatus is one program of a chain, in run order.
@@ -71,6 +75,10 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 		}
 		slices.Sort(ifaces)
 	}
+	_, lk, err := m.loadProject()
+	if err != nil {
+		return nil, err
+	}
 	out := []HookStatus{}
 	for _, ifn := range ifaces {
 		for _, h := range bpf.Hooks {
@@ -78,12 +86,72 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 			if err != nil {
 				return nil, err
 			}
+			lc := lk.Chain(ifn, h)
+			if hs == nil && lc != nil {
+				hs = &HookStatus{Interface: ifn, Hook: h, Programs: []ProgramStatus{}}
+			}
 			if hs != nil {
+				hs.Drift = drift(hs, lc)
 				out = append(out, *hs)
 			}
 		}
 	}
+	if iface == "" {
+		for _, lc := range lk.Chains {
+			if !slices.Contains(ifaces, lc.Interface) {
+				out = append(out, HookStatus{Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"interface " + lc.Interface + " does not exist"}})
+			}
+		}
+	}
 	return out, nil
+}
+
+// drift compares a hook's running chain with its locked chain.
+func drift(hs *HookStatus, lc *LockedChain) []string {
+	var out []string
+	var running []string
+	byName := map[string]ProgramStatus{}
+	for _, p := range hs.Programs {
+		if p.Origin == OriginKFM {
+			running = append(running, p.Name)
+			byName[p.Name] = p
+		}
+	}
+	if lc == nil {
+		if len(running) > 0 {
+			out = append(out, "not in kfm.lock: "+strings.Join(running, ", "))
+		}
+		return out
+	}
+	var locked []string
+	for _, lp := range lc.Programs {
+		locked = append(locked, lp.Name)
+		p, ok := byName[lp.Name]
+		switch {
+		case !ok:
+			out = append(out, lp.Name+" is locked but not running")
+		case lp.Digest != "" && p.Digest != lp.Digest:
+			out = append(out, fmt.Sprintf("%s runs %s, kfm.lock pins %s", lp.Name, orNone(p.Digest), lp.Digest))
+		case p.Priority != lp.Priority:
+			out = append(out, fmt.Sprintf("%s runs at priority %d, kfm.lock says %d", lp.Name, p.Priority, lp.Priority))
+		}
+	}
+	for _, n := range running {
+		if !slices.Contains(locked, n) {
+			out = append(out, n+" runs but is not in kfm.lock")
+		}
+	}
+	if len(out) == 0 && !slices.Equal(running, locked) {
+		out = append(out, "order differs from kfm.lock: running "+strings.Join(running, ", ")+"; locked "+strings.Join(locked, ", "))
+	}
+	return out
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no digest"
+	}
+	return s
 }
 
 // hookStatus combines the kernel's view of one hook with the host state.

@@ -7,7 +7,8 @@ APT_PACKAGES=(
 	clang-19 llvm-19 libbpf-dev libxdp-dev  # make bpf (libxdp-dev: XDP_RUN_CONFIG header)
 	xdp-tools bpftool                  # interop tests, libxdp's dispatcher object
 	iproute2                           # netns/veth tests
-	qemu-system-x86 busybox-static cpio zstd xz-utils kmod  # kernel VMs
+	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
+	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
 )
 
 missing=()
@@ -21,15 +22,36 @@ if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The kernel VMs fetch trixie's kernel; its archive keys are in
+# debian-archive-keyring 2023.3+deb12u2 and later (Debian 12.11), so an older
+# installed keyring is upgraded.
+keyring_min=2023.3+deb12u2
+keyring_have=$(dpkg-query -W -f='${Version}' debian-archive-keyring 2>/dev/null || true)
+if [ -n "$keyring_have" ] && dpkg --compare-versions "$keyring_have" lt "$keyring_min"; then
+	echo "deps: upgrading debian-archive-keyring $keyring_have (< $keyring_min lacks the trixie keys)"
+	if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --only-upgrade debian-archive-keyring >/dev/null
+fi
+
 TOOLS_BIN=${TOOLS_BIN:-$HOME/.cache/kfm/bin}
 mkdir -p "$TOOLS_BIN"
-# go_tool NAME MODULE@VERSION: install a Go tool into TOOLS_BIN unless the
-# exact version is already there.
+# go_tool NAME MODULE@VERSION: install a Go tool into TOOLS_BIN as NAME unless
+# the exact version is already there. NAME may differ from the package's own
+# binary name (cosign 2 and cosign 3 are both "cosign").
 go_tool() {
-	local name=$1 pkg=$2 stamp="$TOOLS_BIN/.$1.version"
+	local name=$1 pkg=$2 stamp="$TOOLS_BIN/.$1.version" tmp
 	if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then return; fi
 	echo "deps: go install $pkg"
-	GOBIN="$TOOLS_BIN" CGO_ENABLED=0 go install "$pkg"
+	tmp=$(mktemp -d)
+	GOBIN="$tmp" CGO_ENABLED=0 go install "$pkg"
+	mv "$tmp"/* "$TOOLS_BIN/$name"
+	rmdir "$tmp"
 	echo "$pkg" >"$stamp"
 }
 go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchmark
+# Signature interop tests (verify, cmd/kfm): both cosign generations, about
+# five minutes each to build the first time.
+go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3
+go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5

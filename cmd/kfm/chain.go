@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,30 +16,75 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/verify"
 )
 
-// chainFlags are the flags of commands that change chains.
+// chainFlags are the flags of commands that read kfm.yaml and change chains.
 type chainFlags struct {
-	lockTimeout time.Duration
+	lockTimeout   time.Duration
+	allowUnsigned bool
+	policy        string
+	registry      registryFlags
 }
 
 func (f *chainFlags) register(cmd *cobra.Command) {
-	cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", time.Minute, "how long to wait for another kfm process on this host (0: forever)")
+	fl := cmd.Flags()
+	fl.DurationVar(&f.lockTimeout, "lock-timeout", time.Minute, "how long to wait for another kfm process on this host (0: forever)")
+	fl.BoolVar(&f.allowUnsigned, "insecure-allow-unsigned", false, "install registry programs whose signatures the trust policy does not accept (a warning is printed every time)")
+	fl.StringVar(&f.policy, "policy", "", "trust policy (default <config-dir>/policy.yaml)")
+	f.registry.add(cmd, true)
 }
 
-// manager builds the chain manager with every backend kfm has.
-func (g *globals) manager(f *chainFlags) (*chain.Manager, error) {
-	var timeout time.Duration
-	if f != nil {
-		timeout = f.lockTimeout
+// manager builds the chain manager with every backend kfm has. With f nil
+// (status), registry programs are not fetched.
+func (g *globals) manager(ctx context.Context, f *chainFlags) (*chain.Manager, error) {
+	opts := chain.Options{
+		BPFFS:     g.bpffs,
+		StateDir:  g.stateDir,
+		ConfigDir: g.configDir,
+		Backends:  backends(g.bpffs),
+		Notify:    func(msg string) { fmt.Fprintf(g.err, "kfm: %s\n", msg) },
 	}
-	return chain.New(chain.Options{
-		BPFFS:       g.bpffs,
-		StateDir:    g.stateDir,
-		Backends:    backends(g.bpffs),
-		LockTimeout: timeout,
-		Notify:      func(msg string) { fmt.Fprintf(g.err, "kfm: %s\n", msg) },
-	})
+	if f != nil {
+		opts.LockTimeout = f.lockTimeout
+		src, err := g.sources(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		opts.Sources = src
+	}
+	return chain.New(opts)
+}
+
+// sources fetches programs for the chain manager: the registry client with
+// the cache, and the trust policy when there is one.
+func (g *globals) sources(ctx context.Context, f *chainFlags) (*chain.Sources, error) {
+	client, err := g.registryClient(ctx, &f.registry, true)
+	if err != nil {
+		return nil, err
+	}
+	src := &chain.Sources{
+		Registry:      client,
+		AllowUnsigned: f.allowUnsigned,
+		Offline:       f.registry.offline,
+		BaseDir:       g.configDir,
+		PolicyPath:    f.policy,
+		Warn:          func(msg string) { fmt.Fprintf(g.err, "kfm: %s\n", msg) },
+	}
+	if src.PolicyPath == "" {
+		src.PolicyPath = filepath.Join(g.configDir, "policy.yaml")
+	}
+	p, err := verify.LoadPolicy(ctx, src.PolicyPath)
+	switch {
+	case err == nil:
+		src.Policy = p
+	case errors.Is(err, fs.ErrNotExist) && f.policy == "":
+		// No policy: registry programs are refused unless unsigned ones
+		// are allowed (Sources says so when it matters).
+	default:
+		return nil, err
+	}
+	return src, nil
 }
 
 func newInstallCommand(g *globals) *cobra.Command {
@@ -48,19 +96,28 @@ func newInstallCommand(g *globals) *cobra.Command {
 		params   []string
 	)
 	cmd := &cobra.Command{
-		Use:   "install PATH.o --iface IF",
+		Use:   "install PATH.o|REF --iface IF",
 		Short: "Add a program to the chain on an interface's hook (or replace the one of the same name)",
 		Long: `install adds a program to the chain on a hook of an interface, in one atomic
 change: the hook runs the old chain until the new one, fully loaded and
 verified, replaces it. Installing a name that is already on the hook replaces
 that program (new code, priority, proceed-on verdicts or params).
 
-Priority and proceed-on default to the object's libxdp XDP_RUN_CONFIG
-metadata, else 50 and pass (XDP) or ok (TC). Lower priorities run first.`,
+The program is a local object file or a registry reference (host/repo:tag,
+host/repo@sha256:..., or host/repo:RANGE with a semver range such as ^1.2).
+A registry program must carry a signature that the trust policy
+(<config-dir>/policy.yaml) accepts; only --insecure-allow-unsigned skips that,
+loudly. install records the program in kfm.yaml and pins it (digest, object
+hash, accepted signer) in kfm.lock; if the chain cannot be installed, neither
+file changes.
+
+Priority and proceed-on default to the bundle's defaults, else the object's
+libxdp XDP_RUN_CONFIG metadata, else 50 and pass (XDP) or ok (TC). Lower
+priorities run first.`,
 		Example: `  kfm install examples/programs/xdp_count.o --iface eth0
-  kfm install examples/programs/xdp_ratelimit.o --iface eth0 --priority 10 --param rate=1000 --param burst=50
+  kfm install registry.example.com/kfm/xdp-ratelimit:^1.0 --iface eth0 --priority 10 --param rate=1000
   kfm install examples/programs/tc_mark.o --iface eth0 --hook tc-egress --param mark=42`,
-		Args: exactArgs(1, "one object file"),
+		Args: exactArgs(1, "one object file or registry reference"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Interface == "" {
 				return usageErrorf("kfm install: --iface is required")
@@ -79,12 +136,8 @@ metadata, else 50 and pass (XDP) or ok (TC). Lower priorities run first.`,
 			if req.Params, err = parseParams(params); err != nil {
 				return err
 			}
-			data, err := readObjectFile(args[0])
-			if err != nil {
-				return err
-			}
-			req.Source, req.Data = args[0], data
-			m, err := g.manager(&f)
+			req.Source = args[0]
+			m, err := g.manager(cmd.Context(), &f)
 			if err != nil {
 				return err
 			}
@@ -100,8 +153,8 @@ metadata, else 50 and pass (XDP) or ok (TC). Lower priorities run first.`,
 	fl.StringVar(&hook, "hook", "", "hook: xdp, tc-ingress or tc-egress (default: from the program type)")
 	fl.StringVar(&req.Function, "function", "", "entry function (default: the object's only program)")
 	fl.StringVar(&req.Name, "name", "", "name of the program in the chain (default: the function name)")
-	fl.IntVar(&priority, "priority", 0, "run priority, lower runs first (default: XDP_RUN_CONFIG, else 50)")
-	fl.StringVar(&req.ProceedOn, "proceed-on", "", "verdicts on which the packet goes on to the next program, e.g. pass,drop (default: XDP_RUN_CONFIG, else pass / ok)")
+	fl.IntVar(&priority, "priority", 0, "run priority, lower runs first (default: the bundle's, XDP_RUN_CONFIG, else 50)")
+	fl.StringVar(&req.ProceedOn, "proceed-on", "", "verdicts on which the packet goes on to the next program, e.g. pass,drop (default: the bundle's, XDP_RUN_CONFIG, else pass / ok)")
 	fl.StringArrayVar(&params, "param", nil, "set a parameter (volatile const global): name=value, repeatable")
 	fl.StringVar(&req.Mode, "mode", "", "XDP attach mode: native or skb (default: native, or what the chain uses)")
 	fl.StringVar(&req.Backend, "backend", "auto", "backend: auto, dispatcher, tailcall, tcx or tc")
@@ -125,20 +178,6 @@ func parseParams(kvs []string) (map[string]string, error) {
 	return out, nil
 }
 
-func readObjectFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file: %w", path, bpf.ErrInvalidObject)
-	}
-	if st.Size() > bpf.MaxObjectSize {
-		return nil, fmt.Errorf("%s: %d bytes is larger than the %d MiB limit: %w", path, st.Size(), bpf.MaxObjectSize>>20, bpf.ErrInvalidObject)
-	}
-	return os.ReadFile(path)
-}
-
 func newRemoveCommand(g *globals) *cobra.Command {
 	var (
 		f     chainFlags
@@ -148,7 +187,11 @@ func newRemoveCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "remove NAME --iface IF",
 		Short: "Take a program off the chain on an interface (removing the last detaches the chain)",
-		Args:  exactArgs(1, "one program name"),
+		Long: `remove takes a program off its chain in one atomic change and out of kfm.yaml
+and kfm.lock. Programs another tool (xdp-loader) put into a dispatcher chain
+can be removed by their name too. Removing the last program detaches the chain
+and removes every pin.`,
+		Args: exactArgs(1, "one program name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if iface == "" {
 				return usageErrorf("kfm remove: --iface is required")
@@ -160,7 +203,7 @@ func newRemoveCommand(g *globals) *cobra.Command {
 					return usageError{err}
 				}
 			}
-			m, err := g.manager(&f)
+			m, err := g.manager(cmd.Context(), &f)
 			if err != nil {
 				return err
 			}
@@ -190,10 +233,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 	var iface string
 	cmd := &cobra.Command{
 		Use:   "status [--iface IF]",
-		Short: "Show the chains on this host's interfaces, in run order",
+		Short: "Show the chains on this host's interfaces in run order, and drift from kfm.lock",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.manager(nil)
+			m, err := g.manager(cmd.Context(), nil)
 			if err != nil {
 				return err
 			}
@@ -219,7 +262,10 @@ func printHooks(w io.Writer, hooks []chain.HookStatus) error {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "%s %s: backend %s", h.Interface, h.Hook, h.Backend)
+		fmt.Fprintf(w, "%s %s:", h.Interface, h.Hook)
+		if h.Backend != "" {
+			fmt.Fprintf(w, " backend %s", h.Backend)
+		}
 		if h.Mode != "" {
 			fmt.Fprintf(w, ", mode %s", h.Mode)
 		}
@@ -230,19 +276,24 @@ func printHooks(w io.Writer, hooks []chain.HookStatus) error {
 		}
 		fmt.Fprintln(w)
 		if h.Reason != "" {
-			fmt.Fprintf(w, "  backend: %s\n", h.Reason)
+			fmt.Fprintf(w, "  why %s: %s\n", h.Backend, h.Reason)
 		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  POS\tNAME\tPRIORITY\tPROCEED-ON\tID\tTAG\tORIGIN\tSOURCE")
-		for _, p := range h.Programs {
-			src := p.Source
-			if src == "" {
-				src = "-"
+		if len(h.Programs) > 0 {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "  POS\tNAME\tPRIORITY\tPROCEED-ON\tID\tTAG\tORIGIN\tSOURCE")
+			for _, p := range h.Programs {
+				src := p.Source
+				if src == "" {
+					src = "-"
+				}
+				fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", p.Position, p.Name, p.Priority, strings.Join(p.ProceedOn, ","), p.ProgramID, p.Tag, p.Origin, src+paramSuffix(p.Params))
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", p.Position, p.Name, p.Priority, strings.Join(p.ProceedOn, ","), p.ProgramID, p.Tag, p.Origin, src+paramSuffix(p.Params))
+			if err := tw.Flush(); err != nil {
+				return err
+			}
 		}
-		if err := tw.Flush(); err != nil {
-			return err
+		for _, d := range h.Drift {
+			fmt.Fprintf(w, "  drift: %s\n", d)
 		}
 	}
 	return nil
@@ -258,4 +309,185 @@ func paramSuffix(params map[string]string) string {
 	}
 	slices.Sort(kv)
 	return " (" + strings.Join(kv, " ") + ")"
+}
+
+func newApplyCommand(g *globals) *cobra.Command {
+	var (
+		f    chainFlags
+		opts chain.ApplyOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "apply [--locked] [--dry-run]",
+		Short: "Make the kernel run what kfm.yaml asks for, as kfm.lock pins it",
+		Long: `apply makes every hook run the chain kfm.yaml names, with the programs kfm.lock
+pins, and empties hooks kfm manages that kfm.yaml no longer names. All programs
+of all hooks are pulled, verified and loaded (the verifier has passed them all)
+before the first hook switches; a failure while switching rolls the hooks
+already switched back. A hook that already runs its chain is left alone (no new
+program IDs), so apply can run as often as you like.
+
+Without --locked, programs the lock does not satisfy are locked first and
+kfm.lock is rewritten. With --locked, apply refuses to run unless kfm.lock
+pins exactly what kfm.yaml asks for; it pulls by digest only (a moved tag
+changes nothing), and every locked signer must have signed again.`,
+		Example: `  kfm apply --dry-run
+  kfm apply --locked          # at boot: kfm-apply.service`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.runApply(cmd, &f, opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&opts.Locked, "locked", false, "install exactly what kfm.lock pins; fail if it does not match kfm.yaml")
+	fl.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and change nothing")
+	fl.BoolVar(&opts.ResetMaps, "reset-maps", false, "allow upgrades that change map definitions, starting from empty maps")
+	f.register(cmd)
+	return cmd
+}
+
+func (g *globals) runApply(cmd *cobra.Command, f *chainFlags, opts chain.ApplyOptions) error {
+	m, err := g.manager(cmd.Context(), f)
+	if err != nil {
+		return err
+	}
+	res, err := m.Apply(cmd.Context(), opts)
+	if err != nil {
+		return err
+	}
+	return g.report(res, func(w io.Writer) error {
+		verb := "applied"
+		if opts.DryRun {
+			verb = "would apply"
+		}
+		for _, c := range res.Changes {
+			fmt.Fprintf(w, "%s %s (%s): ", c.Interface, c.Hook, c.Backend)
+			if c.Unchanged() {
+				fmt.Fprintln(w, "unchanged")
+			} else {
+				var parts []string
+				for _, x := range []struct {
+					what  string
+					names []string
+				}{{"add", c.Added}, {"remove", c.Removed}, {"move", c.Moved}, {"update", c.Updated}} {
+					if len(x.names) > 0 {
+						parts = append(parts, x.what+" "+strings.Join(x.names, ", "))
+					}
+				}
+				fmt.Fprintf(w, "%s: %s\n", verb, strings.Join(parts, "; "))
+			}
+			if len(c.Order) > 0 {
+				fmt.Fprintf(w, "  chain: %s\n", strings.Join(c.Order, " -> "))
+			}
+		}
+		if len(res.Changes) == 0 {
+			fmt.Fprintln(w, "no chains")
+		}
+		switch {
+		case res.LockChanged && opts.DryRun:
+			fmt.Fprintln(w, "kfm.lock would change")
+		case res.LockChanged:
+			fmt.Fprintln(w, "kfm.lock updated")
+		}
+		return nil
+	})
+}
+
+func newLockCommand(g *globals) *cobra.Command {
+	var f chainFlags
+	cmd := &cobra.Command{
+		Use:   "lock",
+		Short: "Resolve kfm.yaml and write kfm.lock, without touching the kernel",
+		Long: `lock resolves every program of kfm.yaml that kfm.lock does not already pin (tags
+and semver ranges to digests), pulls and verifies them, and writes kfm.lock.
+Programs the lock already pins stay as they are: use kfm update to move them.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager(cmd.Context(), &f)
+			if err != nil {
+				return err
+			}
+			res, err := m.Apply(cmd.Context(), chain.ApplyOptions{LockOnly: true})
+			if err != nil {
+				return err
+			}
+			return g.report(res.Lock, func(w io.Writer) error {
+				if res.LockChanged {
+					_, err := fmt.Fprintf(w, "kfm.lock written (%d chains)\n", len(res.Lock.Chains))
+					return err
+				}
+				_, err := fmt.Fprintln(w, "kfm.lock is up to date")
+				return err
+			})
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newUpdateCommand(g *globals) *cobra.Command {
+	var (
+		f    chainFlags
+		opts chain.ApplyOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "update [NAME...]",
+		Short: "Re-resolve programs (newest versions in their ranges), re-lock and apply",
+		Long: `update resolves the named programs (all without names) again: a semver range to
+the newest version it allows now, a tag to the digest it names now. It writes
+kfm.lock and applies the result like kfm apply.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Update = args
+			opts.UpdateAll = len(args) == 0
+			return g.runApply(cmd, &f, opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the plan and change nothing")
+	cmd.Flags().BoolVar(&opts.LockOnly, "no-apply", false, "only write kfm.lock")
+	cmd.Flags().BoolVar(&opts.ResetMaps, "reset-maps", false, "allow upgrades that change map definitions, starting from empty maps")
+	f.register(cmd)
+	return cmd
+}
+
+func newOutdatedCommand(g *globals) *cobra.Command {
+	var f chainFlags
+	cmd := &cobra.Command{
+		Use:   "outdated",
+		Short: "List registry programs with newer versions than kfm.lock pins",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager(cmd.Context(), &f)
+			if err != nil {
+				return err
+			}
+			outs, err := m.Outdated(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.report(outs, func(w io.Writer) error {
+				if len(outs) == 0 {
+					_, err := fmt.Fprintln(w, "everything is up to date")
+					return err
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tINTERFACE\tHOOK\tCURRENT\tWANTED\tLATEST\tREF")
+				for _, o := range outs {
+					cur := o.Current
+					if o.Moved {
+						cur += " (tag moved)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Name, o.Interface, o.Hook, dash(cur), dash(o.Wanted), dash(o.Latest), o.Ref)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -1,35 +1,81 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/registry"
 )
 
 func newInspectCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "inspect FILE.o",
-		Short: "Describe a BPF object: programs, params, maps, licence, libxdp run config",
-		Long: `inspect describes a BPF object: its entry functions with program type and
-section, the parameters a user may set at install time (volatile const
-globals) with their types and defaults, its maps, licence, whether it has BTF,
-and libxdp's XDP_RUN_CONFIG metadata when present.`,
+	var rf registryFlags
+	cmd := &cobra.Command{
+		Use:   "inspect FILE.o|REF",
+		Short: "Describe a BPF object or a bundle: programs, params, maps, licence, run config",
+		Long: `inspect describes a BPF object file or a published bundle.
+
+For an object: its entry functions with program type and section, the
+parameters a user may set at install time (volatile const globals) with their
+types and defaults, its maps, licence, whether it has BTF, and libxdp's
+XDP_RUN_CONFIG metadata when present.
+
+For a reference (registry/repository:tag or @digest): the bundle's metadata,
+digest, programs with hooks, default priority and proceed-on verdicts, params
+with defaults and descriptions, and maps. The reference is looked up in the
+local cache first, then in the registry (which pulls it into the cache);
+with --offline only the cache is used. bpfman bytecode images are shown the
+same way.`,
 		Example: `  kfm inspect examples/programs/xdp_ratelimit.o
-  kfm inspect examples/programs/xdp_ratelimit.o -o json`,
-		Args: exactArgs(1, "one object file"),
+  kfm inspect registry.example.com/net/ratelimit:1.2.0
+  kfm inspect registry.example.com/net/ratelimit@sha256:... -o json`,
+		Args: exactArgs(1, "one object file or reference"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			obj, err := bpf.ReadObject(args[0])
+			arg := args[0]
+			if isObjectPath(arg) {
+				obj, err := bpf.ReadObject(arg)
+				if err != nil {
+					return err
+				}
+				return g.report(obj, func(w io.Writer) error { return printObject(w, arg, obj) })
+			}
+			ref, err := parseRef(arg)
+			if err != nil {
+				return usageErrorf("%s is neither an object file nor a reference: %v", arg, err)
+			}
+			ctx := cmd.Context()
+			c, err := g.registryClient(ctx, &rf, true)
 			if err != nil {
 				return err
 			}
-			return g.report(obj, func(w io.Writer) error { return printObject(w, args[0], obj) })
+			// The cache first: no network for what was pulled before.
+			b, err := c.Pull(ctx, ref, registry.PullOptions{Offline: true})
+			if errors.Is(err, registry.ErrNotCached) && !rf.offline {
+				b, err = c.Pull(ctx, ref, registry.PullOptions{})
+			}
+			if err != nil {
+				return registryError(err)
+			}
+			return g.report(b, func(w io.Writer) error { return printBundle(w, b) })
 		},
 	}
+	rf.add(cmd, true)
+	return cmd
+}
+
+// isObjectPath tells a local file from a reference: an existing file, or a
+// name ending in .o.
+func isObjectPath(s string) bool {
+	if st, err := os.Stat(s); err == nil && st.Mode().IsRegular() {
+		return true
+	}
+	return strings.HasSuffix(s, ".o")
 }
 
 func printObject(w io.Writer, name string, o *bpf.Object) error {
@@ -50,14 +96,7 @@ func printObject(w io.Writer, name string, o *bpf.Object) error {
 			prio = fmt.Sprintf("%d%s", rc.Priority, src)
 			proceed = strings.Join(rc.ProceedOn.Names(bpf.HookXDP), ",")
 		}
-		hooks := make([]string, len(p.Hooks))
-		for i, h := range p.Hooks {
-			hooks[i] = string(h)
-		}
-		if len(hooks) == 0 {
-			hooks = []string{"(not chainable)"}
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Function, p.Section, p.Type, strings.Join(hooks, ","), prio, proceed)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Function, p.Section, p.Type, hooksText(p.Hooks), prio, proceed)
 	}
 	if len(o.Params) > 0 {
 		fmt.Fprintf(tw, "\nPARAMS\n  NAME\tTYPE\tDEFAULT\n")
@@ -69,6 +108,68 @@ func printObject(w io.Writer, name string, o *bpf.Object) error {
 		fmt.Fprintf(tw, "\nMAPS\n  NAME\tTYPE\tKEY\tVALUE\tMAX-ENTRIES\tPINNING\n")
 		for _, m := range o.Maps {
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%s\n", m.Name, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, m.Pinning)
+		}
+	}
+	return tw.Flush()
+}
+
+func hooksText(hs []bpf.Hook) string {
+	if len(hs) == 0 {
+		return "(not chainable)"
+	}
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = string(h)
+	}
+	return strings.Join(s, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printBundle(w io.Writer, b *registry.Bundle) error {
+	cfg := b.Config
+	fmt.Fprintf(w, "%s\n", b.Reference)
+	fmt.Fprintf(w, "  name:         %s\n  version:      %s\n  description:  %s\n  license:      %s\n  source:       %s\n",
+		cfg.Name, orDash(cfg.Version), orDash(cfg.Description), orDash(cfg.License), orDash(cfg.Source))
+	fmt.Fprintf(w, "  digest:       %s\n  format:       %s\n  object:       %s (%s, %d bytes)\n",
+		b.Digest, b.Format, b.ObjectName, b.ObjectDigest, len(b.Object))
+	if created := b.Manifest.Annotations[registry.AnnotationCreated]; created != "" {
+		fmt.Fprintf(w, "  created:      %s\n", created)
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nPROGRAMS\n  FUNCTION\tTYPE\tHOOKS\tPRIORITY\tPROCEED-ON\tREQUIRES\n")
+	for _, p := range cfg.Programs {
+		req := strings.Join(p.RequiredFeatures, ",")
+		if p.MinKernel != "" {
+			req = strings.TrimPrefix(req+",kernel>="+p.MinKernel, ",")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", p.Function, p.Type, hooksText(p.Hooks), p.Priority, orDash(strings.Join(p.ProceedOn, ",")), orDash(req))
+	}
+	var params, maps bool
+	for _, p := range cfg.Programs {
+		params = params || len(p.Params) > 0
+		maps = maps || len(p.Maps) > 0
+	}
+	if params {
+		fmt.Fprintf(tw, "\nPARAMS\n  PROGRAM\tNAME\tTYPE\tDEFAULT\tDESCRIPTION\n")
+		for _, p := range cfg.Programs {
+			for _, pa := range p.Params {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\n", p.Function, pa.Name, pa.Type, pa.Default, orDash(pa.Description))
+			}
+		}
+	}
+	if maps {
+		fmt.Fprintf(tw, "\nMAPS\n  PROGRAM\tNAME\tTYPE\tPINNING\n")
+		for _, p := range cfg.Programs {
+			for _, m := range p.Maps {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", p.Function, m.Name, m.Type, m.Pinning)
+			}
 		}
 	}
 	return tw.Flush()

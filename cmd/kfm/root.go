@@ -9,6 +9,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/registry"
+	"github.com/kfm-project/kfm/verify"
 )
 
 // Exit codes scripts can rely on. They are documented in README.md.
@@ -17,6 +21,15 @@ const (
 	// exitFailure: the command ran and failed (kernel refused, registry
 	// unreachable, bad object...).
 	exitFailure = 1
+	// exitTrust (3): a signature or the trust policy refused a program
+	// (unsigned, untrusted signer, invalid signature, tampered content, no
+	// policy, a locked signer that no longer signs). kfm verify uses it too.
+	exitTrust = 3
+	// exitLockMismatch (4): kfm.lock does not pin what kfm.yaml asks for, or
+	// a locked object changed (apply --locked).
+	exitLockMismatch = 4
+	// exitBusy (5): another kfm process held the host lock too long.
+	exitBusy = 5
 	// exitUsage: the command line itself is wrong (unknown flag, missing
 	// argument, invalid value).
 	exitUsage = 2
@@ -85,10 +98,21 @@ inside the programs.`,
 	pf.StringVar(&g.bpffs, "bpffs", envOr("KFM_BPFFS", "/sys/fs/bpf"), "BPF filesystem for pins, mounted if missing (env KFM_BPFFS)")
 
 	root.AddCommand(
+		newGenerateKeyPairCommand(g),
 		newInspectCommand(g),
 		newInstallCommand(g),
 		newRemoveCommand(g),
+		newSignCommand(g),
 		newStatusCommand(g),
+		newApplyCommand(g),
+		newLockCommand(g),
+		newUpdateCommand(g),
+		newOutdatedCommand(g),
+		newPublishCommand(g),
+		newPullCommand(g),
+		newLoginCommand(g),
+		newLogoutCommand(g),
+		newVerifyCommand(g),
 	)
 	return root
 }
@@ -108,9 +132,22 @@ func run(ctx context.Context, args []string, io stdio) int {
 
 func exitCode(err error) int {
 	var ue usageError
+	var coded interface{ ExitCode() int }
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &coded):
+		// A command-specific status, documented in its help (kfm verify: 3).
+		return coded.ExitCode()
+	case errors.Is(err, verify.ErrUnsigned), errors.Is(err, verify.ErrUntrusted),
+		errors.Is(err, verify.ErrInvalidSignature), errors.Is(err, verify.ErrContent),
+		errors.Is(err, verify.ErrPolicy), errors.Is(err, chain.ErrNoPolicy),
+		errors.Is(err, chain.ErrSignerChanged), errors.Is(err, registry.ErrDigestMismatch):
+		return exitTrust
+	case errors.Is(err, chain.ErrLockMismatch), errors.Is(err, chain.ErrObjectChanged):
+		return exitLockMismatch
+	case errors.Is(err, chain.ErrLockTimeout):
+		return exitBusy
 	default:
 		return exitFailure
 	}

@@ -8,4 +8,6 @@
 //
 //	KFM_REQUIRE_PRIVILEGED=1  set by `make test`: root-only tests must run.
 //	KFM_REQUIRE_EXT=1         set inside the kernel VMs: freplace tests must run.
+//	KFM_REQUIRE_TOOLS=1       set by `make test`: tests that drive external tools
+//	                          (RequireTool, e.g. the oras CLI) must find them.
 package testenv

@@ -3,6 +3,7 @@ package testenv
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,4 +77,27 @@ func BPFFS(tb testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// EnvRequireTools turns a missing external tool (RequireTool) from a skip
+// into a failure; `make test` sets it.
+const EnvRequireTools = "KFM_REQUIRE_TOOLS"
+
+// RequireTool returns the path of the command-line tool name, looked up
+// first in $HOME/.cache/kfm/bin (where scripts/deps.sh installs Go tools),
+// then in PATH. When it is missing the test skips, or fails under
+// KFM_REQUIRE_TOOLS=1.
+func RequireTool(tb testing.TB, name string) string {
+	tb.Helper()
+	if home, err := os.UserHomeDir(); err == nil {
+		p := filepath.Join(home, ".cache", "kfm", "bin", name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	skipOrFail(tb, EnvRequireTools, name+" is not installed (run `make deps`, which installs it into $HOME/.cache/kfm/bin)")
+	return ""
 }

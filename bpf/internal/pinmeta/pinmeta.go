@@ -1,0 +1,99 @@
+// Package pinmeta stores small JSON documents in the BPF filesystem, where
+// kfm's backends keep the description of the chains they run (names,
+// priorities, proceed-on verdicts, keys) next to the pinned kernel objects, so
+// that any later kfm process can read them back without other state.
+//
+// bpffs holds only BPF objects, so a document is the value of a one-entry
+// BPF_MAP_TYPE_ARRAY map named "kfm_meta": a little-endian uint32 length
+// followed by the JSON text. Write replaces a document atomically: it pins a
+// new map under a temporary name and renames it over the old pin.
+package pinmeta
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+)
+
+// MaxSize bounds a document (1 MiB).
+const MaxSize = 1 << 20
+
+// MapName is the kernel name of the maps holding documents.
+const MapName = "kfm_meta"
+
+// Write stores v as JSON in a map pinned at path, replacing what was there.
+func Write(path string, v any) error {
+	doc, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(doc) > MaxSize {
+		return fmt.Errorf("%s: document of %d bytes exceeds %d", path, len(doc), MaxSize)
+	}
+	size := (4 + len(doc) + 63) &^ 63
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       MapName,
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  uint32(size),
+		MaxEntries: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("create metadata map for %s: %w", path, err)
+	}
+	defer m.Close()
+	val := make([]byte, size)
+	binary.LittleEndian.PutUint32(val, uint32(len(doc)))
+	copy(val[4:], doc)
+	if err := m.Put(uint32(0), val); err != nil {
+		return fmt.Errorf("write metadata map for %s: %w", path, err)
+	}
+	tmp := path + "_new" // bpffs refuses dots in names
+	os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin metadata %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace metadata %s: %w", path, err)
+	}
+	return nil
+}
+
+// Read loads the JSON document pinned at path into v. A missing pin is an
+// error wrapping fs.ErrNotExist.
+func Read(path string, v any) error {
+	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if m.Type() != ebpf.Array || m.KeySize() != 4 || m.ValueSize() < 4 {
+		return fmt.Errorf("%s: not a kfm metadata map (%s, value size %d)", path, m.Type(), m.ValueSize())
+	}
+	val := make([]byte, m.ValueSize())
+	if err := m.Lookup(uint32(0), &val); err != nil {
+		return fmt.Errorf("read metadata %s: %w", path, err)
+	}
+	n := binary.LittleEndian.Uint32(val)
+	if int(n) > len(val)-4 {
+		return fmt.Errorf("%s: corrupt metadata (length %d in a %d-byte value)", path, n, len(val))
+	}
+	if err := json.Unmarshal(val[4:4+n], v); err != nil {
+		return fmt.Errorf("%s: corrupt metadata: %w", path, err)
+	}
+	return nil
+}
+
+// Remove unpins the document at path; a missing pin is not an error.
+func Remove(path string) error {
+	err := os.Remove(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

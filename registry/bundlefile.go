@@ -1,0 +1,151 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kfm-project/kfm/bpf"
+)
+
+// BundleFile is bundle.yaml: what a publisher declares beyond what kfm reads
+// from the ELF object. Everything is optional. JSON Schema:
+// manifests/schema/bundle.schema.json.
+//
+//	name: ratelimit
+//	version: 1.2.0
+//	description: Drops packets above a rate per source address
+//	license: GPL-2.0-only
+//	source: https://github.com/example/ratelimit
+//	programs:
+//	  - function: ratelimit
+//	    hooks: [xdp]
+//	    priority: 10
+//	    proceedOn: [pass]
+//	    minKernel: "5.10"
+//	    params:
+//	      - name: limit_pps
+//	        description: packets per second and source before dropping
+type BundleFile struct {
+	Name        string `yaml:"name" json:"name,omitempty"`
+	Version     string `yaml:"version" json:"version,omitempty"`
+	Description string `yaml:"description" json:"description,omitempty"`
+	// License overrides the licence string of the object (e.g. an SPDX
+	// expression for "Dual BSD/GPL"); the object must still have one.
+	License  string           `yaml:"license" json:"license,omitempty"`
+	Source   string           `yaml:"source" json:"source,omitempty"`
+	Programs []BundleFileProg `yaml:"programs" json:"programs,omitempty"`
+}
+
+// BundleFileProg declares defaults for one entry function.
+type BundleFileProg struct {
+	Function string     `yaml:"function" json:"function"`
+	Hooks    []bpf.Hook `yaml:"hooks" json:"hooks,omitempty"`
+	// Priority overrides XDP_RUN_CONFIG and the default (50).
+	Priority *int `yaml:"priority" json:"priority,omitempty"`
+	// ProceedOn overrides XDP_RUN_CONFIG and the default (pass / ok).
+	ProceedOn        []string          `yaml:"proceedOn" json:"proceedOn,omitempty"`
+	MinKernel        string            `yaml:"minKernel" json:"minKernel,omitempty"`
+	RequiredFeatures []string          `yaml:"requiredFeatures" json:"requiredFeatures,omitempty"`
+	Params           []BundleFileParam `yaml:"params" json:"params,omitempty"`
+}
+
+// BundleFileParam documents a parameter (a volatile const global).
+type BundleFileParam struct {
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description" json:"description,omitempty"`
+}
+
+// MaxBundleFileSize caps bundle.yaml (1 MiB).
+const MaxBundleFileSize = 1 << 20
+
+// ReadBundleFile reads and parses the bundle.yaml at path.
+func ReadBundleFile(path string) (*BundleFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxBundleFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	bf, err := ParseBundleFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return bf, nil
+}
+
+// ParseBundleFile parses bundle.yaml. Unknown keys are errors (a typo must not
+// silently drop a declaration); errors name the line.
+func ParseBundleFile(data []byte) (*BundleFile, error) {
+	if len(data) > MaxBundleFileSize {
+		return nil, fmt.Errorf("%w: bundle.yaml has more than %d bytes", ErrInvalidBundle, MaxBundleFileSize)
+	}
+	var bf BundleFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&bf); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &bf, nil // empty file: nothing declared
+		}
+		return nil, fmt.Errorf("%w: %s", ErrInvalidBundle, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: bundle.yaml must hold one YAML document", ErrInvalidBundle)
+	}
+	if err := bf.check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidBundle, err)
+	}
+	return &bf, nil
+}
+
+// check validates what can be checked without the object.
+func (bf *BundleFile) check() error {
+	seen := map[string]bool{}
+	for i, p := range bf.Programs {
+		if p.Function == "" {
+			return fmt.Errorf("programs[%d]: function is required", i)
+		}
+		if seen[p.Function] {
+			return fmt.Errorf("program %s is declared twice", p.Function)
+		}
+		seen[p.Function] = true
+		for _, h := range p.Hooks {
+			if _, err := bpf.ParseHook(string(h)); err != nil {
+				return fmt.Errorf("program %s: %w", p.Function, err)
+			}
+		}
+		names := map[string]bool{}
+		for j, pa := range p.Params {
+			if pa.Name == "" {
+				return fmt.Errorf("program %s: params[%d]: name is required", p.Function, j)
+			}
+			if names[pa.Name] {
+				return fmt.Errorf("program %s: param %s is declared twice", p.Function, pa.Name)
+			}
+			names[pa.Name] = true
+		}
+	}
+	return nil
+}
+
+// program returns the declaration for function, or nil.
+func (bf *BundleFile) program(function string) *BundleFileProg {
+	if bf == nil {
+		return nil
+	}
+	for i := range bf.Programs {
+		if bf.Programs[i].Function == function {
+			return &bf.Programs[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package registry_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/kfm-project/kfm/registry"
+)
+
+// FuzzParseConfig: any config that parses marshals to stable JSON that
+// parses to the same bytes again (unknown fields included). Seeds:
+// testdata/fuzz/FuzzParseConfig and below.
+func FuzzParseConfig(f *testing.F) {
+	b, err := registry.Pack(readObject(f), registry.PackOptions{Name: "seed"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.ConfigJSON())
+	f.Add([]byte(`{"name":"x","programs":[{"function":"f","future":[1,2]}],"x-extra":{"deep":null}}`))
+	f.Add([]byte(`{"name":"x","programs":[{"function":"f","params":[{"name":"p","default":1e400}]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := registry.ParseConfig(data)
+		if err != nil {
+			if !errors.Is(err, registry.ErrInvalidBundle) && !errors.Is(err, registry.ErrTooLarge) {
+				t.Fatalf("error wraps no sentinel: %v", err)
+			}
+			return
+		}
+		out, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatalf("marshal of a parsed config: %v", err)
+		}
+		again, err := registry.ParseConfig(out)
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", out, err)
+		}
+		out2, err := json.Marshal(again)
+		if err != nil || !bytes.Equal(out, out2) {
+			t.Fatalf("not stable:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+// FuzzParseBundleFile: bundle.yaml from outside never panics; errors wrap
+// ErrInvalidBundle.
+func FuzzParseBundleFile(f *testing.F) {
+	f.Add([]byte(testBundleYAML))
+	f.Add([]byte("name: x\nprograms:\n  - function: f\n    priority: 99999999999999999999\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("---\nname: a\n---\nname: b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		bf, err := registry.ParseBundleFile(data)
+		if err != nil {
+			if !errors.Is(err, registry.ErrInvalidBundle) {
+				t.Fatalf("error does not wrap ErrInvalidBundle: %v", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, p := range bf.Programs {
+			if p.Function == "" || seen[p.Function] {
+				t.Fatalf("accepted program %q", p.Function)
+			}
+			seen[p.Function] = true
+		}
+	})
+}

@@ -1,0 +1,39 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kfm-project/kfm/internal/testregistry"
+)
+
+func TestSignVerifyRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{})
+	key := newTestKey(t)
+	for _, format := range []Format{FormatBundle, FormatLegacy} {
+		t.Run(string(format), func(t *testing.T) {
+			repo, ref := testRepo(t, reg, "net/roundtrip-"+string(format))
+			desc := pushArtifact(t, repo, "1.0.0", nil)
+			if _, err := Verify(ctx, repo, ref+":1.0.0", desc, keyPolicy(key.pub), nil); !errors.Is(err, ErrUnsigned) {
+				t.Fatalf("unsigned: got %v, want ErrUnsigned", err)
+			}
+			signed, err := Sign(ctx, repo, ref+":1.0.0", desc, key.priv, SignOptions{Format: format, Annotations: map[string]string{"team": "net"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("signed: %+v", signed)
+			res, err := Verify(ctx, repo, ref+":1.0.0", desc, keyPolicy(key.pub), nil)
+			if err != nil {
+				t.Fatalf("verify: %v (%+v)", err, res)
+			}
+			if res.Signer == nil || res.Signer.Key != key.pub.Fingerprint {
+				t.Fatalf("signer %v, want key %s", res.Signer, key.pub.Fingerprint)
+			}
+			if len(res.Signatures) != 1 || !res.Signatures[0].Verified || res.Signatures[0].Format != format {
+				t.Fatalf("signatures: %+v", res.Signatures)
+			}
+		})
+	}
+}
