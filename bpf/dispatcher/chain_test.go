@@ -34,7 +34,7 @@ func newKFMEnv(t *testing.T) *kfmEnv {
 	testenv.RequireEXT(t)
 	bpffs := testenv.BPFFS(t)
 	m, err := chain.New(chain.Options{
-		BPFFS: bpffs, StateDir: t.TempDir(),
+		BPFFS: bpffs, StateDir: t.TempDir(), ConfigDir: t.TempDir(),
 		Backends: []chain.Backend{dispatcher.New(nil)},
 	})
 	if err != nil {
@@ -52,14 +52,14 @@ func newKFMEnv(t *testing.T) *kfmEnv {
 // --priority P --proceed-on A --iface IF`.
 func (e *kfmEnv) install(t *testing.T, function, name string, prio int, proceedOn string) *chain.HookStatus {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "progs.o"))
+	obj, err := filepath.Abs(filepath.Join("testdata", "progs.o"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var hs *chain.HookStatus
 	err = e.pair.B.Do(func() (err error) {
 		hs, err = e.m.Install(context.Background(), chain.InstallRequest{
-			Interface: e.pair.BIf, Source: "testdata/progs.o", Data: data,
+			Interface: e.pair.BIf, Source: obj,
 			Function: function, Name: name, Priority: &prio, ProceedOn: proceedOn,
 		})
 		return err
