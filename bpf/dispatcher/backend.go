@@ -106,6 +106,11 @@ func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 // including programs other tools loaded) to their new slots with freplace
 // links, so they keep their maps and state. Commit pins and attaches it.
 //
+// A component's ProceedOn nil means the default, XDP_PASS (as in the other
+// backends); an empty non-nil list means that no verdict goes on (Current
+// reads a chain-call bitmap without verdicts that way, so that programs
+// another tool configured so keep their behaviour).
+//
 // The dispatcher is loaded with BPF_F_XDP_HAS_FRAGS when every component
 // handles multi-buffer packets and the kernel knows the flag.
 //

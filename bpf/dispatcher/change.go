@@ -84,7 +84,13 @@ func (c *change) build(desired []bpf.Component) error {
 			s.frags = ps.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0
 		}
 		allFrags = allFrags && s.frags
-		cfg.ChainCallActions[i] = comp.ProceedOn.XDPMask() | 1<<RetVal
+		if s.comp.ProceedOn == nil {
+			// nil is the default, as in the other backends; an empty
+			// non-nil list (what Current reads from a chain-call bitmap
+			// without a verdict) means never go on.
+			s.comp.ProceedOn = bpf.DefaultProceedOn(bpf.HookXDP)
+		}
+		cfg.ChainCallActions[i] = s.comp.ProceedOn.XDPMask() | 1<<RetVal
 		cfg.RunPrios[i] = uint32(comp.Priority)
 		if s.frags {
 			cfg.ProgramFlags[i] = FlagXDPHasFrags

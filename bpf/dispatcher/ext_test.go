@@ -8,18 +8,29 @@ package dispatcher
 // the chain.
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/internal/chaintest"
 	"github.com/kfm-project/kfm/bpf/xdp"
 	"github.com/kfm-project/kfm/internal/testenv"
 )
@@ -191,6 +202,47 @@ func TestProceedOn(t *testing.T) {
 	}
 	if got := tr.received(50); got != 50 {
 		t.Errorf("%d of 50 datagrams arrived after the last program passed them", got)
+	}
+}
+
+// TestProceedOnDefault: a component without proceed-on verdicts (nil) goes
+// on after XDP_PASS, the default; an empty list goes on after nothing, and
+// reads back (and survives a change) as empty, so that a program another
+// tool configured that way keeps its behaviour.
+func TestProceedOnDefault(t *testing.T) {
+	e := newEXTEnv(t)
+	tr := e.traffic(t, testPort)
+	a, ca := comp(t, "a", "count_udp_packets", 10, nil, nil)
+	b, cb := comp(t, "b", "count_udp_packets", 20, pass, nil)
+	progs := e.apply(t, a, b)
+	if !slices.Equal(progs[0].ProceedOn, pass) {
+		t.Errorf("Programs() reports proceed-on %v for nil, want pass", progs[0].ProceedOn)
+	}
+	tr.send(t, 10)
+	if got := cb.waitFor(t, 10); got != 10 {
+		t.Errorf("default proceed-on: the second program saw %d of 10", got)
+	}
+
+	c := e.current(t)
+	k0 := keep(c.Programs[0])
+	k0.ProceedOn = bpf.Actions{}
+	e.apply(t, k0, keep(c.Programs[1]))
+	for i := range 2 {
+		c = e.current(t)
+		if got := c.Programs[0].ProceedOn; got == nil || len(got) != 0 {
+			t.Fatalf("change %d: proceed-on read back as %#v, want empty", i, got)
+		}
+		e.apply(t, keep(c.Programs[0]), keep(c.Programs[1])) // round trip
+	}
+	tr.send(t, 10)
+	if got := ca.waitFor(t, 20); got != 20 {
+		t.Errorf("the first program saw %d of 20", got)
+	}
+	if got := tr.received(20); got != 20 {
+		t.Errorf("%d of 20 arrived", got)
+	}
+	if got := cb.value(t); got != 10 {
+		t.Errorf("empty proceed-on: the second program saw %d, want still 10", got)
 	}
 }
 
@@ -599,5 +651,154 @@ func TestSkbMode(t *testing.T) {
 	tr.send(t, 10)
 	if got := ca.waitFor(t, 10); got != 10 {
 		t.Errorf("counted %d of 10 in skb mode", got)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if job := os.Getenv(killChildEnv); job != "" {
+		killChild(job) // never returns
+	}
+	os.Exit(m.Run())
+}
+
+// killChildEnv makes the test binary a child of TestKilledMidChange; it
+// holds the child's job as JSON.
+const killChildEnv = "KFM_DISPATCHER_KILL_CHILD"
+
+type killJob struct {
+	NSPath string     `json:"nsPath"`
+	Target bpf.Target `json:"target"`
+	BPFFS  string     `json:"bpffs"` // Target leaves it out of JSON
+}
+
+// childTB stands in for testing.TB in the child, which runs outside any
+// test: a failure ends the process with status 2.
+type childTB struct{ testing.TB }
+
+func (childTB) Helper()                        {}
+func (childTB) Cleanup(func())                 {}
+func (childTB) Fatal(args ...any)              { fmt.Fprintln(os.Stderr, args...); os.Exit(2) }
+func (childTB) Fatalf(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...); os.Exit(2) }
+
+// tagChain is the chain A then B (ab) or B then A of chaintest's tag
+// programs, which write their letter into the datagrams they see.
+func tagChain(tb testing.TB, ab bool) []bpf.Component {
+	obj := chaintest.Object(tb, "tag")
+	comp := func(name string, prio int) chaintest.Component {
+		return chaintest.Component{Obj: obj, Name: name, Function: "xdp_tag", Priority: prio, Params: map[string]string{"tag": fmt.Sprint(int(name[0]))}}
+	}
+	if ab {
+		return chaintest.Build(tb, comp("A", 1), comp("B", 2))
+	}
+	return chaintest.Build(tb, comp("B", 1), comp("A", 2))
+}
+
+// killChild enters the job's namespace and changes the chain AB, BA, AB...
+// until it is killed, printing a line after every commit.
+func killChild(raw string) {
+	tb := childTB{}
+	var job killJob
+	if err := json.Unmarshal([]byte(raw), &job); err != nil {
+		tb.Fatal(err)
+	}
+	job.Target.BPFFS = job.BPFFS
+	runtime.LockOSThread() // this thread stays in the namespace
+	ns, err := vnetns.GetFromPath(job.NSPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := vnetns.Set(ns); err != nil {
+		tb.Fatal(err)
+	}
+	b := New(nil)
+	ctx := context.Background()
+	for i := 1; ; i++ {
+		ch, err := b.Prepare(ctx, job.Target, tagChain(tb, i%2 == 0), bpf.PrepareOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := ch.Commit(ctx); err != nil {
+			tb.Fatal(err)
+		}
+		ch.Close()
+		fmt.Printf("committed %d\n", i)
+	}
+}
+
+// TestKilledMidChange kills processes that keep changing the chain (BA,
+// AB, BA...) at random moments of their changes: after every kill the hook
+// runs one complete chain for every packet and Current reads it, because
+// the protocol pins a dispatcher before it attaches it and unpins the old
+// one after. A kill may leave the pin directory of a dispatcher that never
+// ran or no longer runs, as with libxdp; Release (what `xdp-loader clean`
+// does) removes them.
+func TestKilledMidChange(t *testing.T) {
+	testenv.RequireEXT(t)
+	env := chaintest.NewEnv(t, bpf.HookXDP)
+	b := New(nil)
+	env.Apply(t, b, tagChain(t, true))
+	job, err := json.Marshal(killJob{NSPath: env.NS.Path(), Target: env.Target, BPFFS: env.Target.BPFFS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := func() []string {
+		m, _ := filepath.Glob(filepath.Join(xdpDir(env.Target.BPFFS), "dispatch-*"))
+		return m
+	}
+	const rounds = 15
+	seen := map[string]int{}
+	for round := range rounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), killChildEnv+"="+string(job))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for the child's first commit, measure a change, and kill it
+		// somewhere within the next one or two changes.
+		lines := bufio.NewScanner(out)
+		start := time.Now()
+		if !lines.Scan() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: the child died before its first commit", round)
+		}
+		perChange := time.Since(start) / 2
+		time.Sleep(time.Duration(rand.Int64N(int64(2 * perChange))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		go io.Copy(io.Discard, out)
+		cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("round %d: the child exited on its own: %v", round, cmd.ProcessState)
+		}
+
+		c := env.Current(t, b)
+		if c == nil || len(c.Programs) != 2 {
+			t.Fatalf("round %d: after the kill Current reads %+v, want a chain of two", round, c)
+		}
+		traces := env.Traces(t, 10, 10)
+		if len(traces) != 1 || traces["AB"] != 10 && traces["BA"] != 10 {
+			t.Fatalf("round %d: after the kill traffic runs %s, want one complete chain", round, chaintest.FormatTraces(traces))
+		}
+		for k := range traces {
+			seen[k]++
+		}
+	}
+	t.Logf("%d kills: chains running afterwards %v; %d stale pin directories left", rounds, seen, len(dirs())-1)
+
+	env.Do(t, func() error { return b.Release(context.Background(), env.Target) })
+	if got := dirs(); len(got) != 1 {
+		t.Errorf("after Release: %v, want only the running dispatcher's", got)
+	}
+	env.Apply(t, b, tagChain(t, true))
+	if traces := env.Traces(t, 10, 10); traces["AB"] != 10 || len(traces) != 1 {
+		t.Errorf("after the kills a new chain AB runs %s", chaintest.FormatTraces(traces))
+	}
+	if got := dirs(); len(got) != 1 {
+		t.Errorf("after a change: %v, want one directory", got)
 	}
 }

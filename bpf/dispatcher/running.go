@@ -168,10 +168,14 @@ func (r *running) chain(t bpf.Target) *bpf.Chain {
 	}
 	for i, info := range r.infos {
 		id, _ := info.ID()
+		proceed := bpf.ActionsFromXDPMask(r.cfg.ChainCallActions[i] &^ (1 << RetVal))
+		if proceed == nil {
+			proceed = bpf.Actions{} // never go on; nil would mean the default
+		}
 		c.Programs = append(c.Programs, bpf.ChainProgram{
 			Name:      info.Name,
 			Priority:  int(r.cfg.RunPrios[i]),
-			ProceedOn: bpf.ActionsFromXDPMask(r.cfg.ChainCallActions[i] &^ (1 << RetVal)),
+			ProceedOn: proceed,
 			ID:        id,
 			Tag:       info.Tag,
 		})
