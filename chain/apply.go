@@ -80,6 +80,8 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 		}
 	}
 
+	m.step("prepared")
+
 	// Write ahead: should kfm die during the commits, the next run knows
 	// which running programs are its own.
 	for _, p := range plans {
@@ -101,7 +103,9 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 		abortAll()
 		return fmt.Errorf("write host state: %w", err)
 	}
+	m.step("written-ahead")
 
+	committed := 0
 	for i, p := range plans {
 		if p.noop {
 			continue
@@ -109,6 +113,8 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 		if err := p.change.Commit(ctx); err != nil {
 			return m.rollback(ctx, st, plans, i, fmt.Errorf("%s: switch to the new chain: %w", p.target, err))
 		}
+		committed++
+		m.step(fmt.Sprintf("committed-%d", committed))
 	}
 
 	var errs []error
@@ -134,9 +140,11 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 		}
 		p.close()
 	}
+	m.step("cleaned-up")
 	if err := m.state.save(st); err != nil {
 		errs = append(errs, fmt.Errorf("write host state: %w", err))
 	}
+	m.step("state-saved")
 	return errors.Join(errs...)
 }
 

@@ -138,41 +138,72 @@ func satisfiedBy(hook bpf.Hook, p ProgramSpec, lp LockedProgram) bool {
 	return maps.Equal(p.Params, lp.Params) || (len(p.Params) == 0 && len(lp.Params) == 0)
 }
 
+// lockMode says how chainElements treats programs the lock already pins.
+type lockMode int
+
+const (
+	// keepLocked keeps every locked program that still satisfies the
+	// manifest, by digest (install and remove: re-lock only what changed).
+	keepLocked lockMode = iota
+	// refreshTags re-resolves tags: a tag reference locks the digest the
+	// tag names now, a range keeps its locked version but re-resolves that
+	// version's tag; digests and files stay (kfm apply, kfm lock).
+	refreshTags
+)
+
 // chainElements builds the elements of a manifest chain and its locked
-// form. Programs in fresh are taken as given; the others come from the lock
-// when it still satisfies the manifest (by digest: a moved tag changes
-// nothing), else they are locked anew. relock names programs to resolve
-// again whatever the lock says (kfm update); all relocks everything.
-func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fresh map[string]lockedElement, relock func(string) bool) ([]*Element, LockedChain, error) {
+// form. Programs in fresh are taken as given; relock names programs to
+// resolve from scratch (kfm update: ranges move to their newest version).
+// The others come from the lock when it still satisfies the manifest, as
+// mode says, or are locked anew.
+func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fresh map[string]lockedElement, relock func(string) bool, mode lockMode) ([]*Element, LockedChain, error) {
 	lc := LockedChain{Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode}
 	old := lk.Chain(cs.Interface, cs.Hook)
 	var elements []*Element
+	add := func(lp LockedProgram, e *Element) {
+		elements = append(elements, e)
+		lc.Programs = append(lc.Programs, lp)
+	}
 	for _, p := range cs.Programs {
 		if f, ok := fresh[p.Name]; ok {
-			elements = append(elements, f.e)
-			lc.Programs = append(lc.Programs, f.lp)
+			add(f.lp, f.e)
 			continue
 		}
+		var locked *LockedProgram
 		if old != nil && (relock == nil || !relock(p.Name)) {
 			if i := slices.IndexFunc(old.Programs, func(lp LockedProgram) bool { return lp.Name == p.Name }); i >= 0 && satisfiedBy(cs.Hook, p, old.Programs[i]) {
-				e, err := m.sources.Element(ctx, old, old.Programs[i], false)
-				if err == nil {
-					elements = append(elements, e)
-					lc.Programs = append(lc.Programs, old.Programs[i])
-					continue
-				}
-				if !errors.Is(err, ErrObjectChanged) {
-					return nil, lc, err
-				}
-				// A local file changed: lock it anew.
+				locked = &old.Programs[i]
 			}
+		}
+		switch {
+		case locked != nil && mode == refreshTags && locked.Ref != "" && locked.Resolved != "":
+			// Re-resolve the locked tag (for a range: the locked
+			// version's tag), keep the manifest's reference.
+			q := p
+			q.Ref = locked.Resolved
+			lp, e, err := m.sources.LockProgram(ctx, cs, q)
+			if err != nil {
+				return nil, lc, err
+			}
+			lp.Ref = p.Ref
+			add(lp, e)
+			continue
+		case locked != nil:
+			e, err := m.sources.Element(ctx, old, *locked, false)
+			if err == nil {
+				add(*locked, e)
+				continue
+			}
+			if !errors.Is(err, ErrObjectChanged) {
+				return nil, lc, err
+			}
+			// A local file changed: lock it anew.
 		}
 		lp, e, err := m.sources.LockProgram(ctx, cs, p)
 		if err != nil {
 			return nil, lc, err
 		}
-		elements = append(elements, e)
-		lc.Programs = append(lc.Programs, lp)
+		add(lp, e)
 	}
 	return elements, lc, nil
 }
@@ -242,7 +273,7 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	} else {
 		cs.Programs = append(cs.Programs, ps)
 	}
-	elements, lc, err := m.chainElements(ctx, &cs, lk, map[string]lockedElement{ps.Name: {lp, e}}, nil)
+	elements, lc, err := m.chainElements(ctx, &cs, lk, map[string]lockedElement{ps.Name: {lp, e}}, nil, keepLocked)
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +290,7 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	if err := m.saveProject(man, lk); err != nil {
 		return nil, fmt.Errorf("the chain is installed, but: %w", err)
 	}
+	m.step("files-saved")
 	return m.hookStatus(ctx, st, r.Interface, hook)
 }
 
@@ -316,7 +348,7 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 		cs = *c
 		cs.Programs = slices.DeleteFunc(slices.Clone(c.Programs), func(p ProgramSpec) bool { return p.Name == name })
 	}
-	elements, lc, err := m.chainElements(ctx, &cs, lk, nil, nil)
+	elements, lc, err := m.chainElements(ctx, &cs, lk, nil, nil, keepLocked)
 	if err != nil {
 		return nil, err
 	}

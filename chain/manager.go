@@ -39,6 +39,13 @@ type Options struct {
 	LockTimeout time.Duration
 	// Notify receives notices for the user (e.g. waiting for the lock).
 	Notify func(msg string)
+	// Checkpoint, when set, is called at each step of an apply with the
+	// step's name: "prepared" (all hooks loaded), "written-ahead" (pending
+	// IDs in the host state), "committed-N" (the N-th changed hook
+	// switched), "cleaned-up", "state-saved", "files-saved" (kfm.yaml and
+	// kfm.lock written). Crash tests use it to kill kfm between steps; it
+	// has no other use.
+	Checkpoint func(step string)
 }
 
 // Manager applies chains to the host. A Manager serves one command: it
@@ -52,6 +59,7 @@ type Manager struct {
 	backends    []Backend
 	lockTimeout time.Duration
 	notify      func(string)
+	checkpoint  func(string)
 	probed      map[string]error
 }
 
@@ -77,6 +85,7 @@ func New(opts Options) (*Manager, error) {
 		backends:    opts.Backends,
 		lockTimeout: opts.LockTimeout,
 		notify:      notify,
+		checkpoint:  opts.Checkpoint,
 		probed:      map[string]error{},
 	}, nil
 }
@@ -127,4 +136,10 @@ func (m *Manager) owner(ctx context.Context, t bpf.Target) (Backend, *bpf.Chain,
 		}
 	}
 	return nil, nil, foreign
+}
+
+func (m *Manager) step(name string) {
+	if m.checkpoint != nil {
+		m.checkpoint(name)
+	}
 }

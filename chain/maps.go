@@ -173,8 +173,13 @@ func (ms mapStore) gc(t bpf.Target, keep map[string]bool) error {
 		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
 	}
 	if len(keep) == 0 {
-		os.Remove(dir)
-		os.Remove(filepath.Dir(dir))
+		// Remove the directories that are now empty, up to <bpffs>/kfm
+		// (os.Remove leaves non-empty ones alone).
+		for d := dir; d != filepath.Dir(filepath.Dir(ms.root)); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

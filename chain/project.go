@@ -60,8 +60,11 @@ type ApplyResult struct {
 	Lock        *Lock `json:"-"`
 }
 
-// Apply makes the kernel run what kfm.yaml asks for, as kfm.lock pins it
-// (re-locking what the lock does not satisfy first, unless opts.Locked).
+// Apply makes the kernel run what kfm.yaml asks for, as kfm.lock pins it.
+// Unless opts.Locked, it re-locks first: tags are resolved again (a moved
+// tag moves the lock), ranges keep their locked version (Update moves them),
+// files and digests stay, and programs the lock does not satisfy are locked
+// anew.
 // Hooks kfm manages that kfm.yaml no longer names are emptied. Every hook is
 // loaded before the first one switches; see apply. Applying a lock the
 // kernel already runs changes nothing.
@@ -112,7 +115,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 			}
 		} else {
 			var err error
-			if elements, lc, err = m.chainElements(ctx, cs, lk, nil, relock); err != nil {
+			if elements, lc, err = m.chainElements(ctx, cs, lk, nil, relock, refreshTags); err != nil {
 				return nil, err
 			}
 		}
@@ -160,6 +163,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 			return nil, fmt.Errorf("the chains are applied, but: %w", err)
 		}
 	}
+	m.step("files-saved")
 	return res, nil
 }
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -44,6 +46,8 @@ func (g *globals) manager(ctx context.Context, f *chainFlags) (*chain.Manager, e
 		ConfigDir: g.configDir,
 		Backends:  backends(g.bpffs),
 		Notify:    func(msg string) { fmt.Fprintf(g.err, "kfm: %s\n", msg) },
+		// Crash tests only: KFM_TEST_CRASH_AT=<step> kills kfm there.
+		Checkpoint: crashAt(os.Getenv("KFM_TEST_CRASH_AT")),
 	}
 	if f != nil {
 		opts.LockTimeout = f.lockTimeout
@@ -54,6 +58,19 @@ func (g *globals) manager(ctx context.Context, f *chainFlags) (*chain.Manager, e
 		opts.Sources = src
 	}
 	return chain.New(opts)
+}
+
+// crashAt returns a checkpoint that SIGKILLs the process at step (nil when
+// step is empty). Only crash-safety tests set KFM_TEST_CRASH_AT.
+func crashAt(step string) func(string) {
+	if step == "" {
+		return nil
+	}
+	return func(s string) {
+		if s == step {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }
 
 // sources fetches programs for the chain manager: the registry client with
@@ -326,8 +343,10 @@ before the first hook switches; a failure while switching rolls the hooks
 already switched back. A hook that already runs its chain is left alone (no new
 program IDs), so apply can run as often as you like.
 
-Without --locked, programs the lock does not satisfy are locked first and
-kfm.lock is rewritten. With --locked, apply refuses to run unless kfm.lock
+Without --locked, apply re-locks first and rewrites kfm.lock when it changed:
+tags are resolved again (a moved tag moves the lock), semver ranges keep their
+locked version (kfm update moves them), and new or changed programs are
+locked. With --locked, apply refuses to run unless kfm.lock
 pins exactly what kfm.yaml asks for; it pulls by digest only (a moved tag
 changes nothing), and every locked signer must have signed again.`,
 		Example: `  kfm apply --dry-run

@@ -9,11 +9,19 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
+
+// TB is the part of testing.TB this package uses, so that tools other than
+// tests (make demo) can use it with their own cleanup list.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
 
 // Namespace is a named network namespace created by a test.
 type Namespace struct {
@@ -48,7 +56,7 @@ func (n *Namespace) Do(fn func() error) error {
 }
 
 // newNamespace creates a named namespace without moving the caller into it.
-func newNamespace(t testing.TB, name string) *Namespace {
+func newNamespace(t TB, name string) *Namespace {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -100,7 +108,7 @@ func randomID() string {
 // (veth-<id>-a / veth-<id>-b... shortened to the kernel's 15 characters),
 // with addresses, static neighbours, and both ends up. Everything is removed
 // when the test ends. The caller must be root (see testenv).
-func NewPair(t testing.TB) *Pair {
+func NewPair(t TB) *Pair {
 	t.Helper()
 	id := randomID()
 	p := &Pair{

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -21,7 +20,7 @@ type Receiver struct {
 
 // Listen opens a UDP socket on addr:port inside ns and counts what arrives
 // until the test ends.
-func Listen(t testing.TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
+func Listen(t TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
 	t.Helper()
 	var conn *net.UDPConn
 	err := ns.Do(func() error {
@@ -75,7 +74,7 @@ type Sender struct {
 
 // NewSender opens an unconnected UDP socket inside ns, closed when the test
 // ends.
-func NewSender(t testing.TB, ns *Namespace) *Sender {
+func NewSender(t TB, ns *Namespace) *Sender {
 	t.Helper()
 	var conn *net.UDPConn
 	err := ns.Do(func() error {

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -61,6 +60,9 @@ type Options struct {
 	// Username and Password for AuthBasic and AuthToken; defaults
 	// "kfm-test" and a random password.
 	Username, Password string
+	// Listener, when set, is where the registry serves (e.g. a loopback
+	// socket opened inside a network namespace); default 127.0.0.1:0.
+	Listener net.Listener
 }
 
 // Registry is a running registry.
@@ -89,8 +91,18 @@ func quiet() {
 	})
 }
 
+// TB is the part of testing.TB Start uses, so that tools other than tests
+// (make demo) can run a registry with their own cleanup list.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
+
 // Start runs a registry until the test ends (or Stop).
-func Start(tb testing.TB, opts Options) *Registry {
+func Start(tb TB, opts Options) *Registry {
 	tb.Helper()
 	quiet()
 	if opts.Auth != AuthNone {
@@ -108,9 +120,12 @@ func Start(tb testing.TB, opts Options) *Registry {
 	dir := tb.TempDir()
 	r := &Registry{opts: opts, root: filepath.Join(dir, "storage")}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("testregistry: listen: %v", err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			tb.Fatalf("testregistry: listen: %v", err)
+		}
 	}
 	r.host = ln.Addr().String()
 
