@@ -18,6 +18,7 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/dispatcher"
+	"github.com/kfm-project/kfm/bpf/tailcall"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/internal/netns"
 	"github.com/kfm-project/kfm/internal/testenv"
@@ -29,13 +30,13 @@ type kfmEnv struct {
 	m     *chain.Manager
 }
 
-func newKFMEnv(t *testing.T) *kfmEnv {
+func newKFMEnv(t *testing.T, more ...chain.Backend) *kfmEnv {
 	t.Helper()
 	testenv.RequireEXT(t)
 	bpffs := testenv.BPFFS(t)
 	m, err := chain.New(chain.Options{
 		BPFFS: bpffs, StateDir: t.TempDir(), ConfigDir: t.TempDir(),
-		Backends: []chain.Backend{dispatcher.New(nil)},
+		Backends: append([]chain.Backend{dispatcher.New(nil)}, more...),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +53,12 @@ func newKFMEnv(t *testing.T) *kfmEnv {
 // --priority P --proceed-on A --iface IF`.
 func (e *kfmEnv) install(t *testing.T, function, name string, prio int, proceedOn string) *chain.HookStatus {
 	t.Helper()
+	return e.installWith(t, "", function, name, prio, proceedOn)
+}
+
+// installWith is install with --backend.
+func (e *kfmEnv) installWith(t *testing.T, backend, function, name string, prio int, proceedOn string) *chain.HookStatus {
+	t.Helper()
 	obj, err := filepath.Abs(filepath.Join("testdata", "progs.o"))
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +66,7 @@ func (e *kfmEnv) install(t *testing.T, function, name string, prio int, proceedO
 	var hs *chain.HookStatus
 	err = e.pair.B.Do(func() (err error) {
 		hs, err = e.m.Install(context.Background(), chain.InstallRequest{
-			Interface: e.pair.BIf, Source: obj,
+			Interface: e.pair.BIf, Source: obj, Backend: backend,
 			Function: function, Name: name, Priority: &prio, ProceedOn: proceedOn,
 		})
 		return err
@@ -201,4 +208,35 @@ func TestXDPLoaderChainThenKFMCommands(t *testing.T) {
 
 	e.remove(t, "counter")
 	expect(t, "kfm status after kfm remove", summary(e.status(t)), []string{"libxdp_a/15/pass/libxdp", "libxdp_b/35/pass/libxdp"})
+}
+
+// TestSwitchBackends: `kfm install --backend` moves a chain from the
+// tail-call backend to the dispatcher and back. The dispatcher replaces the
+// tail-call root atomically (PrepareOptions.Replace), the programs keep
+// running in the same order, and each backend's leftovers go (Release).
+func TestSwitchBackends(t *testing.T) {
+	e := newKFMEnv(t, tailcall.New())
+	hs := e.installWith(t, "tailcall", "count_udp_packets", "counter", 10, "pass")
+	if hs.Backend != "tailcall" {
+		t.Fatalf("backend %q, want tailcall", hs.Backend)
+	}
+	hs = e.installWith(t, "dispatcher", "pass_all", "passer", 20, "pass")
+	if hs.Backend != dispatcher.Name {
+		t.Fatalf("backend %q after the switch, want dispatcher", hs.Backend)
+	}
+	expect(t, "kfm status on the dispatcher", summary(e.status(t)), []string{"counter/10/pass/kfm", "passer/20/pass/kfm"})
+	expect(t, "xdp-loader status", e.loaderLines(t), []string{"count_udp_packets/10/XDP_PASS", "pass_all/20/XDP_PASS"})
+	tcTarget := bpf.Target{Interface: e.pair.BIf, Ifindex: e.pair.BIfindex, Hook: bpf.HookXDP, BPFFS: e.bpffs}
+	if gens, _ := filepath.Glob(filepath.Join(tailcall.Dir(tcTarget), "*")); len(gens) != 0 {
+		t.Errorf("the tail-call backend's pins left after the switch: %v", gens)
+	}
+
+	hs = e.installWith(t, "tailcall", "pass_all", "passer", 20, "pass")
+	if hs.Backend != "tailcall" {
+		t.Fatalf("backend %q after switching back, want tailcall", hs.Backend)
+	}
+	expect(t, "kfm status on the tail-call backend", summary(e.status(t)), []string{"counter/10/pass/kfm", "passer/20/pass/kfm"})
+	if dirs, _ := filepath.Glob(filepath.Join(e.bpffs, "xdp", "dispatch-*")); len(dirs) != 0 {
+		t.Errorf("dispatcher pins left after switching away: %v", dirs)
+	}
 }
