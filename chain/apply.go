@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -52,12 +53,36 @@ type hookPlan struct {
 	change bpf.Change
 }
 
-// apply makes the hooks in specs run what they say, as one transaction:
+// maxConflictRetries bounds how often apply starts over when another tool
+// changed a hook between prepare and commit (libxdp tries 10 times too).
+const maxConflictRetries = 10
+
+// apply is applyOnce, started over (planned afresh from what the kernel
+// runs then) when another process changed a hook under it: bpf.ErrConflict
+// means nothing of this attempt stayed in place.
+func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error {
+	delay := 5 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := m.applyOnce(ctx, st, specs)
+		if !errors.Is(err, bpf.ErrConflict) || attempt == maxConflictRetries {
+			return err
+		}
+		m.notify(fmt.Sprintf("another process changed a hook meanwhile (%v); trying again", err))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// applyOnce makes the hooks in specs run what they say, as one transaction:
 // every program of every hook is loaded (the verifier has passed them all)
 // before the first hook changes; a failure while committing reverts the
 // hooks already switched. The caller holds the host lock; st is updated
 // and saved.
-func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error {
+func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) error {
 	var plans []*hookPlan
 	abortAll := func() {
 		for _, p := range plans {

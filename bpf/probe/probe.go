@@ -19,7 +19,7 @@ var probeObject []byte
 
 // ErrUnsupported is wrapped by every probe error that means the kernel lacks
 // (or refuses) the feature, as opposed to a failure of the probe itself.
-var ErrUnsupported = errors.New("not supported by this kernel")
+var ErrUnsupported = errors.New("unavailable here")
 
 // EXT reports whether the kernel loads a BPF_PROG_TYPE_EXT program against a
 // global function of an XDP program, attaches it with an freplace link, and

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/kfm-project/kfm/bpf/dispatcher"
 	"github.com/kfm-project/kfm/bpf/tailcall"
 	"github.com/kfm-project/kfm/bpf/tc"
 	"github.com/kfm-project/kfm/chain"
@@ -10,6 +11,7 @@ import (
 // (auto: dispatcher, else tailcall for XDP; tcx, else tc for TC).
 func backends(bpffs string) []chain.Backend {
 	return []chain.Backend{
+		dispatcher.New(nil),
 		tailcall.New(),
 		tc.NewTCX(),
 		tc.NewTC(),

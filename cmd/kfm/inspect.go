@@ -1,10 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -12,10 +15,47 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/registry"
+	"github.com/kfm-project/kfm/verify"
 )
 
+// inspectedBundle is what inspect reports for a reference: the bundle and
+// the signatures found for its digest.
+type inspectedBundle struct {
+	Bundle     *registry.Bundle
+	Signatures *bundleSignatures
+}
+
+// MarshalJSON writes the bundle's own JSON with a "signatures" member.
+func (ib inspectedBundle) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(ib.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	if fields["signatures"], err = json.Marshal(ib.Signatures); err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
+}
+
+type bundleSignatures struct {
+	// Policy is the trust policy the signatures were checked against
+	// ("" when there is none: signatures are listed, not checked).
+	Policy string `json:"policy,omitempty"`
+	*verify.Result
+	// Refused is empty when a signature verified under the policy, else
+	// why the bundle would be refused.
+	Refused string `json:"refused,omitempty"`
+}
+
 func newInspectCommand(g *globals) *cobra.Command {
-	var rf registryFlags
+	var (
+		rf         registryFlags
+		policyPath string
+	)
 	cmd := &cobra.Command{
 		Use:   "inspect FILE.o|REF",
 		Short: "Describe a BPF object or a bundle: programs, params, maps, licence, run config",
@@ -28,10 +68,11 @@ XDP_RUN_CONFIG metadata when present.
 
 For a reference (registry/repository:tag or @digest): the bundle's metadata,
 digest, programs with hooks, default priority and proceed-on verdicts, params
-with defaults and descriptions, and maps. The reference is looked up in the
-local cache first, then in the registry (which pulls it into the cache);
-with --offline only the cache is used. bpfman bytecode images are shown the
-same way.`,
+with defaults and descriptions, and maps, and the signatures found for its
+digest, checked against the trust policy (<config-dir>/policy.yaml, or
+--policy) when there is one. The reference is looked up in the local cache
+first, then in the registry (which pulls it into the cache); with --offline
+only the cache is used. bpfman bytecode images are shown the same way.`,
 		Example: `  kfm inspect examples/programs/xdp_ratelimit.o
   kfm inspect registry.example.com/net/ratelimit:1.2.0
   kfm inspect registry.example.com/net/ratelimit@sha256:... -o json`,
@@ -62,11 +103,95 @@ same way.`,
 			if err != nil {
 				return registryError(err)
 			}
-			return g.report(b, func(w io.Writer) error { return printBundle(w, b) })
+			sigs, err := g.bundleSignatures(cmd, c, b, policyPath, rf.offline)
+			if err != nil {
+				return err
+			}
+			out := inspectedBundle{Bundle: b, Signatures: sigs}
+			return g.report(out, func(w io.Writer) error {
+				if err := printBundle(w, b); err != nil {
+					return err
+				}
+				return printSignatures(w, sigs)
+			})
 		},
 	}
 	rf.add(cmd, true)
+	cmd.Flags().StringVar(&policyPath, "policy", "", "trust policy to check signatures against (default <config-dir>/policy.yaml)")
 	return cmd
+}
+
+// bundleSignatures copies the bundle's signatures into the cache (unless
+// offline) and checks them against the policy, or only lists them when
+// there is no policy.
+func (g *globals) bundleSignatures(cmd *cobra.Command, c *registry.Client, b *registry.Bundle, policyPath string, offline bool) (*bundleSignatures, error) {
+	ctx := cmd.Context()
+	if !offline {
+		if _, err := c.FetchReferrers(ctx, b.Reference); err != nil {
+			return nil, fmt.Errorf("fetch the signatures of %s: %w", b.Reference, err)
+		}
+	}
+	explicit := policyPath != ""
+	if !explicit {
+		policyPath = filepath.Join(g.configDir, "policy.yaml")
+	}
+	out := &bundleSignatures{Policy: policyPath}
+	policy, err := verify.LoadPolicy(ctx, policyPath)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		out.Policy = ""
+		policy = &verify.Policy{Source: "no policy"} // lists signatures, accepts none
+	default:
+		return nil, err
+	}
+	res, verr := verify.Verify(ctx, c.Cache(), b.Reference.String(), b.Descriptor(), policy, &verify.VerifyOptions{FullReferenceTags: true, SkipContent: true})
+	out.Result = res
+	if verr != nil && out.Policy != "" {
+		out.Refused = verr.Error()
+	}
+	return out, nil
+}
+
+func printSignatures(w io.Writer, s *bundleSignatures) error {
+	if s.Policy == "" {
+		fmt.Fprintf(w, "\nSIGNATURES (no trust policy: listed, not checked)\n")
+	} else {
+		fmt.Fprintf(w, "\nSIGNATURES (checked against %s)\n", s.Policy)
+	}
+	if len(s.Signatures) == 0 {
+		fmt.Fprintln(w, "  none: the bundle is unsigned")
+	} else if err := printSignatureTable(w, s); err != nil {
+		return err
+	}
+	switch {
+	case s.Policy == "":
+	case s.Result.Signer != nil:
+		fmt.Fprintf(w, "  accepted: %s (rule %s)\n", s.Result.Signer, s.Result.Rule)
+	default:
+		fmt.Fprintf(w, "  refused: %s\n", s.Refused)
+	}
+	return nil
+}
+
+func printSignatureTable(w io.Writer, s *bundleSignatures) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FORMAT\tKIND\tSIGNER\tVERIFIED\tNOTE")
+	for _, sig := range s.Signatures {
+		who := sig.Signer
+		if who == nil {
+			who = sig.Claimed
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\n", sig.Format, orDash(sig.Kind), orDash(signerText(who)), sig.Verified, orDash(sig.Problem))
+	}
+	return tw.Flush()
+}
+
+func signerText(s *verify.Signer) string {
+	if s == nil {
+		return ""
+	}
+	return s.String()
 }
 
 // isObjectPath tells a local file from a reference: an existing file, or a

@@ -194,3 +194,58 @@ func TestVerifyOffline(t *testing.T) {
 		t.Fatalf("verify --offline of something not cached: exit %d %s", code, stderr)
 	}
 }
+
+// TestInspectShowsSignatures: kfm inspect REF lists the signatures of the
+// digest and, with a policy, which one is accepted.
+func TestInspectShowsSignatures(t *testing.T) {
+	cliEnv(t)
+	reg := testregistry.Start(t, testregistry.Options{})
+	key, pub := keyPair(t, "pw")
+	t.Setenv("KFM_PASSWORD", "pw")
+	signed, unsigned := reg.Ref("net/signed", "1.0.0"), reg.Ref("net/unsigned", "1.0.0")
+	if _, stderr, code := kfm(t, "", "publish", testObject, signed, "--sign", "--key", key); code != 0 {
+		t.Fatalf("publish --sign: %s", stderr)
+	}
+	if _, stderr, code := kfm(t, "", "publish", testObject, unsigned); code != 0 {
+		t.Fatalf("publish: %s", stderr)
+	}
+
+	// No policy: listed, not checked.
+	out, stderr, code := kfm(t, "", "inspect", signed)
+	if code != 0 || !strings.Contains(out, "no trust policy: listed, not checked") || !strings.Contains(out, "bundle") || !strings.Contains(out, "key") {
+		t.Fatalf("inspect without a policy: exit %d\n%s\n%s", code, out, stderr)
+	}
+	out, _, _ = kfm(t, "", "inspect", unsigned)
+	if !strings.Contains(out, "none: the bundle is unsigned") {
+		t.Errorf("inspect of an unsigned bundle:\n%s", out)
+	}
+
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policy, []byte("version: 1\nrules:\n  - match: '"+reg.Host()+"/net/*'\n    keys: ["+pub+"]\n"), 0o644)
+	out, stderr, code = kfm(t, "", "inspect", signed, "--policy", policy, "-o", "json")
+	if code != 0 {
+		t.Fatalf("inspect -o json: exit %d %s", code, stderr)
+	}
+	var got struct {
+		Digest     string `json:"digest"`
+		Signatures struct {
+			Policy     string `json:"policy"`
+			Signer     *struct{ Key string }
+			Signatures []struct {
+				Format   string
+				Verified bool
+			}
+			Refused string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got.Signatures.Signer == nil || len(got.Signatures.Signatures) != 1 || !got.Signatures.Signatures[0].Verified || got.Signatures.Refused != "" {
+		t.Errorf("signed bundle under a policy that trusts its key: %s", out)
+	}
+	out, _, _ = kfm(t, "", "inspect", unsigned, "--policy", policy)
+	if !strings.Contains(out, "refused:") || !strings.Contains(out, "no signature") {
+		t.Errorf("unsigned bundle under a policy:\n%s", out)
+	}
+}

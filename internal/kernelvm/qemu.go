@@ -46,7 +46,11 @@ func (vm VM) qemuArgs() []string {
 		serial = "mon:stdio" // Ctrl-A X quits, Ctrl-A C is the monitor
 	}
 	return []string{
-		"-accel", "tcg", "-cpu", "max",
+		// One TCG thread for all vCPUs: multi-threaded TCG crashed
+		// guests in bpf_dispatcher_xdp_func (int3 from a racing text
+		// poke) during dispatcher swaps, and single-threaded TCG was no
+		// slower on this 2-core host with two VMs running side by side.
+		"-accel", "tcg,thread=single", "-cpu", "max",
 		"-smp", strconv.Itoa(vm.CPUs), "-m", strconv.Itoa(vm.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
 		"-serial", serial,

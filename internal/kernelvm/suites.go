@@ -37,6 +37,9 @@ func DefaultSuites() []Suite {
 		{Package: "bpf/internal/pinmeta"},
 		{Package: "bpf/internal/rcu"},
 		{Package: "bpf/tailcall", Timeout: 10 * time.Minute},
+		// The libxdp-protocol dispatcher: freplace chains, real traffic,
+		// and interop with xdp-loader 1.3.1 from the initramfs.
+		{Package: "bpf/dispatcher", Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Skip: "/^tcx$", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
 	}
