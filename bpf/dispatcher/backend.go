@@ -262,7 +262,7 @@ func loadError(c bpf.Component, what string, err error) error {
 		if len(tail) > keep {
 			tail = tail[len(tail)-keep:]
 		}
-		return fmt.Errorf("%s (%s): %s: %w: %w\nverifier log (last %d lines):\n\t%s",
+		return fmt.Errorf("%s (%s): %s: %w: the verifier rejected it (%w)\nverifier log (last %d lines):\n\t%s",
 			c.Name, c.Function, what, bpf.ErrLoad, ve.Cause, len(tail), strings.Join(tail, "\n\t"))
 	}
 	var errno unix.Errno

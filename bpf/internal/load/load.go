@@ -118,7 +118,7 @@ func Error(name string, err error) error {
 		if len(log) > VerifierLogLines {
 			log = log[len(log)-VerifierLogLines:]
 		}
-		return fmt.Errorf("%s: %w: %v\nverifier log (last lines):\n  %s", name, bpf.ErrLoad, unwrapErrno(ve.Cause), strings.Join(log, "\n  "))
+		return fmt.Errorf("%s: %w: the verifier rejected it (%v)\nverifier log (last lines):\n  %s", name, bpf.ErrLoad, unwrapErrno(ve.Cause), strings.Join(log, "\n  "))
 	}
 	return fmt.Errorf("%s: %w: %w", name, bpf.ErrLoad, unwrapErrno(err))
 }
