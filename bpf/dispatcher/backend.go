@@ -60,7 +60,7 @@ func (b *Backend) Supports(h bpf.Hook) error {
 type unsupportedError struct{ probe error }
 
 func (e *unsupportedError) Error() string {
-	return "the dispatcher needs freplace programs (BPF_PROG_TYPE_EXT, Linux 5.10 or later): " + e.probe.Error()
+	return e.probe.Error()
 }
 
 func (e *unsupportedError) Unwrap() []error { return []error{e.probe, bpf.ErrUnsupportedKernel} }

@@ -21,6 +21,25 @@ var probeObject []byte
 // (or refuses) the feature, as opposed to a failure of the probe itself.
 var ErrUnsupported = errors.New("unavailable here")
 
+// refused is a probe failure that means the feature is unavailable: its
+// message is the reason alone (the sentinel's text would only repeat it).
+type refused struct {
+	msg string
+	err error
+}
+
+func (r *refused) Error() string        { return r.msg }
+func (r *refused) Unwrap() error        { return r.err }
+func (r *refused) Is(target error) bool { return target == ErrUnsupported }
+
+// unavailable returns a refused error: "what: cause".
+func unavailable(what string, cause error) error {
+	if cause == nil {
+		return &refused{msg: what}
+	}
+	return &refused{msg: what + ": " + cause.Error(), err: cause}
+}
+
 // EXT reports whether the kernel loads a BPF_PROG_TYPE_EXT program against a
 // global function of an XDP program, attaches it with an freplace link, and
 // attaches the same loaded program to a second target (re-attach, Linux 5.10).
@@ -47,18 +66,18 @@ func EXT() error {
 	extSpec.AttachTarget = t1
 	ext, err := ebpf.NewProgram(extSpec)
 	if err != nil {
-		return fmt.Errorf("EXT programs refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+		return unavailable("freplace (EXT) programs refused", unwrapErrno(err))
 	}
 	defer ext.Close()
 
 	l1, err := link.AttachFreplace(t1, "kfm_probe_target", ext)
 	if err != nil {
-		return fmt.Errorf("freplace attach refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+		return unavailable("freplace attach refused", unwrapErrno(err))
 	}
 	defer l1.Close()
 	l2, err := link.AttachFreplace(t2, "kfm_probe_target", ext)
 	if err != nil {
-		return fmt.Errorf("freplace re-attach to a second target refused (needs Linux 5.10): %w: %w", unwrapErrno(err), ErrUnsupported)
+		return unavailable("freplace re-attach to a second target refused (needs Linux 5.10)", unwrapErrno(err))
 	}
 	defer l2.Close()
 
@@ -68,7 +87,7 @@ func EXT() error {
 		return fmt.Errorf("run XDP probe program: %w", err)
 	}
 	if ret != 1 {
-		return fmt.Errorf("freplace attached but not effective (verdict %d, want 1): %w", ret, ErrUnsupported)
+		return unavailable(fmt.Sprintf("freplace attached but not effective (verdict %d, want 1)", ret), nil)
 	}
 	return nil
 }
@@ -101,9 +120,9 @@ func TCX() error {
 	case errors.Is(err, unix.ENODEV):
 		return nil
 	case errors.Is(err, ebpf.ErrNotSupported):
-		return fmt.Errorf("TCX links: %w", ErrUnsupported)
+		return unavailable("TCX links: not supported by this kernel", nil)
 	default:
-		return fmt.Errorf("TCX links refused: %w: %w", unwrapErrno(err), ErrUnsupported)
+		return unavailable("TCX links refused", unwrapErrno(err))
 	}
 }
 
