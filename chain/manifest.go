@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/internal/yamlfile"
 )
 
 // ManifestVersion is the kfm.yaml format version kfm writes and reads.
@@ -96,13 +96,13 @@ func ParseManifest(name string, r io.Reader) (*Manifest, error) {
 		return nil, err
 	}
 	if root != nil {
-		chains := mappingValue(root, "chains")
+		chains := yamlfile.MapValue(root, "chains")
 		for i := range m.Chains {
-			if c := seqItem(chains, i); c != nil {
+			if c := yamlfile.SeqItem(chains, i); c != nil {
 				m.Chains[i].line = c.Line
-				progs := mappingValue(c, "programs")
+				progs := yamlfile.MapValue(c, "programs")
 				for j := range m.Chains[i].Programs {
-					if p := seqItem(progs, j); p != nil {
+					if p := yamlfile.SeqItem(progs, j); p != nil {
 						m.Chains[i].Programs[j].line = p.Line
 					}
 				}
@@ -134,50 +134,15 @@ func decodeStrict(name string, data []byte, v any) (*yaml.Node, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("%s: empty file: %w", name, ErrManifest)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", name, ErrManifest, yamlErrorText(err))
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
-		return nil, nil
-	}
-	return doc.Content[0], nil
-}
-
-var yamlLinePrefix = regexp.MustCompile(`^(yaml: )?(unmarshal errors:\n\s*)?line (\d+): `)
-
-// yamlErrorText turns "yaml: line 3: ..." into "line 3: ...", one line.
-func yamlErrorText(err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return strings.Join(te.Errors, "; ")
-	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	if m := yamlLinePrefix.FindStringSubmatch(msg); m != nil {
-		return "line " + m[3] + ": " + msg[len(m[0]):]
-	}
-	return strings.TrimPrefix(msg, "yaml: ")
-}
-
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
+	root, err := yamlfile.DecodeStrict(data, v)
+	if err != nil {
+		line, msg := yamlfile.ErrorLine(err)
+		if line > 0 {
+			msg = fmt.Sprintf("line %d: %s", line, msg)
 		}
+		return nil, fmt.Errorf("%s: %w: %s", name, ErrManifest, msg)
 	}
-	return nil
-}
-
-func seqItem(n *yaml.Node, i int) *yaml.Node {
-	if n == nil || n.Kind != yaml.SequenceNode || i >= len(n.Content) {
-		return nil
-	}
-	return n.Content[i]
+	return root, nil
 }
 
 func at(name string, line int) string {

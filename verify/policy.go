@@ -14,8 +14,9 @@ import (
 
 	"github.com/sigstore/sigstore-go/pkg/root"
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
-	"go.yaml.in/yaml/v3"
 	"oras.land/oras-go/v2/registry"
+
+	"github.com/kfm-project/kfm/internal/yamlfile"
 )
 
 // PolicyVersion is the policy.yaml format version kfm reads.
@@ -296,32 +297,29 @@ func ParsePolicy(ctx context.Context, name string, data []byte, dir string) (*Po
 		return nil, fail(0, "empty file (a policy needs `version: %d` and rules)", PolicyVersion)
 	}
 	var pf policyFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&pf); err != nil {
-		line, msg := yamlError(err)
+	top, err := yamlfile.DecodeStrict(data, &pf)
+	if err != nil {
+		line, msg := yamlfile.ErrorLine(err)
 		return nil, fail(line, "%s", msg)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
+	if top == nil {
 		return nil, fail(0, "not a YAML mapping")
 	}
-	top := doc.Content[0]
 	if pf.Version != PolicyVersion {
-		return nil, fail(lineOf(mapValue(top, "version"), top), "version %d: this kfm reads version %d (add `version: %d`)", pf.Version, PolicyVersion, PolicyVersion)
+		return nil, fail(yamlfile.LineOf(yamlfile.MapValue(top, "version"), top), "version %d: this kfm reads version %d (add `version: %d`)", pf.Version, PolicyVersion, PolicyVersion)
 	}
 	if len(pf.Rules) == 0 {
-		return nil, fail(lineOf(mapValue(top, "rules"), top), "no rules: every reference would be refused (add rules, see `kfm verify --help`)")
+		return nil, fail(yamlfile.LineOf(yamlfile.MapValue(top, "rules"), top), "no rules: every reference would be refused (add rules, see `kfm verify --help`)")
 	}
-	rulesNode := mapValue(top, "rules")
+	rulesNode := yamlfile.MapValue(top, "rules")
 	p := &Policy{Source: name}
 	for i, rf := range pf.Rules {
-		rn := seqItem(rulesNode, i)
-		line := lineOf(rn, top)
+		rn := yamlfile.SeqItem(rulesNode, i)
+		line := yamlfile.LineOf(rn, top)
 		r := Rule{Match: rf.Match, Deny: rf.Deny, Line: line}
 		re, err := compileGlob(rf.Match)
 		if err != nil {
-			return nil, fail(lineOf(mapValue(rn, "match"), rn), "rule %d: %v", i+1, err)
+			return nil, fail(yamlfile.LineOf(yamlfile.MapValue(rn, "match"), rn), "rule %d: %v", i+1, err)
 		}
 		r.re = re
 		if rf.Deny {
@@ -334,9 +332,9 @@ func ParsePolicy(ctx context.Context, name string, data []byte, dir string) (*Po
 		if len(rf.Keys) == 0 && rf.Keyless == nil {
 			return nil, fail(line, "rule %d (%s): accepts nothing: add keys or keyless (or `deny: true`)", i+1, rf.Match)
 		}
-		keysNode := mapValue(rn, "keys")
+		keysNode := yamlfile.MapValue(rn, "keys")
 		for j, k := range rf.Keys {
-			kl := lineOf(seqItem(keysNode, j), rn)
+			kl := yamlfile.LineOf(yamlfile.SeqItem(keysNode, j), rn)
 			pk, err := loadPolicyKey(ctx, k, dir)
 			if err != nil {
 				return nil, fail(kl, "rule %d (%s): key %d: %v", i+1, rf.Match, j+1, err)
@@ -344,9 +342,9 @@ func ParsePolicy(ctx context.Context, name string, data []byte, dir string) (*Po
 			r.Keys = append(r.Keys, pk)
 		}
 		if kf := rf.Keyless; kf != nil {
-			kn := mapValue(rn, "keyless")
+			kn := yamlfile.MapValue(rn, "keyless")
 			if kf.TrustedRoot == "" {
-				return nil, fail(lineOf(kn, rn), "rule %d (%s): keyless needs trustedRoot (a sigstore trusted_root.json)", i+1, rf.Match)
+				return nil, fail(yamlfile.LineOf(kn, rn), "rule %d (%s): keyless needs trustedRoot (a sigstore trusted_root.json)", i+1, rf.Match)
 			}
 			trPath := kf.TrustedRoot
 			if !filepath.IsAbs(trPath) {
@@ -354,15 +352,15 @@ func ParsePolicy(ctx context.Context, name string, data []byte, dir string) (*Po
 			}
 			tr, err := LoadTrustedRoot(trPath)
 			if err != nil {
-				return nil, fail(lineOf(mapValue(kn, "trustedRoot"), kn), "rule %d (%s): %v", i+1, rf.Match, err)
+				return nil, fail(yamlfile.LineOf(yamlfile.MapValue(kn, "trustedRoot"), kn), "rule %d (%s): %v", i+1, rf.Match, err)
 			}
-			idsNode := mapValue(kn, "identities")
+			idsNode := yamlfile.MapValue(kn, "identities")
 			if len(kf.Identities) == 0 {
-				return nil, fail(lineOf(idsNode, kn), "rule %d (%s): keyless needs identities (issuer and subject)", i+1, rf.Match)
+				return nil, fail(yamlfile.LineOf(idsNode, kn), "rule %d (%s): keyless needs identities (issuer and subject)", i+1, rf.Match)
 			}
 			for j, id := range kf.Identities {
 				if _, err := NewKeyless(trPath, tr, id); err != nil {
-					return nil, fail(lineOf(seqItem(idsNode, j), kn), "rule %d (%s): %v", i+1, rf.Match, err)
+					return nil, fail(yamlfile.LineOf(yamlfile.SeqItem(idsNode, j), kn), "rule %d (%s): %v", i+1, rf.Match, err)
 				}
 			}
 			r.Keyless, _ = NewKeyless(trPath, tr, kf.Identities...)
@@ -386,60 +384,4 @@ func loadPolicyKey(ctx context.Context, k, dir string) (*PublicKey, error) {
 		k = filepath.Join(dir, k)
 	}
 	return LoadPublicKey(ctx, k)
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): `)
-
-// yamlError returns the first line number a YAML error names and the
-// message without it.
-func yamlError(err error) (int, string) {
-	var msgs []string
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{err.Error()}
-	}
-	line := 0
-	for i, m := range msgs {
-		m = strings.ReplaceAll(strings.TrimPrefix(m, "yaml: "), "\n", " ")
-		if sm := yamlLine.FindStringSubmatchIndex(m); sm != nil {
-			if line == 0 {
-				line, _ = strconv.Atoi(m[sm[2]:sm[3]])
-				m = m[:sm[0]] + m[sm[1]:]
-			}
-		}
-		msgs[i] = m
-	}
-	return line, strings.Join(msgs, "; ")
-}
-
-func mapValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
-}
-
-func seqItem(n *yaml.Node, i int) *yaml.Node {
-	if n == nil || n.Kind != yaml.SequenceNode || i >= len(n.Content) {
-		return nil
-	}
-	return n.Content[i]
-}
-
-// lineOf is n's line, or the fallback's when n is missing.
-func lineOf(n, fallback *yaml.Node) int {
-	if n != nil {
-		return n.Line
-	}
-	if fallback != nil {
-		return fallback.Line
-	}
-	return 0
 }
