@@ -141,3 +141,50 @@ func BenchmarkApply(b *testing.B) {
 		h.mustKFM("apply")
 	}
 }
+
+// BenchmarkInstallVerification measures what signature verification adds
+// to `kfm install REF` of a signed registry program: each iteration
+// installs the program (from the warm cache) and removes it again, once
+// verified against the trust policy (the default) and once with
+// --insecure-allow-unsigned and no policy (no verification at all). Only
+// the install is timed; median-ms is the median install.
+func BenchmarkInstallVerification(b *testing.B) {
+	h := newHost(b)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	ref := h.reg.Ref("net/count", "1.0.0")
+	policy := filepath.Join(h.configDir, "policy.yaml")
+	policyText := h.readConfig("policy.yaml")
+	for _, bc := range []struct {
+		name string
+		args []string
+	}{
+		{"verified", nil},
+		{"unverified", []string{"--insecure-allow-unsigned"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h.t = b
+			if bc.args == nil {
+				h.writeConfig("policy.yaml", policyText)
+			} else {
+				os.Remove(policy)
+			}
+			install := append([]string{"install", ref, "--iface", h.iface}, bc.args...)
+			h.mustKFM(install...) // warm the cache
+			h.mustKFM("remove", "xdp_count", "--iface", h.iface)
+			var ds []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				h.mustKFM(install...)
+				ds = append(ds, time.Since(start))
+				b.StopTimer()
+				h.mustKFM("remove", "xdp_count", "--iface", h.iface)
+				b.StartTimer()
+			}
+			b.StopTimer()
+			slices.Sort(ds)
+			b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "median-ms")
+		})
+	}
+	h.t = b
+}
