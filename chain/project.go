@@ -43,13 +43,18 @@ type Change struct {
 	Removed   []string `json:"removed,omitempty"`
 	Moved     []string `json:"moved,omitempty"`
 	Updated   []string `json:"updated,omitempty"`
+	// Recovered is set when the hook runs the wanted chain already but an
+	// earlier kfm was interrupted while changing it: the chain is
+	// committed again (reloaded) so that the backend removes the
+	// interrupted change's leftovers.
+	Recovered bool `json:"recovered,omitempty"`
 	// Order is the chain after the change, in run order.
 	Order []string `json:"order"`
 }
 
 // Unchanged reports whether the hook stays as it is.
 func (c Change) Unchanged() bool {
-	return len(c.Added)+len(c.Removed)+len(c.Moved)+len(c.Updated) == 0
+	return len(c.Added)+len(c.Removed)+len(c.Moved)+len(c.Updated) == 0 && !c.Recovered
 }
 
 // ApplyResult reports an apply.
@@ -206,6 +211,7 @@ func (m *Manager) describe(ctx context.Context, st *State, specs []HookSpec) ([]
 			c.Removed = append(c.Removed, n)
 		}
 		slices.Sort(c.Removed)
+		c.Recovered = !p.noop && p.old != nil && p.old.Changing && c.Unchanged()
 		if p.previous != nil && len(c.Order) > 0 && c.Unchanged() {
 			c.Moved = c.Order // a backend switch reloads everything
 		}

@@ -392,6 +392,9 @@ func (g *globals) runApply(cmd *cobra.Command, f *chainFlags, opts chain.ApplyOp
 						parts = append(parts, x.what+" "+strings.Join(x.names, ", "))
 					}
 				}
+				if c.Recovered {
+					parts = append(parts, "reload all (finishing a change an earlier kfm did not complete)")
+				}
 				fmt.Fprintf(w, "%s: %s\n", verb, strings.Join(parts, "; "))
 			}
 			if len(c.Order) > 0 {
