@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,10 @@ var ErrLockMismatch = errors.New("kfm.lock does not match kfm.yaml")
 type Manifest struct {
 	Version int         `yaml:"version" json:"version"`
 	Chains  []ChainSpec `yaml:"chains" json:"chains"`
+
+	// doc is the parsed file, kept so that Marshal edits it in place and
+	// keeps the user's comments and order.
+	doc *yaml.Node
 }
 
 // ChainSpec is the chain wanted on one hook of one interface.
@@ -111,6 +116,10 @@ func ParseManifest(name string, r io.Reader) (*Manifest, error) {
 	}
 	if err := m.validate(name); err != nil {
 		return nil, err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+		m.doc = &doc
 	}
 	return &m, nil
 }
@@ -211,8 +220,24 @@ func (m *Manifest) Chain(iface string, hook bpf.Hook) *ChainSpec {
 	return nil
 }
 
-// Marshal writes the manifest as YAML, chains sorted by interface and hook.
+// Marshal writes the manifest as YAML. A manifest read from a file is
+// written back as an edit of that file: comments, key order and the order
+// of chains and programs stay, changed programs are rewritten, new ones are
+// added at the end of their chain. A new manifest has its chains sorted by
+// interface and hook.
 func (m *Manifest) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if m.doc != nil {
+		if err := m.edit(m.doc.Content[0]); err != nil {
+			return nil, err
+		}
+		if err := enc.Encode(m.doc); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), enc.Close()
+	}
 	out := *m
 	out.Version = ManifestVersion
 	out.Chains = slices.Clone(m.Chains)
@@ -222,12 +247,122 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		}
 		return strings.Compare(string(a.Hook), string(b.Hook))
 	})
-	var buf bytes.Buffer
 	buf.WriteString("# kfm.yaml: the chains this host wants. `kfm install` and `kfm remove` edit it;\n# `kfm apply` makes the kernel match it (see kfm.lock for what exactly runs).\n")
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
 	if err := enc.Encode(&out); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), enc.Close()
+}
+
+// edit makes the mapping node root say what m says, touching only what
+// differs.
+func (m *Manifest) edit(root *yaml.Node) error {
+	setScalar(root, "version", strconv.Itoa(ManifestVersion), "!!int")
+	chains := yamlfile.MapValue(root, "chains")
+	if chains == nil {
+		chains = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "chains"}, chains)
+	}
+	done := map[string]bool{}
+	var kept []*yaml.Node
+	for _, cn := range chains.Content {
+		var old ChainSpec
+		if err := cn.Decode(&old); err != nil {
+			return err
+		}
+		want := m.Chain(old.Interface, old.Hook)
+		if want == nil {
+			continue // removed
+		}
+		if err := editChain(cn, old, want); err != nil {
+			return err
+		}
+		kept = append(kept, cn)
+		done[old.Interface+"/"+string(old.Hook)] = true
+	}
+	for i := range m.Chains {
+		c := &m.Chains[i]
+		if done[c.Interface+"/"+string(c.Hook)] {
+			continue
+		}
+		var n yaml.Node
+		if err := n.Encode(c); err != nil {
+			return err
+		}
+		kept = append(kept, &n)
+	}
+	chains.Content = kept
+	if len(kept) > 0 {
+		chains.Style = 0 // block style once there is something in it
+	}
+	return nil
+}
+
+func editChain(cn *yaml.Node, old ChainSpec, want *ChainSpec) error {
+	setScalar(cn, "backend", want.Backend, "!!str")
+	setScalar(cn, "mode", want.Mode, "!!str")
+	progs := yamlfile.MapValue(cn, "programs")
+	if progs == nil {
+		progs = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		cn.Content = append(cn.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "programs"}, progs)
+	}
+	done := map[string]bool{}
+	var kept []*yaml.Node
+	for i, pn := range progs.Content {
+		if i >= len(old.Programs) {
+			break
+		}
+		was := old.Programs[i]
+		j := slices.IndexFunc(want.Programs, func(p ProgramSpec) bool { return p.Name == was.Name })
+		if j < 0 {
+			continue // removed
+		}
+		done[was.Name] = true
+		now := want.Programs[j]
+		was.line, now.line = 0, 0
+		if reflect.DeepEqual(was, now) {
+			kept = append(kept, pn)
+			continue
+		}
+		var n yaml.Node
+		if err := n.Encode(now); err != nil {
+			return err
+		}
+		n.HeadComment, n.LineComment, n.FootComment = pn.HeadComment, pn.LineComment, pn.FootComment
+		kept = append(kept, &n)
+	}
+	for _, p := range want.Programs {
+		if done[p.Name] {
+			continue
+		}
+		var n yaml.Node
+		if err := n.Encode(p); err != nil {
+			return err
+		}
+		kept = append(kept, &n)
+	}
+	progs.Content = kept
+	if len(kept) > 0 {
+		progs.Style = 0
+	}
+	return nil
+}
+
+// setScalar sets key to value in mapping n, adding the key when it is
+// missing, and removes it when value is empty.
+func setScalar(n *yaml.Node, key, value, tag string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != key {
+			continue
+		}
+		if value == "" {
+			n.Content = append(n.Content[:i], n.Content[i+2:]...)
+			return
+		}
+		n.Content[i+1].Kind, n.Content[i+1].Tag, n.Content[i+1].Value = yaml.ScalarNode, tag, value
+		return
+	}
+	if value != "" {
+		n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: value})
+	}
 }

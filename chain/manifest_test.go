@@ -2,6 +2,7 @@ package chain
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,8 +50,82 @@ func TestParseManifest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("marshalled manifest does not parse: %v\n%s", err, out)
 	}
-	if len(back.Chains) != 2 || back.Chains[0].Hook != bpf.HookTCEgress {
-		t.Errorf("round trip: chains %+v (want sorted: tc-egress before xdp)", back.Chains)
+	if len(back.Chains) != 2 || back.Chains[0].Hook != bpf.HookXDP || string(out) != goodManifest {
+		t.Errorf("an unchanged manifest must be written back as it was:\n%s", out)
+	}
+	fresh := &Manifest{Version: ManifestVersion, Chains: m.Chains}
+	out, err = fresh.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err = ParseManifest("again", strings.NewReader(string(out)))
+	if err != nil || len(back.Chains) != 2 || back.Chains[0].Hook != bpf.HookTCEgress {
+		t.Errorf("a new manifest: chains %+v, %v (want sorted: tc-egress before xdp)", back, err)
+	}
+}
+
+// kfm install and remove edit kfm.yaml in place: the user's comments and
+// order stay.
+func TestManifestEditKeepsComments(t *testing.T) {
+	const text = `# Edge routers: keep this chain short.
+version: 1
+chains:
+  # XDP first.
+  - interface: eth0
+    hook: xdp
+    programs:
+      # Limits per source address; see the runbook.
+      - name: ratelimit
+        ref: registry.example.com/net/xdp-ratelimit:^1.2
+        priority: 10 # before everything
+        params: {rate: 1000}
+      - name: old
+        path: /opt/old.o
+  - interface: eth1
+    hook: tc-egress
+    programs:
+      - {name: mark, path: /opt/mark.o}
+`
+	m, err := ParseManifest("kfm.yaml", strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What install/remove do: change a param, remove a program, add one,
+	// drop a chain, add a chain.
+	xdp := *m.Chain("eth0", bpf.HookXDP)
+	xdp.Programs = slices.Clone(xdp.Programs)
+	xdp.Programs[0].Params = map[string]string{"rate": "2000"}
+	xdp.Programs = slices.DeleteFunc(xdp.Programs, func(p ProgramSpec) bool { return p.Name == "old" })
+	xdp.Programs = append(xdp.Programs, ProgramSpec{Name: "count", Path: "/opt/count.o"})
+	m.putChain(xdp)
+	m.putChain(ChainSpec{Interface: "eth1", Hook: bpf.HookTCEgress})
+	m.putChain(ChainSpec{Interface: "eth2", Hook: bpf.HookXDP, Programs: []ProgramSpec{{Name: "drop", Path: "/opt/drop.o"}}})
+
+	out, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(out)
+	for _, keep := range []string{"# Edge routers: keep this chain short.", "# XDP first.", "# Limits per source address; see the runbook."} {
+		if !strings.Contains(got, keep) {
+			t.Errorf("comment %q lost:\n%s", keep, got)
+		}
+	}
+	for _, gone := range []string{"/opt/old.o", "eth1", "rate: 1000"} {
+		if strings.Contains(got, gone) {
+			t.Errorf("%q should be gone:\n%s", gone, got)
+		}
+	}
+	back, err := ParseManifest("again", strings.NewReader(got))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, got)
+	}
+	c := back.Chain("eth0", bpf.HookXDP)
+	if c == nil || len(c.Programs) != 2 || c.Programs[0].Name != "ratelimit" || c.Programs[0].Params["rate"] != "2000" || c.Programs[1].Name != "count" {
+		t.Errorf("edited chain: %+v\n%s", c, got)
+	}
+	if back.Chain("eth2", bpf.HookXDP) == nil || back.Chain("eth1", bpf.HookTCEgress) != nil {
+		t.Errorf("chains after the edit:\n%s", got)
 	}
 }
 
