@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,8 +123,8 @@ func ids(ps []bpf.ChainProgram) []ebpf.ProgramID {
 	return out
 }
 
-// hookPrograms lists what the hook runs, in order: TCX program IDs, or
-// cls_bpf filters as "prio:id".
+// hookPrograms lists what the hook runs, in order: TCX programs as
+// "tcx:name:id/link<id>", cls_bpf filters as "tc:prio:id:filter name".
 func hookPrograms(t *testing.T, f *fixture) []string {
 	t.Helper()
 	var out []string
@@ -139,7 +140,14 @@ func hookPrograms(t *testing.T, f *fixture) []string {
 			}
 			for _, p := range res.Programs {
 				lid, _ := p.LinkID()
-				out = append(out, fmt.Sprintf("tcx:%d/link%d", p.ID, lid))
+				name := "?"
+				if prog, err := ebpf.NewProgramFromID(p.ID); err == nil {
+					if info, err := prog.Info(); err == nil {
+						name = info.Name
+					}
+					prog.Close()
+				}
+				out = append(out, fmt.Sprintf("tcx:%s:%d/link%d", name, p.ID, lid))
 			}
 		}
 		fs, err := clsact.List(f.Target.Ifindex, f.Target.Hook)
@@ -151,6 +159,34 @@ func hookPrograms(t *testing.T, f *fixture) []string {
 		}
 		return nil
 	})
+	return out
+}
+
+func isGate(s string) bool {
+	return strings.HasPrefix(s, "tcx:"+tc.GateProgramName+":") || strings.HasSuffix(s, ":"+tc.GateFilterName)
+}
+
+// chainOnHook is hookPrograms with kfm's gate checked and left out: when
+// the hook runs kfm programs (other than foreign), there is exactly one
+// gate and it comes before all of them.
+func chainOnHook(t *testing.T, f *fixture, foreign int) []string {
+	t.Helper()
+	all := hookPrograms(t, f)
+	var out []string
+	gates := 0
+	for _, s := range all {
+		if isGate(s) {
+			gates++
+			if len(out) > 0 && !strings.Contains(out[len(out)-1], "someone-else") {
+				t.Errorf("hook runs %v: kfm's gate after a program of kfm's", all)
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	if want := map[bool]int{true: 1, false: 0}[len(out) > foreign]; gates != want {
+		t.Errorf("hook runs %v: %d gates, want %d", all, gates, want)
+	}
 	return out
 }
 
@@ -187,7 +223,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 			}
 		}
 		checkCurrent(t, f, progs)
-		if n := len(hookPrograms(t, f)); n != 3 {
+		if n := len(chainOnHook(t, f, 0)); n != 3 {
 			t.Errorf("hook runs %d programs, want 3", n)
 		}
 		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("ABC", 20))
@@ -198,7 +234,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 		if progs2[1].ID != progs[0].ID || progs2[2].ID != progs[1].ID || progs2[0].ID == progs[2].ID {
 			t.Errorf("program ids %v -> %v: want A and B kept, C reloaded", ids(progs), ids(progs2))
 		}
-		if n := len(hookPrograms(t, f)); n != 3 {
+		if n := len(chainOnHook(t, f, 0)); n != 3 {
 			t.Errorf("hook runs %v, want 3 programs", hookPrograms(t, f))
 		}
 		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("CAB", 20))
@@ -220,7 +256,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 		} {
 			progs := f.Apply(t, f.b, chaintest.Build(t, step.comps...))
 			checkCurrent(t, f, progs)
-			if got := hookPrograms(t, f); len(got) != len(step.comps) {
+			if got := chainOnHook(t, f, 0); len(got) != len(step.comps) {
 				t.Errorf("%s: hook runs %v", step.trace, got)
 			}
 			checkTraces(t, f.Traces(t, 10, 10), chaintest.Only(step.trace, 10))
@@ -253,25 +289,87 @@ func TestProceedOn(t *testing.T) {
 	})
 }
 
-// TestVerdictMapping runs the rewritten program with BPF_PROG_TEST_RUN: the
-// proceed-on verdict comes back as -1 (4294967295), others unchanged.
+// skb is struct __sk_buff up to cb[]: BPF_PROG_TEST_RUN takes a shorter
+// context and zeroes the rest.
+type skb struct {
+	Before [12]uint32
+	CB     [5]uint32
+}
+
+// runWithCB runs p on pkt with skb->cb[tc.GateCB] = word and returns the
+// verdict and the word as p left it.
+func runWithCB(t *testing.T, p *ebpf.Program, pkt []byte, word uint32) (uint32, uint32) {
+	t.Helper()
+	var in skb
+	in.CB[tc.GateCB] = word
+	// The kernel writes its whole struct __sk_buff back (192 bytes on
+	// 6.x): leave room.
+	var out struct {
+		skb
+		Rest [64]uint32
+	}
+	ret, err := p.Run(&ebpf.RunOptions{Data: pkt, Context: in, ContextOut: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, out.CB[tc.GateCB]
+}
+
+// TestVerdictMapping runs the gate and the rewritten programs with
+// BPF_PROG_TEST_RUN: the gate writes one bit per program into
+// skb->cb[GateCB] and continues (-1); a program whose bit is set maps its
+// proceed-on verdict to -1 (4294967295) and returns others unchanged; a
+// program whose bit is clear returns -1 whatever its code would do.
 func TestVerdictMapping(t *testing.T) {
 	f := newFixture(t, cases[2])
 	progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2, "verdict", fmt.Sprint(int(bpf.TCShot)))))
 	pkt := testPacket()
+	var gate *ebpf.Program
+	f.Do(t, func() error {
+		fs, err := clsact.List(f.Target.Ifindex, f.Target.Hook)
+		if err != nil {
+			return err
+		}
+		for _, fl := range fs {
+			if fl.Priority == tc.GatePriority && fl.Name == tc.GateFilterName {
+				gate, err = ebpf.NewProgramFromID(fl.ProgramID)
+				return err
+			}
+		}
+		return errors.New("no gate filter")
+	})
+	defer gate.Close()
+	ret, mask := runWithCB(t, gate, pkt, 0xdead0000)
+	if ret != 4294967295 || bits.OnesCount32(mask) != 2 {
+		t.Fatalf("the gate returned %d and wrote %#x: want -1 and two bits", ret, mask)
+	}
+	var seen uint32
 	for i, want := range []uint32{4294967295, uint32(bpf.TCShot)} {
 		p, err := ebpf.NewProgramFromID(progs[i].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ret, _, err := p.Test(pkt)
-		p.Close()
-		if err != nil {
-			t.Fatal(err)
+		defer p.Close()
+		if ret, _ := runWithCB(t, p, pkt, mask); ret != want {
+			t.Errorf("program %d returned %d with the gate's word, want %d", i, ret, want)
 		}
-		if ret != want {
-			t.Errorf("program %d returned %d, want %d", i, ret, want)
+		if ret, _ := runWithCB(t, p, pkt, 0); ret != 4294967295 {
+			t.Errorf("program %d returned %d with no bit set, want -1", i, ret)
 		}
+		// The program runs (counts the packet) for its own bit only.
+		name := []string{"A", "B"}[i]
+		var runs uint32
+		for b := uint32(1); b != 0; b <<= 1 {
+			before := f.count(t, name)
+			runWithCB(t, p, pkt, b)
+			if f.count(t, name) != before {
+				runs |= b
+			}
+		}
+		if bits.OnesCount32(runs) != 1 || runs&mask == 0 || runs&seen != 0 {
+			t.Errorf("program %s runs with gate bits %#x; want one bit of the gate's %#x, not another program's (%#x)", name, runs, mask, seen)
+		}
+		seen |= runs
 	}
 }
 
@@ -291,49 +389,81 @@ func testPacket() []byte {
 	return pkt
 }
 
+// TestSwapUnderTraffic changes a chain 50 times under a flood of
+// datagrams, back and forth between two chains: every datagram arrives,
+// and each program that is in both chains counts each datagram exactly
+// once. The old and the new programs are attached together while a change
+// runs; the gate lets every packet run either the old chain or the new one,
+// never parts of both.
 func TestSwapUnderTraffic(t *testing.T) {
+	scenarios := []struct {
+		name      string
+		even, odd func(f *fixture) []chaintest.Component
+	}{
+		{"reorder", func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("A", 1), f.comp("B", 2)}
+		}, func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("B", 1), f.comp("A", 2)}
+		}},
+		// C moves, B is upgraded (another tag: another program), and D
+		// comes and goes: A, B and C count every packet once.
+		{"move, upgrade, insert and remove", func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("A", 1), f.comp("B", 2), f.comp("C", 3)}
+		}, func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("C", 1), f.comp("D", 2), f.comp("A", 3), f.comp("B", 4, "tag", "98")}
+		}},
+	}
 	forEach(t, func(t *testing.T, bc backendCase) {
-		f := newFixture(t, bc)
-		ab := func() []bpf.Component { return chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)) }
-		ba := func() []bpf.Component { return chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)) }
-		f.Apply(t, f.b, ab())
-		ctx, cancel := context.WithCancel(context.Background())
-		flood := chaintest.StartFlood(t, ctx, f.Pair.A, f.Dst, 10)
-		const changes = 50
-		start := time.Now()
-		for i := 0; i < changes; i++ {
-			time.Sleep(2 * time.Millisecond) // traffic between changes too
-			if i%2 == 0 {
-				f.Apply(t, f.b, ba())
-			} else {
-				f.Apply(t, f.b, ab())
-			}
-		}
-		elapsed := time.Since(start)
-		time.Sleep(20 * time.Millisecond)
-		cancel()
-		sent, err := flood.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := f.Recv.WaitFor(int(sent), 5*time.Second)
-		a, b := f.count(t, "A"), f.count(t, "B")
-		if drops := f.Recv.SocketDrops(t); drops > 0 {
-			t.Errorf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
-		}
-		t.Logf("%s: %d reorders in %v under traffic: sent %d, received %d, A counted %d (+%d), B counted %d (+%d)",
-			bc.name, changes, elapsed.Round(time.Millisecond), sent, got, a, int64(a)-int64(sent), b, int64(b)-int64(sent))
-		if sent < 20*changes {
-			t.Errorf("only %d datagrams sent", sent)
-		}
-		if uint64(got) != sent {
-			t.Errorf("sent %d, received %d: packets lost", sent, got)
-		}
-		if a < sent || b < sent {
-			t.Errorf("A counted %d, B %d of %d packets: a program that stays in the chain was skipped", a, b, sent)
-		}
-		if hp := hookPrograms(t, f); len(hp) != 2 {
-			t.Errorf("hook runs %v after the changes, want 2 programs", hp)
+		for _, sc := range scenarios {
+			t.Run(sc.name, func(t *testing.T) {
+				f := newFixture(t, bc)
+				f.Apply(t, f.b, chaintest.Build(t, sc.even(f)...))
+				ctx, cancel := context.WithCancel(context.Background())
+				flood := chaintest.StartFlood(t, ctx, f.Pair.A, f.Dst, 10)
+				const changes = 50
+				start := time.Now()
+				for i := 0; i < changes; i++ {
+					time.Sleep(2 * time.Millisecond) // traffic between changes too
+					if i%2 == 0 {
+						f.Apply(t, f.b, chaintest.Build(t, sc.odd(f)...))
+					} else {
+						f.Apply(t, f.b, chaintest.Build(t, sc.even(f)...))
+					}
+				}
+				elapsed := time.Since(start)
+				time.Sleep(20 * time.Millisecond)
+				cancel()
+				sent, err := flood.Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := f.Recv.WaitFor(int(sent), 5*time.Second)
+				counts := map[string]uint64{}
+				for _, c := range sc.even(f) {
+					counts[c.Name] = f.count(t, c.Name)
+				}
+				if drops := f.Recv.SocketDrops(t); drops > 0 {
+					t.Errorf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
+				}
+				t.Logf("%s: %d changes in %v under traffic: sent %d, received %d, counted %v",
+					bc.name, changes, elapsed.Round(time.Millisecond), sent, got, counts)
+				if sent < 20*changes {
+					t.Errorf("only %d datagrams sent", sent)
+				}
+				if uint64(got) != sent {
+					t.Errorf("sent %d, received %d: packets lost", sent, got)
+				}
+				// Every packet ran the whole old chain or the whole new
+				// one: each program of both exactly once.
+				for name, n := range counts {
+					if n != sent {
+						t.Errorf("%s counted %d of %d packets: want each exactly once (%+d)", name, n, sent, int64(n)-int64(sent))
+					}
+				}
+				if hp := chainOnHook(t, f, 0); len(hp) != len(sc.even(f)) {
+					t.Errorf("hook runs %v after the changes, want %d programs", hookPrograms(t, f), len(sc.even(f)))
+				}
+			})
 		}
 	})
 }
@@ -366,10 +496,13 @@ func TestReplaceInPlace(t *testing.T) {
 		if uint64(got) != sent || a != sent || c != sent || b == 0 || b >= sent {
 			t.Errorf("sent %d, received %d, A %d, B %d, C %d: want A = C = received = sent, 0 < B < sent", sent, got, a, b, c)
 		}
+		// Gate, A, B, C: only B's program changes (an upgrade in place
+		// needs no switch of the gate).
 		after := hookPrograms(t, f)
-		if len(after) != 3 || after[0] != before[0] || after[2] != before[2] {
+		if len(after) != 4 || !isGate(after[0]) || after[0] != before[0] || after[1] != before[1] || after[3] != before[3] || after[2] == before[2] {
 			t.Errorf("hook before %v, after %v: only B's program should change", before, after)
 		}
+		after, before = after[1:], before[1:]
 		// Same link (tcx) or priority (tc) for B.
 		place := func(s string) string {
 			if strings.HasPrefix(s, "tcx:") {
@@ -427,7 +560,7 @@ func TestRevert(t *testing.T) {
 			})
 			checkCurrent(t, f, progs)
 			checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("ABC", 10))
-			if h := hookPrograms(t, f); len(h) != 3 {
+			if h := chainOnHook(t, f, 0); len(h) != 3 {
 				t.Errorf("hook runs %v after revert", h)
 			}
 		}
@@ -439,8 +572,8 @@ func checkClean(t *testing.T, f *fixture, foreign int) {
 	if p := pins(t, f.Target.BPFFS); len(p) != 0 {
 		t.Errorf("pins left: %v", p)
 	}
-	if h := hookPrograms(t, f); len(h) != foreign {
-		t.Errorf("hook runs %v, want %d foreign programs only", h, foreign)
+	if h := chainOnHook(t, f, foreign); len(h) != foreign {
+		t.Errorf("hook runs %v, want %d foreign programs only", hookPrograms(t, f), foreign)
 	}
 	if c := f.Current(t, f.b); c != nil {
 		t.Errorf("Current after removal: %+v", c)
@@ -579,9 +712,10 @@ func TestLeftoversFromACrash(t *testing.T) {
 			t.Fatalf("Current with leftovers: %+v", c)
 		}
 		f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
-		// Left: kfm's two programs and the foreign cls_bpf filter.
-		if h := hookPrograms(t, f); len(h) != 3 {
-			t.Errorf("hook runs %v", h)
+		// Left: kfm's gate and two programs, and the foreign cls_bpf
+		// filter.
+		if h := chainOnHook(t, f, 1); len(h) != 3 {
+			t.Errorf("hook runs %v", hookPrograms(t, f))
 		}
 		p := pins(t, f.Target.BPFFS)
 		links := 0
@@ -669,17 +803,19 @@ func TestMain(m *testing.M) {
 }
 
 // TestKilledMidChange kills processes that keep reordering the chain at
-// random moments: every packet still passes both programs, Current lists
-// what runs, and the next change converges to exactly the chain asked for.
+// random moments: after every kill the hook runs one complete chain (the
+// old or the new one), Current lists exactly it, and the next change
+// converges to exactly the chain asked for, with the programs the killed
+// runs left attached behind the gate removed.
 func TestKilledMidChange(t *testing.T) {
 	forEach(t, func(t *testing.T, bc backendCase) {
 		f := newFixture(t, bc)
-		chaintest.Crash(t, f.Env, f.b, f.b.Name(), 15, false)
+		chaintest.Crash(t, f.Env, f.b, f.b.Name(), 15)
 		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
 		checkCurrent(t, f, progs)
 		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
-		if h := hookPrograms(t, f); len(h) != 2 {
-			t.Errorf("hook runs %v after the crashes and a change, want 2 programs", h)
+		if h := chainOnHook(t, f, 0); len(h) != 2 {
+			t.Errorf("hook runs %v after the crashes and a change, want 2 programs", hookPrograms(t, f))
 		}
 		links := 0
 		for _, p := range pins(t, f.Target.BPFFS) {
