@@ -17,10 +17,9 @@ import (
 //
 // Programs that are kept (same code, parameters and proceed-on, and still
 // in the same relative order: a longest increasing subsequence of the old
-// positions) are not touched. Because inserts come first and deletes last,
-// a program that is in both chains runs for every packet during the change
-// (never skipped); a program that moves may run twice for packets that pass
-// while both its old and new place are attached.
+// positions) are not touched. The gate switches from the old chain to the
+// final one between the inserts and the deletes (change.move); a replace
+// happens only in a plan that is that one replace and nothing else.
 
 type opKind int
 

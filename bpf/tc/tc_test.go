@@ -20,7 +20,10 @@ import (
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/internal/chaintest"
 	"github.com/kfm-project/kfm/bpf/internal/clsact"
+	"github.com/kfm-project/kfm/bpf/internal/load"
+	"github.com/kfm-project/kfm/bpf/internal/pinmeta"
 	"github.com/kfm-project/kfm/bpf/probe"
+	"github.com/kfm-project/kfm/bpf/rewrite"
 	"github.com/kfm-project/kfm/bpf/tc"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/internal/testenv"
@@ -537,10 +540,25 @@ func TestLoadFailureLeavesChain(t *testing.T) {
 	})
 }
 
+// gateID returns the program ID of kfm's gate on the hook ("" if none).
+func gateID(t *testing.T, f *fixture) string {
+	t.Helper()
+	for _, s := range hookPrograms(t, f) {
+		if isGate(s) {
+			if strings.HasPrefix(s, "tcx:") {
+				return strings.Split(strings.Split(s, ":")[2], "/")[0]
+			}
+			return strings.Split(s, ":")[2]
+		}
+	}
+	return ""
+}
+
 func TestRevert(t *testing.T) {
 	forEach(t, func(t *testing.T, bc backendCase) {
 		f := newFixture(t, bc)
 		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2), f.comp("C", 3)))
+		gate := gateID(t, f)
 		for _, next := range [][]chaintest.Component{
 			{f.comp("C", 1), f.comp("D", 2), f.comp("A", 3)},
 			{f.comp("A", 1), f.comp("B", 2, "port", "9"), f.comp("C", 3)},
@@ -563,7 +581,35 @@ func TestRevert(t *testing.T) {
 			if h := chainOnHook(t, f, 0); len(h) != 3 {
 				t.Errorf("hook runs %v after revert", h)
 			}
+			if g := gateID(t, f); g != gate {
+				t.Errorf("gate program %s after revert, want the old one, %s", g, gate)
+			}
 		}
+	})
+}
+
+// TestFirstInstallRevert: reverting the first chain on a hook leaves
+// nothing of kfm's, gate included.
+func TestFirstInstallRevert(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		f.Do(t, func() error {
+			ctx := context.Background()
+			ch, err := f.b.Prepare(ctx, f.Target, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)), bpf.PrepareOptions{})
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			if err := ch.Commit(ctx); err != nil {
+				return err
+			}
+			if n := len(hookPrograms(t, f)); n != 3 {
+				t.Errorf("hook runs %d programs after Commit, want the gate and 2", n)
+			}
+			return ch.Revert(ctx)
+		})
+		checkClean(t, f, 0)
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("", 10))
 	})
 }
 
@@ -837,4 +883,152 @@ func TestUnsupportedMessage(t *testing.T) {
 	if err.Error() != "TCX links: not supported by this kernel" || !errors.Is(err, bpf.ErrUnsupportedKernel) {
 		t.Errorf("%q (Is ErrUnsupportedKernel: %v)", err, errors.Is(err, bpf.ErrUnsupportedKernel))
 	}
+}
+
+// TestGateLost: someone removes kfm's gate (or its description) by hand.
+// kfm's programs then read whatever skb->cb[4] holds, so none of them
+// counts as running: Current says no chain, and the next change removes
+// them and builds the chain anew behind a new gate.
+func TestGateLost(t *testing.T) {
+	losses := []struct {
+		name string
+		do   func(t *testing.T, f *fixture)
+	}{
+		{"gate detached", func(t *testing.T, f *fixture) {
+			f.Do(t, func() error {
+				if f.b.Name() == tc.NameTC {
+					return clsact.Delete(f.Target.Ifindex, f.Target.Hook, tc.GatePriority, tc.FilterHandle)
+				}
+				l, err := link.LoadPinnedLink(filepath.Join(f.b.Dir(f.Target), "gate"), nil)
+				if err != nil {
+					return err
+				}
+				defer l.Close()
+				return l.Detach()
+			})
+		}},
+		{"description removed", func(t *testing.T, f *fixture) {
+			if err := os.Remove(filepath.Join(f.b.Dir(f.Target), "meta")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	forEach(t, func(t *testing.T, bc backendCase) {
+		for _, lose := range losses {
+			t.Run(lose.name, func(t *testing.T) {
+				f := newFixture(t, bc)
+				f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
+				lose.do(t, f)
+				if c := f.Current(t, f.b); c != nil {
+					t.Errorf("Current with the gate lost: %+v, want no chain", c)
+				}
+				progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)))
+				checkCurrent(t, f, progs)
+				checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("BA", 10))
+				if h := chainOnHook(t, f, 0); len(h) != 2 {
+					t.Errorf("hook runs %v, want the gate and 2 programs", hookPrograms(t, f))
+				}
+				f.Apply(t, f.b, nil)
+				checkClean(t, f, 0)
+			})
+		}
+	})
+}
+
+// TestUngatedChain: a chain an older kfm installed (description version 1,
+// programs rewritten by TCNext only) is read as it runs, and the next
+// change replaces all of it by gated programs.
+func TestUngatedChain(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		dir := f.b.Dir(f.Target)
+		var programs []map[string]any
+		f.Do(t, func() error {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if bc.name[:3] == "tc/" {
+				if err := clsact.Ensure(f.Target.Ifindex); err != nil {
+					return err
+				}
+			}
+			for i, c := range chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)) {
+				p, err := load.Component(c, f.Target.Hook, load.Options{Rewrite: func(insns asm.Instructions) (asm.Instructions, error) {
+					return rewrite.TCNext(insns, []int32{int32(bpf.TCOK)})
+				}})
+				if err != nil {
+					return err
+				}
+				defer p.Close()
+				info, err := p.Info()
+				if err != nil {
+					return err
+				}
+				id, _ := info.ID()
+				m := map[string]any{"name": c.Name, "function": c.Function, "priority": c.Priority, "proceedOn": []int{0}, "key": c.Key, "id": id, "tag": info.Tag}
+				if bc.name[:3] == "tc/" {
+					// An older kfm could reach the gate's priority.
+					prio := uint16(tc.MinPriority + i)
+					if err := clsact.Add(f.Target.Ifindex, f.Target.Hook, prio, tc.FilterHandle, p, tc.FilterNamePrefix+c.Name); err != nil {
+						return err
+					}
+					m["tcPriority"] = prio
+				} else {
+					attach := ebpf.AttachTCXIngress
+					if f.Target.Hook == bpf.HookTCEgress {
+						attach = ebpf.AttachTCXEgress
+					}
+					l, err := link.AttachTCX(link.TCXOptions{Interface: f.Target.Ifindex, Program: p, Attach: attach, Anchor: link.Tail()})
+					if err != nil {
+						return err
+					}
+					defer l.Close()
+					linfo, err := l.Info()
+					if err != nil {
+						return err
+					}
+					if err := l.Pin(filepath.Join(dir, fmt.Sprintf("link-%d", linfo.ID))); err != nil {
+						return err
+					}
+					m["link"] = linfo.ID
+				}
+				programs = append(programs, m)
+			}
+			return pinmeta.Write(filepath.Join(dir, "meta"), map[string]any{
+				"version": 1, "backend": f.b.Name(), "hook": f.Target.Hook, "ifindex": f.Target.Ifindex, "programs": programs,
+			})
+		})
+		c := f.Current(t, f.b)
+		if c == nil || len(c.Programs) != 2 {
+			t.Fatalf("Current of the ungated chain: %+v", c)
+		}
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
+
+		if bc.name[:3] == "tc/" {
+			// A's filter sits where the gate goes: a clear error, and
+			// nothing changes.
+			before := hookPrograms(t, f)
+			_, err := f.TryApply(f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)), bpf.PrepareOptions{})
+			if err == nil || !strings.Contains(err.Error(), "kfm:A") || !strings.Contains(err.Error(), "gate") {
+				t.Fatalf("change with a filter at the gate's priority: %v", err)
+			}
+			if h := hookPrograms(t, f); !slices.Equal(h, before) {
+				t.Errorf("hook changed: %v -> %v", before, h)
+			}
+			// Take A off by hand: the next change replaces B, which
+			// runs ungated, by gated programs.
+			f.Do(t, func() error {
+				return clsact.Delete(f.Target.Ifindex, f.Target.Hook, tc.MinPriority, tc.FilterHandle)
+			})
+		}
+		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)))
+		checkCurrent(t, f, progs)
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("BA", 10))
+		if h := chainOnHook(t, f, 0); len(h) != 2 {
+			t.Errorf("hook runs %v, want the gate and 2 programs", hookPrograms(t, f))
+		}
+		if a, b := f.count(t, "A"), f.count(t, "B"); a != 20 || b != 20 {
+			t.Errorf("A counted %d, B %d, want 20 each (state kept)", a, b)
+		}
+	})
 }
