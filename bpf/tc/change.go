@@ -97,7 +97,9 @@ func (b *Backend) Prepare(ctx context.Context, t bpf.Target, desired []bpf.Compo
 			c.Close()
 		}
 	}()
-	if b.kind == kindClassic && st.gate == nil && st.used[GatePriority] && len(desired) > 0 {
+	if b.kind == kindClassic && st.gate == nil && st.used[GatePriority] && len(desired) > 0 &&
+		!slices.ContainsFunc(st.orphans, func(f clsact.Filter) bool { return f.Priority == GatePriority }) {
+		// (An orphan there is removed first.)
 		return nil, fmt.Errorf("%s: %w", t, c.gatePriorityTaken())
 	}
 
@@ -411,7 +413,9 @@ func (c *change) linkPin(id link.ID) string {
 // move takes the hook from the chain from to the chain to by p's steps:
 //
 //  1. a gate that lets none of kfm's programs run, unless the hook has
-//     one;
+//     one (classic tc: then a grace period, so that no packet that started
+//     on its way through the filters before the gate was there meets an
+//     inserted one);
 //  2. the inserts: the gate keeps them from running;
 //  3. classic tc: a grace period, so that every packet that passes the
 //     switched gate meets every inserted filter;
@@ -444,7 +448,7 @@ func (c *change) move(p plan, from, to []*entry) (left []*entry, err error) {
 		return nil, fmt.Errorf("%s: %w", c.t, err)
 	}
 	classic := c.b.kind == kindClassic
-	wait := false
+	wait := false // inserted filters: wait before the switch
 	switch {
 	case c.cur == nil && mask != 0:
 		zero, err := c.gateProg(0)
@@ -455,7 +459,12 @@ func (c *change) move(p plan, from, to []*entry) (left []*entry, err error) {
 			return rollback(err)
 		}
 		undo = append(undo, func() { c.detachGate() })
-		wait = true // no filter may be met by a packet that missed the gate
+		if classic {
+			// No packet that started its way through the filters
+			// before the gate was there may meet an inserted one: it
+			// would read whatever cb[4] held.
+			rcu.Wait()
+		}
 	case c.cur != nil && !c.cur.known:
 		// A gate nothing describes: no program of kfm's runs by it.
 		zero, err := c.gateProg(0)
@@ -464,6 +473,9 @@ func (c *change) move(p plan, from, to []*entry) (left []*entry, err error) {
 		}
 		if err := c.setGate(zero, 0); err != nil {
 			return rollback(err)
+		}
+		if classic {
+			rcu.Wait() // packets may carry any bits it wrote
 		}
 	}
 	for _, o := range p.ops {

@@ -324,8 +324,9 @@ func (b *Backend) readClassic(t bpf.Target, st *hookState, byID map[ebpf.Program
 	return nil
 }
 
-// Current reads the chain the backend runs on t: kfm's programs only (other
-// TC programs on the hook are not part of it), nil when there are none.
+// Current reads the chain the backend runs on t: kfm's programs that the
+// gate lets run (other TC programs on the hook are not part of it), nil
+// when there are none. RootID is the gate program.
 func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error) {
 	if !t.Hook.IsTC() {
 		return nil, nil
@@ -339,6 +340,9 @@ func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 		return nil, nil
 	}
 	c := &bpf.Chain{Target: t, Backend: b.Name(), Programs: []bpf.ChainProgram{}}
+	if st.gate != nil {
+		c.RootID = st.gate.id
+	}
 	for _, e := range st.entries {
 		c.Programs = append(c.Programs, e.chainProgram())
 	}

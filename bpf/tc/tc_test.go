@@ -60,7 +60,7 @@ type fixture struct {
 	maps map[string]map[string]*ebpf.Map
 }
 
-func newFixture(t *testing.T, bc backendCase) *fixture {
+func newFixture(t testing.TB, bc backendCase) *fixture {
 	b := bc.backend()
 	if b.Name() == tc.NameTCX && !chaintest.KernelAtLeast(t, 6, 6) {
 		// TestSupports checks that tcx says so on these kernels.
@@ -105,6 +105,9 @@ func checkCurrent(t *testing.T, f *fixture, want []bpf.ChainProgram) *bpf.Chain 
 	}
 	if c.Backend != f.b.Name() {
 		t.Errorf("Current: backend %q", c.Backend)
+	}
+	if g := gateID(t, f); g == "" || fmt.Sprint(c.RootID) != g {
+		t.Errorf("Current: root id %d, want the gate's, %q", c.RootID, g)
 	}
 	if len(c.Programs) != len(want) {
 		t.Fatalf("Current: %d programs %+v, want %d", len(c.Programs), c.Programs, len(want))
