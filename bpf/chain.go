@@ -85,8 +85,9 @@ type Chain struct {
 	Backend string `json:"backend"`
 	// Mode is the XDP attach mode ("native" or "skb"); empty for TC.
 	Mode string `json:"mode,omitempty"`
-	// RootID is the program attached to the hook itself (the dispatcher
-	// or the tail-call root); zero for backends without one (tcx, tc).
+	// RootID is the program attached to the hook itself ahead of the
+	// chain: the dispatcher, the tail-call root, or the gate of tcx and
+	// tc (which changes with every change of the chain).
 	RootID ebpf.ProgramID `json:"rootId,omitempty"`
 	// Version is the dispatcher protocol version (dispatcher only).
 	Version int `json:"version,omitempty"`

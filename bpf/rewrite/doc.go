@@ -6,7 +6,7 @@
 // first later instruction that carries a symbol). Subprograms (bpf-to-bpf
 // callees, callbacks) are copied unchanged.
 //
-// Two rewrites exist:
+// Three rewrites exist:
 //
 //   - [TailCall] (the tailcall backend): at entry the context pointer (r1) is
 //     spilled to an 8-byte stack slot below everything the main function
@@ -20,6 +20,15 @@
 //     becomes a jump to an epilogue that turns the proceed-on verdicts into
 //     -1 (TC_ACT_UNSPEC, TCX_NEXT: "go on to the next program") and leaves the
 //     other verdicts unchanged.
+//
+//   - [TCNextGated] (also the tcx and tc backends): TCNext plus a prologue
+//     of four instructions that loads a 32-bit word of the context (kfm uses
+//     skb->cb[4]) and returns -1 at once unless the program's own bit is set
+//     in it. Something that runs earlier for the same packet (kfm's gate
+//     program) writes the word, so that the decision which programs run is
+//     taken once per packet. The prologue takes the main function's symbol,
+//     func info and first line info, like TailCall's spill, and jumps to the
+//     original first instruction.
 //
 // # How jumps stay correct
 //

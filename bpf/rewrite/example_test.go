@@ -70,3 +70,33 @@ func ExampleTCNext() {
 	// 	 4: MovImm dst: r0 imm: -1
 	// 	 5: Exit
 }
+
+// The same program behind a gate: it runs only when bit 3 of skb->cb[4]
+// (offset 64 in struct __sk_buff) is set, and otherwise returns -1 at once.
+func ExampleTCNextGated() {
+	prog := asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("prog"),
+		asm.Return(),
+	}
+	out, err := rewrite.TCNextGated(prog, []int32{0}, rewrite.Gate{Offset: 64, Bit: 3})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Print(out)
+	// Output:
+	// prog:
+	// 	 0: LdXMemW dst: r0 src: r1 off: 64 imm: 0
+	// 	 1: JSetImm dst: r0 off: -1 imm: 8 <kfm.rw.0>
+	// 	 2: MovImm dst: r0 imm: -1
+	// 	 3: Exit
+	// kfm.rw.0:
+	// 	 4: MovImm dst: r0 imm: 0
+	// 	 5: Ja off: -1 <kfm.rw.2>
+	// kfm.rw.2:
+	// 	 6: JEq32Imm dst: r0 off: -1 imm: 0 <kfm.rw.1>
+	// 	 7: Exit
+	// kfm.rw.1:
+	// 	 8: MovImm dst: r0 imm: -1
+	// 	 9: Exit
+}

@@ -96,6 +96,45 @@ func FuzzRewriteVM(f *testing.F) {
 				t.Fatalf("tc rewrite: got %#x, %v; want %#x", got, err, w)
 			}
 		}
+
+		// Gated: with the bit set, as TCNext's rewrite with the same
+		// context; with it clear, -1 after the four instructions of the
+		// check.
+		gate := Gate{Offset: 64, Bit: proceed % 32}
+		rw, err = TCNextGated(insns, verdicts, gate)
+		plain, plainErr := TCNext(insns, verdicts)
+		switch {
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrJumpRange):
+		case err != nil:
+			t.Fatalf("TCNextGated: undocumented error %v", err)
+		case plainErr != nil:
+			t.Fatalf("TCNextGated succeeds where TCNext fails: %v", plainErr)
+		default:
+			for _, word := range []uint64{1 << gate.Bit, 0xffffffff, 0, 0xffffffff &^ (1 << gate.Bit)} {
+				// The check leaves the word in r0, which only a program
+				// the verifier refuses would read.
+				v := newVM(t, plain)
+				v.store(vmCtx+uint64(gate.Offset), 4, word)
+				v.r0 = word
+				w, werr := v.run(arg)
+				v = newVM(t, rw)
+				v.store(vmCtx+uint64(gate.Offset), 4, word)
+				v.steps = 0
+				got, err := v.run(arg)
+				if word&(1<<gate.Bit) == 0 {
+					if err != nil || got != ^uint64(0) || v.steps != 4 {
+						t.Fatalf("gate word %#x: got %#x, %v after %d steps; want -1 after 4", word, got, err, v.steps)
+					}
+					continue
+				}
+				if werr != nil {
+					continue // the context word changed the path: a loop too long for the VM
+				}
+				if err != nil || got != w {
+					t.Fatalf("gate word %#x: got %#x, %v; want %#x as TCNext", word, got, err, w)
+				}
+			}
+		}
 	})
 }
 

@@ -91,7 +91,7 @@ func TailCall(insns asm.Instructions, opts TailCallOptions) (asm.Instructions, e
 		asm.Return(),
 	)
 	prologue := []asm.Instruction{asm.StoreMem(asm.R10, off, asm.R1, asm.DWord)}
-	return r.apply(prologue, epi)
+	return r.apply(prologue, "", epi)
 }
 
 // TCNext returns a copy of insns whose main function returns -1
@@ -108,17 +108,64 @@ func TCNext(insns asm.Instructions, proceedOn []int32) (asm.Instructions, error)
 		return nil, err
 	}
 	r := newRewriter(insns, end)
+	return r.apply(nil, "", tcNextEpilogue(r, proceed))
+}
+
+// tcNextEpilogue maps the verdicts in proceed to -1 and returns the others
+// unchanged; nil when there is nothing to map.
+func tcNextEpilogue(r *rewriter, proceed []int32) []asm.Instruction {
+	if len(proceed) == 0 {
+		return nil
+	}
 	next := r.label()
 	var epi []asm.Instruction
 	for _, a := range proceed {
 		epi = append(epi, asm.JEq.Imm32(asm.R0, a, next))
 	}
-	epi = append(epi,
+	return append(epi,
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, -1).WithSymbol(next),
 		asm.Return(),
 	)
-	return r.apply(nil, epi)
+}
+
+// Gate is the check [TCNextGated] puts in front of a program: a 32-bit word
+// of the program's context that something running earlier for the same
+// packet has written (kfm's gate program on a TC hook writes one bit per
+// program of the chain the packet is to run), and the program's own bit in
+// it.
+type Gate struct {
+	// Offset is the offset of the word in the context (for sched_cls
+	// programs, that of one of struct __sk_buff's cb[] words).
+	Offset int16
+	// Bit is the program's bit in the word, 0 to 31.
+	Bit uint8
+}
+
+// TCNextGated is [TCNext] behind a gate: the rewritten program first loads
+// the 32-bit context word at gate.Offset and, unless bit gate.Bit of it is
+// set, returns -1 (TC_ACT_UNSPEC, TCX_NEXT: "go on to the next program")
+// without running any of its own code. Otherwise it runs as TCNext makes it
+// run. The check costs four instructions (two when the program runs) and
+// needs no helper call, map or stack. insns is not modified.
+func TCNextGated(insns asm.Instructions, proceedOn []int32, gate Gate) (asm.Instructions, error) {
+	if gate.Bit > 31 {
+		return nil, fmt.Errorf("rewrite: gate bit %d: the gate word has 32 bits", gate.Bit)
+	}
+	proceed := slices.DeleteFunc(normalize(proceedOn), func(a int32) bool { return a == -1 })
+	end, err := mainEnd(insns)
+	if err != nil {
+		return nil, err
+	}
+	r := newRewriter(insns, end)
+	body := r.label()
+	prologue := []asm.Instruction{
+		asm.LoadMem(asm.R0, asm.R1, gate.Offset, asm.Word),
+		asm.JSet.Imm(asm.R0, int32(uint32(1)<<gate.Bit), body),
+		asm.Mov.Imm(asm.R0, -1),
+		asm.Return(),
+	}
+	return r.apply(prologue, body, tcNextEpilogue(r, proceed))
 }
 
 // MainLength returns the number of instructions (not raw slots) of the main
@@ -217,9 +264,11 @@ func (r *rewriter) label() string {
 }
 
 // apply makes the main function's jumps symbolic, moves the function's
-// symbol and func info to the prologue (if any), sends every exit to the
-// epilogue and assembles prologue + main + epilogue + subprograms.
-func (r *rewriter) apply(prologue, epilogue []asm.Instruction) (asm.Instructions, error) {
+// symbol and func info to the prologue (if any), labels the main function's
+// first instruction entry (when not empty: the prologue jumps there), sends
+// every exit to the epilogue (if any) and assembles prologue + main +
+// epilogue + subprograms.
+func (r *rewriter) apply(prologue []asm.Instruction, entry string, epilogue []asm.Instruction) (asm.Instructions, error) {
 	main := r.insns[:r.end]
 	if len(prologue) > 0 {
 		first := main[0]
@@ -236,21 +285,26 @@ func (r *rewriter) apply(prologue, epilogue []asm.Instruction) (asm.Instructions
 			p0 = p0.WithSource(src)
 		}
 		prologue = append([]asm.Instruction{p0}, prologue[1:]...)
+		if entry != "" {
+			first = first.WithSymbol(entry)
+		}
 		main[0] = first
 	}
 	if err := symbolize(main, r.label); err != nil {
 		return nil, err
 	}
-	exit := epilogue[0].Symbol()
-	if exit == "" {
-		exit = r.label()
-		epilogue[0] = epilogue[0].WithSymbol(exit)
-	}
-	for i := range main {
-		if isExit(&main[i]) {
-			ja := asm.Ja.Label(exit)
-			ja.Metadata = main[i].Metadata
-			main[i] = ja.WithReference(exit)
+	if len(epilogue) > 0 {
+		exit := epilogue[0].Symbol()
+		if exit == "" {
+			exit = r.label()
+			epilogue[0] = epilogue[0].WithSymbol(exit)
+		}
+		for i := range main {
+			if isExit(&main[i]) {
+				ja := asm.Ja.Label(exit)
+				ja.Metadata = main[i].Metadata
+				main[i] = ja.WithReference(exit)
+			}
 		}
 	}
 	out := make(asm.Instructions, 0, len(prologue)+len(r.insns)+len(epilogue))

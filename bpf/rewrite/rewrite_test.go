@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -215,6 +216,60 @@ func TestTCNext(t *testing.T) {
 	}
 }
 
+// TestTCNextGated: with its bit set in the gate word the rewritten program
+// behaves as TCNext makes it behave; with the bit clear it returns -1 after
+// the four instructions of the check, having run none of its own.
+func TestTCNextGated(t *testing.T) {
+	const next = ^uint64(0) // -1
+	const off = 64          // struct __sk_buff cb[4]
+	for _, tc := range []struct {
+		name    string
+		insns   asm.Instructions
+		proceed []int32
+		want    map[uint64]uint64 // with the bit set
+	}{
+		{"ok proceeds", progExits, []int32{2}, map[uint64]uint64{0: next, 1: 1, 2: 3}},
+		{"nothing to map", progExits, nil, map[uint64]uint64{0: 2, 1: 1, 2: 3}},
+		{"unspec only", progExits, []int32{-1}, map[uint64]uint64{0: 2, 1: 1, 2: 3}},
+		{"backward jump to the first instruction", progLoop, []int32{3}, map[uint64]uint64{0: next}},
+		{"ld_imm64", progLdImm, []int32{2}, map[uint64]uint64{0: next, 1: 0x0102030405060708}},
+		{"subprogram", progSub, []int32{7}, map[uint64]uint64{0: 2, 1: next}},
+		{"gotol", progGotol, []int32{2}, map[uint64]uint64{0: next}},
+		{"stack user", progStack16, nil, map[uint64]uint64{0: 2}},
+	} {
+		for _, bit := range []uint8{0, 5, 31} {
+			t.Run(fmt.Sprintf("%s/bit %d", tc.name, bit), func(t *testing.T) {
+				orig := rawJumps(t, tc.insns)
+				got, err := TCNextGated(orig, tc.proceed, Gate{Offset: off, Bit: bit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				mine := uint64(1) << bit
+				for _, word := range []uint64{mine, mine | 0x10 | 1<<30, ^uint64(0) >> 32, 0, ^mine & 0xffffffff, 1 << ((bit + 1) % 32)} {
+					for in, want := range tc.want {
+						v := newVM(t, got)
+						v.store(vmCtx+off, 4, word)
+						v.touched = nil
+						r, err := v.run(in)
+						if word&mine == 0 {
+							want = next
+							if err == nil && (v.steps != 4 || len(v.touched) != 4) {
+								t.Errorf("gate word %#x: closed gate ran %d instructions, touched %d bytes", word, v.steps, len(v.touched))
+							}
+						}
+						if err != nil || r != want {
+							t.Errorf("gate word %#x: rewritten(%d) = %#x, %v; want %#x\n%v", word, in, r, err, want, got)
+						}
+					}
+				}
+			})
+		}
+	}
+	if _, err := TCNextGated(progExits, nil, Gate{Offset: off, Bit: 32}); err == nil {
+		t.Error("TCNextGated accepted bit 32")
+	}
+}
+
 // TestSubprogramsUntouched: the rewrite never changes an instruction after
 // the main function.
 func TestSubprogramsUntouched(t *testing.T) {
@@ -228,6 +283,9 @@ func TestSubprogramsUntouched(t *testing.T) {
 			return TailCall(orig, TailCallOptions{ProceedOn: []int32{2}, Map: chainMap, Index: 1})
 		},
 		"TCNext": func() (asm.Instructions, error) { return TCNext(orig, []int32{0}) },
+		"TCNextGated": func() (asm.Instructions, error) {
+			return TCNextGated(orig, []int32{0}, Gate{Offset: 64, Bit: 3})
+		},
 	} {
 		got, err := rw()
 		if err != nil {
@@ -255,6 +313,9 @@ func TestInputNotModified(t *testing.T) {
 	if _, err := TCNext(orig, []int32{2}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := TCNextGated(orig, []int32{2}, Gate{Offset: 64, Bit: 1}); err != nil {
+		t.Fatal(err)
+	}
 	if orig.String() != before {
 		t.Errorf("input modified:\n%v\nwas\n%v", orig, before)
 	}
@@ -270,7 +331,20 @@ func TestFuncAndLineInfo(t *testing.T) {
 	orig[0] = btf.WithFuncMetadata(orig[0], mainFn).WithSource(asm.Comment("int main(ctx)"))
 	orig[4] = btf.WithFuncMetadata(orig[4], subFn).WithSource(asm.Comment("int sub(x)"))
 
-	got, err := TailCall(orig, TailCallOptions{ProceedOn: []int32{2}, Map: chainMap, Index: 1})
+	for name, rw := range map[string]func() (asm.Instructions, error){
+		"TailCall": func() (asm.Instructions, error) {
+			return TailCall(orig, TailCallOptions{ProceedOn: []int32{2}, Map: chainMap, Index: 1})
+		},
+		"TCNextGated": func() (asm.Instructions, error) {
+			return TCNextGated(orig, []int32{2}, Gate{Offset: 64, Bit: 7})
+		},
+	} {
+		t.Run(name, func(t *testing.T) { checkFuncAndLineInfo(t, rw, mainFn, subFn) })
+	}
+}
+
+func checkFuncAndLineInfo(t *testing.T, rw func() (asm.Instructions, error), mainFn, subFn *btf.Func) {
+	got, err := rw()
 	if err != nil {
 		t.Fatal(err)
 	}

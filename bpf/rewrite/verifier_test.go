@@ -243,7 +243,55 @@ func FuzzVerifier(f *testing.F) {
 				t.Errorf("tc rewrite returned %d; original %d, want %d", got, origRet, want)
 			}
 		}
+
+		// Gated: runs as the tc rewrite when its bit is set in
+		// skb->cb[4], returns -1 otherwise.
+		bit := uint8(index) % 32
+		rw, err = rewrite.TCNextGated(insns, proceed, rewrite.Gate{Offset: skbCB4, Bit: bit})
+		if err != nil {
+			t.Fatalf("TCNextGated: %v", err)
+		}
+		p, err = load(s, rw, nil)
+		switch {
+		case origErr != nil && err == nil:
+			p.Close()
+			t.Fatalf("the verifier refuses the original but accepts the gated rewrite")
+		case origErr != nil:
+		case err != nil:
+			t.Fatalf("the verifier accepts the original but refuses the gated rewrite: %v", err)
+		default:
+			defer p.Close()
+			for _, word := range []uint32{1 << bit, 0xffffffff, 0, ^uint32(1 << bit)} {
+				want := origRet
+				if contains(proceed, origRet) || word&(1<<bit) == 0 {
+					want = 0xffffffff
+				}
+				if got := runCB4(t, p, pkt, word); got != want {
+					t.Errorf("gated rewrite with cb[4] = %#x returned %d; original %d, want %d", word, got, origRet, want)
+				}
+			}
+		}
 	})
+}
+
+// skbCB4 is offsetof(struct __sk_buff, cb[4]).
+const skbCB4 = 64
+
+// runCB4 runs a sched_cls program on frame with skb->cb[4] = word.
+func runCB4(tb testing.TB, p *ebpf.Program, frame []byte, word uint32) uint32 {
+	tb.Helper()
+	// struct __sk_buff up to cb[4]: the kernel takes a shorter context
+	// and zeroes the rest.
+	var skb struct {
+		Before [12]uint32
+		CB     [5]uint32
+	}
+	skb.CB[4] = word
+	ret, err := p.Run(&ebpf.RunOptions{Data: frame, Context: skb})
+	if err != nil {
+		tb.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	return ret
 }
 
 func firstLine(err error) string {

@@ -26,6 +26,10 @@ type vm struct {
 	// tailCall decides whether bpf_tail_call succeeds (ends the program).
 	tailCall func(ctx uint64, m string, index uint32) bool
 	calls    []tailCallRecord
+
+	// r0 is r0 at the start (the verifier refuses programs that read it
+	// before writing it; the fuzz test's arbitrary code may).
+	r0 uint64
 }
 
 type tailCallRecord struct {
@@ -110,6 +114,7 @@ type frame struct {
 // vmTailCalled).
 func (v *vm) run(arg uint64) (uint64, error) {
 	v.regs = [11]uint64{}
+	v.regs[asm.R0] = v.r0
 	v.regs[asm.R1] = vmCtx
 	v.regs[asm.R2] = arg
 	v.regs[asm.R10] = vmFPBase
@@ -230,6 +235,8 @@ func (v *vm) run(arg uint64) (uint64, error) {
 					taken = a < b
 				case asm.JGE:
 					taken = a >= b
+				case asm.JSet:
+					taken = a&b != 0
 				default:
 					return 0, fmt.Errorf("pc %d: unsupported jump %v", pc, ins)
 				}

@@ -639,7 +639,7 @@ func TestKilledMidChange(t *testing.T) {
 		if strings.HasSuffix(hc.name, "classic-root") {
 			variant = "classic"
 		}
-		chaintest.Crash(t, f.Env, f.b, variant, 15, true)
+		chaintest.Crash(t, f.Env, f.b, variant, 15)
 		f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
 		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
 		gens, _ := filepath.Glob(filepath.Join(tailcall.Dir(f.Target), "gen-*"))

@@ -17,10 +17,9 @@ import (
 //
 // Programs that are kept (same code, parameters and proceed-on, and still
 // in the same relative order: a longest increasing subsequence of the old
-// positions) are not touched. Because inserts come first and deletes last,
-// a program that is in both chains runs for every packet during the change
-// (never skipped); a program that moves may run twice for packets that pass
-// while both its old and new place are attached.
+// positions) are not touched. The gate switches from the old chain to the
+// final one between the inserts and the deletes (change.move); a replace
+// happens only in a plan that is that one replace and nothing else.
 
 type opKind int
 
@@ -76,10 +75,12 @@ func lis(seq []int) map[int]bool {
 }
 
 // makePlan plans the move from old to final. Entries present in both (the
-// same pointer) are kept and must appear in the same relative order. For
-// classic tc, alloc assigns priorities to inserted entries (tc) and may fail
-// with errNoRoom; for tcx it is nil.
-func makePlan(old, final []*entry, alloc *prioAllocator) (plan, error) {
+// same pointer) are kept and must appear in the same relative order. With
+// inPlace, a new entry takes the place (link or filter, and gate bit) of an
+// old one of the same name or of one that leaves the chain; otherwise every
+// new entry is inserted. For classic tc, alloc assigns priorities to
+// inserted entries (tc) and may fail with errNoRoom; for tcx it is nil.
+func makePlan(old, final []*entry, alloc *prioAllocator, inPlace bool) (plan, error) {
 	oldIdx := map[*entry]int{}
 	for i, o := range old {
 		oldIdx[o] = i
@@ -96,6 +97,9 @@ func makePlan(old, final []*entry, alloc *prioAllocator) (plan, error) {
 		paired := map[*entry]*entry{} // new -> old
 		j := 0
 		for _, n := range pending {
+			if !inPlace {
+				break
+			}
 			for k := j; k < len(olds); k++ {
 				if olds[k].m.Name == n.m.Name || !inFinal[olds[k].m.Name] {
 					paired[n] = olds[k]
@@ -109,7 +113,8 @@ func makePlan(old, final []*entry, alloc *prioAllocator) (plan, error) {
 			if o, ok := paired[n]; ok {
 				replaces = append(replaces, op{kind: opReplace, e: n, old: o})
 				used[o] = true
-				// n takes o's place: its link or priority.
+				// n takes o's place: its link or priority (and its
+				// gate bit: see assignSlots).
 				n.link, n.m.Link, n.m.TCPriority = o.link, o.m.Link, o.m.TCPriority
 			}
 		}
@@ -160,6 +165,22 @@ func makePlan(old, final []*entry, alloc *prioAllocator) (plan, error) {
 	return plan{ops: ops}, nil
 }
 
+// inPlaceOnly reports whether p is one in-place replacement and nothing
+// else: one atomic pointer swap that needs no gate change.
+func (p plan) inPlaceOnly() bool {
+	return len(p.ops) == 1 && p.ops[0].kind == opReplace
+}
+
+// has reports whether p has steps of kind k.
+func (p plan) has(k opKind) bool {
+	for _, o := range p.ops {
+		if o.kind == k {
+			return true
+		}
+	}
+	return false
+}
+
 // prioAllocator hands out classic tc priorities for inserted filters.
 type prioAllocator struct {
 	used map[uint16]bool // every priority in use on the hook
@@ -167,7 +188,7 @@ type prioAllocator struct {
 }
 
 func newPrioAllocator(used map[uint16]bool, old []*entry) *prioAllocator {
-	a := &prioAllocator{used: map[uint16]bool{}}
+	a := &prioAllocator{used: map[uint16]bool{GatePriority: true}}
 	for p := range used {
 		a.used[p] = true
 	}
@@ -180,7 +201,7 @@ func newPrioAllocator(used map[uint16]bool, old []*entry) *prioAllocator {
 }
 
 func (a *prioAllocator) place(in op) (uint16, error) {
-	lo := MinPriority - 1
+	lo := GatePriority // programs go above the gate
 	if in.after != nil {
 		lo = int(in.after.m.TCPriority)
 	}
@@ -234,7 +255,7 @@ func (a *prioAllocator) free(lo, hi, want int) (uint16, bool) {
 // band, then deletes every old one: for classic tc when the neighbours of an
 // insert leave no room.
 func rebuildPlan(old, final []*entry, used map[uint16]bool) (plan, error) {
-	a := &prioAllocator{used: map[uint16]bool{}}
+	a := &prioAllocator{used: map[uint16]bool{GatePriority: true}}
 	for p := range used {
 		a.used[p] = true
 	}
@@ -243,7 +264,7 @@ func rebuildPlan(old, final []*entry, used map[uint16]bool) (plan, error) {
 	}
 	var ops []op
 	step := (MaxPriority - MinPriority) / (len(final) + 1)
-	lo := MinPriority - 1
+	lo := GatePriority
 	for i, e := range final {
 		want := MinPriority + (i+1)*step
 		p, ok := a.free(lo, MaxPriority+1, want)

@@ -20,21 +20,32 @@ import (
 )
 
 const (
-	pinMeta     = "meta"
-	linkPrefix  = "link-"
-	metaVersion = 1
+	pinMeta    = "meta"
+	linkPrefix = "link-"
+	// metaVersion 2: programs run behind the gate (Slot, Gates). Version 1
+	// (before the gate) is read: its programs run ungated, and the next
+	// change replaces them all.
+	metaVersion = 2
 )
 
 // meta describes the chain kfm runs on a hook; it is pinned in the hook's
-// directory. During a change it lists the old and the new programs (written
-// ahead), so that a run that dies half-way leaves programs the next one
-// recognises.
+// directory. During a change it lists the old and the new programs and
+// gate programs (written ahead), so that a run that dies half-way leaves
+// programs the next one recognises.
 type meta struct {
 	Version  int         `json:"version"`
 	Backend  string      `json:"backend"`
 	Hook     bpf.Hook    `json:"hook"`
 	Ifindex  int         `json:"ifindex"`
 	Programs []entryMeta `json:"programs"`
+	// Gates are the gate programs that may be attached, with the word
+	// each writes.
+	Gates []gateMeta `json:"gates,omitempty"`
+}
+
+type gateMeta struct {
+	ID   ebpf.ProgramID `json:"id"`
+	Mask uint32         `json:"mask"`
 }
 
 type entryMeta struct {
@@ -49,6 +60,8 @@ type entryMeta struct {
 	Link link.ID `json:"link,omitempty"`
 	// TCPriority is the cls_bpf filter priority (tc).
 	TCPriority uint16 `json:"tcPriority,omitempty"`
+	// Slot is the program's bit in the gate word.
+	Slot int `json:"slot"`
 }
 
 // entry is one kfm program on the hook (or about to be).
@@ -58,24 +71,51 @@ type entry struct {
 	// tcx: the link holding the program (shared by an old entry and the
 	// new entry that replaces its program in place).
 	link link.Link
+	// ungated: loaded by a kfm from before the gate (meta version 1): it
+	// runs for every packet whatever the gate says.
+	ungated bool
+	// src is the component a new entry loads (nil once loaded, and for
+	// entries read from the hook).
+	src *bpf.Component
 }
 
-// hookState is what kfm runs on a hook, in run order.
+// gateState is the gate program attached to a hook.
+type gateState struct {
+	id ebpf.ProgramID
+	// mask is the word the gate writes; known is false when no
+	// description names the gate program (then no gated program of kfm's
+	// counts as running).
+	mask  uint32
+	known bool
+	prog  *ebpf.Program // open for a change
+	// tcx: the gate's link (open for a change) and its id.
+	link   link.Link
+	linkID link.ID
+}
+
+// hookState is what kfm runs on a hook.
 type hookState struct {
-	dir     string
-	doc     meta
+	dir string
+	doc meta
+	// entries is the chain: kfm's programs the gate lets run, in run order.
 	entries []*entry
+	// inert are kfm's programs that are attached but that the gate keeps
+	// from running: left by an interrupted change (garbage).
+	inert []*entry
+	gate  *gateState // nil: no gate attached
 	// tc: every priority in use on the hook (kfm's and others').
 	used map[uint16]bool
 	// tcx: pinned links that no longer run (garbage).
 	stale []string
 	// tc: filters named like kfm's that no description covers (garbage).
 	orphans []clsact.Filter
+	// ungated: the description predates the gate (version 1).
+	ungated bool
 }
 
 func (s *hookState) close() {
 	links := map[link.Link]bool{}
-	for _, e := range s.entries {
+	for _, e := range slices.Concat(s.entries, s.inert) {
 		if e.prog != nil {
 			e.prog.Close()
 		}
@@ -84,6 +124,36 @@ func (s *hookState) close() {
 			e.link.Close()
 		}
 	}
+	if g := s.gate; g != nil {
+		if g.prog != nil {
+			g.prog.Close()
+		}
+		if g.link != nil {
+			g.link.Close()
+		}
+	}
+}
+
+// add puts e in the chain when the gate lets it run (or it runs ungated),
+// among the inert programs otherwise.
+func (s *hookState) add(e *entry) {
+	switch {
+	case e.ungated:
+		s.entries = append(s.entries, e)
+	case s.gate != nil && s.gate.known && e.m.Slot >= 0 && e.m.Slot < GateSlots && s.gate.mask&slotBit(e.m.Slot) != 0:
+		s.entries = append(s.entries, e)
+	default:
+		s.inert = append(s.inert, e)
+	}
+}
+
+func (s *hookState) setGate(g *gateState) {
+	for _, gm := range s.doc.Gates {
+		if gm.ID == g.id {
+			g.mask, g.known = gm.Mask, true
+		}
+	}
+	s.gate = g
 }
 
 // read finds kfm's programs on t. With open set, every entry's program (and
@@ -106,6 +176,8 @@ func (b *Backend) read(t bpf.Target, open bool) (st *hookState, err error) {
 	for _, em := range st.doc.Programs {
 		byID[em.ID] = em
 	}
+	// Entries of a version 1 description run ungated.
+	st.ungated = st.doc.Version < 2 && len(st.doc.Programs) > 0
 	if b.kind == kindTCX {
 		err = b.readTCX(t, st, byID, open)
 	} else {
@@ -120,7 +192,27 @@ func (b *Backend) readTCX(t bpf.Target, st *hookState, byID map[ebpf.ProgramID]e
 		return err
 	}
 	ours := map[link.ID]string{}
+	var gate *gateState
+	gatePath := filepath.Join(st.dir, pinGate)
 	for _, p := range pins {
+		if p.Name() == pinGate {
+			l, err := link.LoadPinnedLink(gatePath, nil)
+			if err != nil {
+				return fmt.Errorf("open pinned link %s: %w", gatePath, err)
+			}
+			info, err := l.Info()
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("pinned link %s: %w", gatePath, err)
+			}
+			gate = &gateState{id: info.Program, linkID: info.ID}
+			if open {
+				gate.link = l
+			} else {
+				l.Close()
+			}
+			continue
+		}
 		n, ok := strings.CutPrefix(p.Name(), linkPrefix)
 		if !ok {
 			continue
@@ -131,14 +223,36 @@ func (b *Backend) readTCX(t bpf.Target, st *hookState, byID map[ebpf.ProgramID]e
 		}
 		ours[link.ID(id)] = filepath.Join(st.dir, p.Name())
 	}
-	if len(ours) == 0 {
+	if len(ours) == 0 && gate == nil {
 		return nil
 	}
 	res, err := link.QueryPrograms(link.QueryOptions{Target: t.Ifindex, Attach: tcxAttachType(t.Hook)})
 	if err != nil {
+		if gate != nil && gate.link != nil {
+			gate.link.Close()
+		}
 		return fmt.Errorf("query TCX programs of interface %d: %w", t.Ifindex, err)
 	}
 	running := map[link.ID]bool{}
+	for _, ap := range res.Programs {
+		if lid, ok := ap.LinkID(); ok && gate != nil && lid == gate.linkID {
+			running[lid] = true
+			gate.id = ap.ID
+			st.setGate(gate)
+		}
+	}
+	if gate != nil && st.gate == nil {
+		// The pinned gate link no longer runs.
+		st.stale = append(st.stale, gatePath)
+		if gate.link != nil {
+			gate.link.Close()
+		}
+	}
+	if st.gate != nil && open {
+		if st.gate.prog, err = ebpf.NewProgramFromID(st.gate.id); err != nil {
+			return fmt.Errorf("open the gate program %d: %w", st.gate.id, err)
+		}
+	}
 	for _, ap := range res.Programs {
 		lid, ok := ap.LinkID()
 		path, mine := ours[lid]
@@ -148,17 +262,12 @@ func (b *Backend) readTCX(t bpf.Target, st *hookState, byID map[ebpf.ProgramID]e
 		running[lid] = true
 		em, known := byID[ap.ID]
 		if !known {
-			em = entryMeta{ID: ap.ID}
-			if p, err := ebpf.NewProgramFromID(ap.ID); err == nil {
-				if info, err := p.Info(); err == nil {
-					em.Name, em.Function = info.Name, info.Name
-				}
-				p.Close()
-			}
+			// A program no description covers: garbage.
+			em = entryMeta{Slot: -1}
 		}
 		em.ID, em.Link = ap.ID, lid
-		e := &entry{m: em}
-		st.entries = append(st.entries, e)
+		e := &entry{m: em, ungated: known && st.ungated}
+		st.add(e)
 		if open {
 			if e.prog, err = ebpf.NewProgramFromID(ap.ID); err != nil {
 				return fmt.Errorf("open program %d: %w", ap.ID, err)
@@ -183,7 +292,20 @@ func (b *Backend) readClassic(t bpf.Target, st *hookState, byID map[ebpf.Program
 		return err
 	}
 	for _, f := range fs {
+		if f.Priority == GatePriority && f.Handle == FilterHandle && f.Name == GateFilterName {
+			st.setGate(&gateState{id: f.ProgramID})
+			if open {
+				if st.gate.prog, err = ebpf.NewProgramFromID(f.ProgramID); err != nil {
+					return fmt.Errorf("open the gate program %d: %w", f.ProgramID, err)
+				}
+			}
+		}
+	}
+	for _, f := range fs {
 		st.used[f.Priority] = true
+		if f.Priority == GatePriority && f.Name == GateFilterName {
+			continue
+		}
 		em, known := byID[f.ProgramID]
 		if !known || em.TCPriority != f.Priority || f.Handle != FilterHandle {
 			if strings.HasPrefix(f.Name, FilterNamePrefix) && f.Priority >= MinPriority && f.Priority <= MaxPriority {
@@ -191,8 +313,8 @@ func (b *Backend) readClassic(t bpf.Target, st *hookState, byID map[ebpf.Program
 			}
 			continue
 		}
-		e := &entry{m: em}
-		st.entries = append(st.entries, e)
+		e := &entry{m: em, ungated: st.ungated}
+		st.add(e)
 		if open {
 			if e.prog, err = ebpf.NewProgramFromID(f.ProgramID); err != nil {
 				return fmt.Errorf("open program %d: %w", f.ProgramID, err)
@@ -202,8 +324,9 @@ func (b *Backend) readClassic(t bpf.Target, st *hookState, byID map[ebpf.Program
 	return nil
 }
 
-// Current reads the chain the backend runs on t: kfm's programs only (other
-// TC programs on the hook are not part of it), nil when there are none.
+// Current reads the chain the backend runs on t: kfm's programs that the
+// gate lets run (other TC programs on the hook are not part of it), nil
+// when there are none. RootID is the gate program.
 func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error) {
 	if !t.Hook.IsTC() {
 		return nil, nil
@@ -217,6 +340,9 @@ func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 		return nil, nil
 	}
 	c := &bpf.Chain{Target: t, Backend: b.Name(), Programs: []bpf.ChainProgram{}}
+	if st.gate != nil {
+		c.RootID = st.gate.id
+	}
 	for _, e := range st.entries {
 		c.Programs = append(c.Programs, e.chainProgram())
 	}

@@ -46,9 +46,10 @@ const (
 	FilterNamePrefix = "kfm:"
 )
 
-// MaxPrograms bounds a chain (tcx and tc have no limit of their own; this
-// keeps both within what `kfm status` and the metadata comfortably hold).
-const MaxPrograms = 64
+// MaxPrograms bounds a chain: during a change the programs of the old and
+// of the new chain are attached together, each with its own bit of the
+// gate word (GateSlots).
+const MaxPrograms = GateSlots / 2
 
 type kind int
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +20,10 @@ import (
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/internal/chaintest"
 	"github.com/kfm-project/kfm/bpf/internal/clsact"
+	"github.com/kfm-project/kfm/bpf/internal/load"
+	"github.com/kfm-project/kfm/bpf/internal/pinmeta"
 	"github.com/kfm-project/kfm/bpf/probe"
+	"github.com/kfm-project/kfm/bpf/rewrite"
 	"github.com/kfm-project/kfm/bpf/tc"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/internal/testenv"
@@ -56,7 +60,7 @@ type fixture struct {
 	maps map[string]map[string]*ebpf.Map
 }
 
-func newFixture(t *testing.T, bc backendCase) *fixture {
+func newFixture(t testing.TB, bc backendCase) *fixture {
 	b := bc.backend()
 	if b.Name() == tc.NameTCX && !chaintest.KernelAtLeast(t, 6, 6) {
 		// TestSupports checks that tcx says so on these kernels.
@@ -102,6 +106,9 @@ func checkCurrent(t *testing.T, f *fixture, want []bpf.ChainProgram) *bpf.Chain 
 	if c.Backend != f.b.Name() {
 		t.Errorf("Current: backend %q", c.Backend)
 	}
+	if g := gateID(t, f); g == "" || fmt.Sprint(c.RootID) != g {
+		t.Errorf("Current: root id %d, want the gate's, %q", c.RootID, g)
+	}
 	if len(c.Programs) != len(want) {
 		t.Fatalf("Current: %d programs %+v, want %d", len(c.Programs), c.Programs, len(want))
 	}
@@ -122,8 +129,8 @@ func ids(ps []bpf.ChainProgram) []ebpf.ProgramID {
 	return out
 }
 
-// hookPrograms lists what the hook runs, in order: TCX program IDs, or
-// cls_bpf filters as "prio:id".
+// hookPrograms lists what the hook runs, in order: TCX programs as
+// "tcx:name:id/link<id>", cls_bpf filters as "tc:prio:id:filter name".
 func hookPrograms(t *testing.T, f *fixture) []string {
 	t.Helper()
 	var out []string
@@ -139,7 +146,14 @@ func hookPrograms(t *testing.T, f *fixture) []string {
 			}
 			for _, p := range res.Programs {
 				lid, _ := p.LinkID()
-				out = append(out, fmt.Sprintf("tcx:%d/link%d", p.ID, lid))
+				name := "?"
+				if prog, err := ebpf.NewProgramFromID(p.ID); err == nil {
+					if info, err := prog.Info(); err == nil {
+						name = info.Name
+					}
+					prog.Close()
+				}
+				out = append(out, fmt.Sprintf("tcx:%s:%d/link%d", name, p.ID, lid))
 			}
 		}
 		fs, err := clsact.List(f.Target.Ifindex, f.Target.Hook)
@@ -151,6 +165,34 @@ func hookPrograms(t *testing.T, f *fixture) []string {
 		}
 		return nil
 	})
+	return out
+}
+
+func isGate(s string) bool {
+	return strings.HasPrefix(s, "tcx:"+tc.GateProgramName+":") || strings.HasSuffix(s, ":"+tc.GateFilterName)
+}
+
+// chainOnHook is hookPrograms with kfm's gate checked and left out: when
+// the hook runs kfm programs (other than foreign), there is exactly one
+// gate and it comes before all of them.
+func chainOnHook(t *testing.T, f *fixture, foreign int) []string {
+	t.Helper()
+	all := hookPrograms(t, f)
+	var out []string
+	gates := 0
+	for _, s := range all {
+		if isGate(s) {
+			gates++
+			if len(out) > 0 && !strings.Contains(out[len(out)-1], "someone-else") {
+				t.Errorf("hook runs %v: kfm's gate after a program of kfm's", all)
+			}
+			continue
+		}
+		out = append(out, s)
+	}
+	if want := map[bool]int{true: 1, false: 0}[len(out) > foreign]; gates != want {
+		t.Errorf("hook runs %v: %d gates, want %d", all, gates, want)
+	}
 	return out
 }
 
@@ -187,7 +229,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 			}
 		}
 		checkCurrent(t, f, progs)
-		if n := len(hookPrograms(t, f)); n != 3 {
+		if n := len(chainOnHook(t, f, 0)); n != 3 {
 			t.Errorf("hook runs %d programs, want 3", n)
 		}
 		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("ABC", 20))
@@ -198,7 +240,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 		if progs2[1].ID != progs[0].ID || progs2[2].ID != progs[1].ID || progs2[0].ID == progs[2].ID {
 			t.Errorf("program ids %v -> %v: want A and B kept, C reloaded", ids(progs), ids(progs2))
 		}
-		if n := len(hookPrograms(t, f)); n != 3 {
+		if n := len(chainOnHook(t, f, 0)); n != 3 {
 			t.Errorf("hook runs %v, want 3 programs", hookPrograms(t, f))
 		}
 		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("CAB", 20))
@@ -220,7 +262,7 @@ func TestRunOrderAndReorder(t *testing.T) {
 		} {
 			progs := f.Apply(t, f.b, chaintest.Build(t, step.comps...))
 			checkCurrent(t, f, progs)
-			if got := hookPrograms(t, f); len(got) != len(step.comps) {
+			if got := chainOnHook(t, f, 0); len(got) != len(step.comps) {
 				t.Errorf("%s: hook runs %v", step.trace, got)
 			}
 			checkTraces(t, f.Traces(t, 10, 10), chaintest.Only(step.trace, 10))
@@ -253,25 +295,87 @@ func TestProceedOn(t *testing.T) {
 	})
 }
 
-// TestVerdictMapping runs the rewritten program with BPF_PROG_TEST_RUN: the
-// proceed-on verdict comes back as -1 (4294967295), others unchanged.
+// skb is struct __sk_buff up to cb[]: BPF_PROG_TEST_RUN takes a shorter
+// context and zeroes the rest.
+type skb struct {
+	Before [12]uint32
+	CB     [5]uint32
+}
+
+// runWithCB runs p on pkt with skb->cb[tc.GateCB] = word and returns the
+// verdict and the word as p left it.
+func runWithCB(t *testing.T, p *ebpf.Program, pkt []byte, word uint32) (uint32, uint32) {
+	t.Helper()
+	var in skb
+	in.CB[tc.GateCB] = word
+	// The kernel writes its whole struct __sk_buff back (192 bytes on
+	// 6.x): leave room.
+	var out struct {
+		skb
+		Rest [64]uint32
+	}
+	ret, err := p.Run(&ebpf.RunOptions{Data: pkt, Context: in, ContextOut: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, out.CB[tc.GateCB]
+}
+
+// TestVerdictMapping runs the gate and the rewritten programs with
+// BPF_PROG_TEST_RUN: the gate writes one bit per program into
+// skb->cb[GateCB] and continues (-1); a program whose bit is set maps its
+// proceed-on verdict to -1 (4294967295) and returns others unchanged; a
+// program whose bit is clear returns -1 whatever its code would do.
 func TestVerdictMapping(t *testing.T) {
 	f := newFixture(t, cases[2])
 	progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2, "verdict", fmt.Sprint(int(bpf.TCShot)))))
 	pkt := testPacket()
+	var gate *ebpf.Program
+	f.Do(t, func() error {
+		fs, err := clsact.List(f.Target.Ifindex, f.Target.Hook)
+		if err != nil {
+			return err
+		}
+		for _, fl := range fs {
+			if fl.Priority == tc.GatePriority && fl.Name == tc.GateFilterName {
+				gate, err = ebpf.NewProgramFromID(fl.ProgramID)
+				return err
+			}
+		}
+		return errors.New("no gate filter")
+	})
+	defer gate.Close()
+	ret, mask := runWithCB(t, gate, pkt, 0xdead0000)
+	if ret != 4294967295 || bits.OnesCount32(mask) != 2 {
+		t.Fatalf("the gate returned %d and wrote %#x: want -1 and two bits", ret, mask)
+	}
+	var seen uint32
 	for i, want := range []uint32{4294967295, uint32(bpf.TCShot)} {
 		p, err := ebpf.NewProgramFromID(progs[i].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ret, _, err := p.Test(pkt)
-		p.Close()
-		if err != nil {
-			t.Fatal(err)
+		defer p.Close()
+		if ret, _ := runWithCB(t, p, pkt, mask); ret != want {
+			t.Errorf("program %d returned %d with the gate's word, want %d", i, ret, want)
 		}
-		if ret != want {
-			t.Errorf("program %d returned %d, want %d", i, ret, want)
+		if ret, _ := runWithCB(t, p, pkt, 0); ret != 4294967295 {
+			t.Errorf("program %d returned %d with no bit set, want -1", i, ret)
 		}
+		// The program runs (counts the packet) for its own bit only.
+		name := []string{"A", "B"}[i]
+		var runs uint32
+		for b := uint32(1); b != 0; b <<= 1 {
+			before := f.count(t, name)
+			runWithCB(t, p, pkt, b)
+			if f.count(t, name) != before {
+				runs |= b
+			}
+		}
+		if bits.OnesCount32(runs) != 1 || runs&mask == 0 || runs&seen != 0 {
+			t.Errorf("program %s runs with gate bits %#x; want one bit of the gate's %#x, not another program's (%#x)", name, runs, mask, seen)
+		}
+		seen |= runs
 	}
 }
 
@@ -291,49 +395,81 @@ func testPacket() []byte {
 	return pkt
 }
 
+// TestSwapUnderTraffic changes a chain 50 times under a flood of
+// datagrams, back and forth between two chains: every datagram arrives,
+// and each program that is in both chains counts each datagram exactly
+// once. The old and the new programs are attached together while a change
+// runs; the gate lets every packet run either the old chain or the new one,
+// never parts of both.
 func TestSwapUnderTraffic(t *testing.T) {
+	scenarios := []struct {
+		name      string
+		even, odd func(f *fixture) []chaintest.Component
+	}{
+		{"reorder", func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("A", 1), f.comp("B", 2)}
+		}, func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("B", 1), f.comp("A", 2)}
+		}},
+		// C moves, B is upgraded (another tag: another program), and D
+		// comes and goes: A, B and C count every packet once.
+		{"move, upgrade, insert and remove", func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("A", 1), f.comp("B", 2), f.comp("C", 3)}
+		}, func(f *fixture) []chaintest.Component {
+			return []chaintest.Component{f.comp("C", 1), f.comp("D", 2), f.comp("A", 3), f.comp("B", 4, "tag", "98")}
+		}},
+	}
 	forEach(t, func(t *testing.T, bc backendCase) {
-		f := newFixture(t, bc)
-		ab := func() []bpf.Component { return chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)) }
-		ba := func() []bpf.Component { return chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)) }
-		f.Apply(t, f.b, ab())
-		ctx, cancel := context.WithCancel(context.Background())
-		flood := chaintest.StartFlood(t, ctx, f.Pair.A, f.Dst, 10)
-		const changes = 50
-		start := time.Now()
-		for i := 0; i < changes; i++ {
-			time.Sleep(2 * time.Millisecond) // traffic between changes too
-			if i%2 == 0 {
-				f.Apply(t, f.b, ba())
-			} else {
-				f.Apply(t, f.b, ab())
-			}
-		}
-		elapsed := time.Since(start)
-		time.Sleep(20 * time.Millisecond)
-		cancel()
-		sent, err := flood.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := f.Recv.WaitFor(int(sent), 5*time.Second)
-		a, b := f.count(t, "A"), f.count(t, "B")
-		if drops := f.Recv.SocketDrops(t); drops > 0 {
-			t.Errorf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
-		}
-		t.Logf("%s: %d reorders in %v under traffic: sent %d, received %d, A counted %d (+%d), B counted %d (+%d)",
-			bc.name, changes, elapsed.Round(time.Millisecond), sent, got, a, int64(a)-int64(sent), b, int64(b)-int64(sent))
-		if sent < 20*changes {
-			t.Errorf("only %d datagrams sent", sent)
-		}
-		if uint64(got) != sent {
-			t.Errorf("sent %d, received %d: packets lost", sent, got)
-		}
-		if a < sent || b < sent {
-			t.Errorf("A counted %d, B %d of %d packets: a program that stays in the chain was skipped", a, b, sent)
-		}
-		if hp := hookPrograms(t, f); len(hp) != 2 {
-			t.Errorf("hook runs %v after the changes, want 2 programs", hp)
+		for _, sc := range scenarios {
+			t.Run(sc.name, func(t *testing.T) {
+				f := newFixture(t, bc)
+				f.Apply(t, f.b, chaintest.Build(t, sc.even(f)...))
+				ctx, cancel := context.WithCancel(context.Background())
+				flood := chaintest.StartFlood(t, ctx, f.Pair.A, f.Dst, 10)
+				const changes = 50
+				start := time.Now()
+				for i := 0; i < changes; i++ {
+					time.Sleep(2 * time.Millisecond) // traffic between changes too
+					if i%2 == 0 {
+						f.Apply(t, f.b, chaintest.Build(t, sc.odd(f)...))
+					} else {
+						f.Apply(t, f.b, chaintest.Build(t, sc.even(f)...))
+					}
+				}
+				elapsed := time.Since(start)
+				time.Sleep(20 * time.Millisecond)
+				cancel()
+				sent, err := flood.Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := f.Recv.WaitFor(int(sent), 5*time.Second)
+				counts := map[string]uint64{}
+				for _, c := range sc.even(f) {
+					counts[c.Name] = f.count(t, c.Name)
+				}
+				if drops := f.Recv.SocketDrops(t); drops > 0 {
+					t.Errorf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
+				}
+				t.Logf("%s: %d changes in %v under traffic: sent %d, received %d, counted %v",
+					bc.name, changes, elapsed.Round(time.Millisecond), sent, got, counts)
+				if sent < 20*changes {
+					t.Errorf("only %d datagrams sent", sent)
+				}
+				if uint64(got) != sent {
+					t.Errorf("sent %d, received %d: packets lost", sent, got)
+				}
+				// Every packet ran the whole old chain or the whole new
+				// one: each program of both exactly once.
+				for name, n := range counts {
+					if n != sent {
+						t.Errorf("%s counted %d of %d packets: want each exactly once (%+d)", name, n, sent, int64(n)-int64(sent))
+					}
+				}
+				if hp := chainOnHook(t, f, 0); len(hp) != len(sc.even(f)) {
+					t.Errorf("hook runs %v after the changes, want %d programs", hookPrograms(t, f), len(sc.even(f)))
+				}
+			})
 		}
 	})
 }
@@ -366,10 +502,13 @@ func TestReplaceInPlace(t *testing.T) {
 		if uint64(got) != sent || a != sent || c != sent || b == 0 || b >= sent {
 			t.Errorf("sent %d, received %d, A %d, B %d, C %d: want A = C = received = sent, 0 < B < sent", sent, got, a, b, c)
 		}
+		// Gate, A, B, C: only B's program changes (an upgrade in place
+		// needs no switch of the gate).
 		after := hookPrograms(t, f)
-		if len(after) != 3 || after[0] != before[0] || after[2] != before[2] {
+		if len(after) != 4 || !isGate(after[0]) || after[0] != before[0] || after[1] != before[1] || after[3] != before[3] || after[2] == before[2] {
 			t.Errorf("hook before %v, after %v: only B's program should change", before, after)
 		}
+		after, before = after[1:], before[1:]
 		// Same link (tcx) or priority (tc) for B.
 		place := func(s string) string {
 			if strings.HasPrefix(s, "tcx:") {
@@ -404,10 +543,25 @@ func TestLoadFailureLeavesChain(t *testing.T) {
 	})
 }
 
+// gateID returns the program ID of kfm's gate on the hook ("" if none).
+func gateID(t *testing.T, f *fixture) string {
+	t.Helper()
+	for _, s := range hookPrograms(t, f) {
+		if isGate(s) {
+			if strings.HasPrefix(s, "tcx:") {
+				return strings.Split(strings.Split(s, ":")[2], "/")[0]
+			}
+			return strings.Split(s, ":")[2]
+		}
+	}
+	return ""
+}
+
 func TestRevert(t *testing.T) {
 	forEach(t, func(t *testing.T, bc backendCase) {
 		f := newFixture(t, bc)
 		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2), f.comp("C", 3)))
+		gate := gateID(t, f)
 		for _, next := range [][]chaintest.Component{
 			{f.comp("C", 1), f.comp("D", 2), f.comp("A", 3)},
 			{f.comp("A", 1), f.comp("B", 2, "port", "9"), f.comp("C", 3)},
@@ -427,10 +581,38 @@ func TestRevert(t *testing.T) {
 			})
 			checkCurrent(t, f, progs)
 			checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("ABC", 10))
-			if h := hookPrograms(t, f); len(h) != 3 {
+			if h := chainOnHook(t, f, 0); len(h) != 3 {
 				t.Errorf("hook runs %v after revert", h)
 			}
+			if g := gateID(t, f); g != gate {
+				t.Errorf("gate program %s after revert, want the old one, %s", g, gate)
+			}
 		}
+	})
+}
+
+// TestFirstInstallRevert: reverting the first chain on a hook leaves
+// nothing of kfm's, gate included.
+func TestFirstInstallRevert(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		f.Do(t, func() error {
+			ctx := context.Background()
+			ch, err := f.b.Prepare(ctx, f.Target, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)), bpf.PrepareOptions{})
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			if err := ch.Commit(ctx); err != nil {
+				return err
+			}
+			if n := len(hookPrograms(t, f)); n != 3 {
+				t.Errorf("hook runs %d programs after Commit, want the gate and 2", n)
+			}
+			return ch.Revert(ctx)
+		})
+		checkClean(t, f, 0)
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("", 10))
 	})
 }
 
@@ -439,8 +621,8 @@ func checkClean(t *testing.T, f *fixture, foreign int) {
 	if p := pins(t, f.Target.BPFFS); len(p) != 0 {
 		t.Errorf("pins left: %v", p)
 	}
-	if h := hookPrograms(t, f); len(h) != foreign {
-		t.Errorf("hook runs %v, want %d foreign programs only", h, foreign)
+	if h := chainOnHook(t, f, foreign); len(h) != foreign {
+		t.Errorf("hook runs %v, want %d foreign programs only", hookPrograms(t, f), foreign)
 	}
 	if c := f.Current(t, f.b); c != nil {
 		t.Errorf("Current after removal: %+v", c)
@@ -579,9 +761,10 @@ func TestLeftoversFromACrash(t *testing.T) {
 			t.Fatalf("Current with leftovers: %+v", c)
 		}
 		f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
-		// Left: kfm's two programs and the foreign cls_bpf filter.
-		if h := hookPrograms(t, f); len(h) != 3 {
-			t.Errorf("hook runs %v", h)
+		// Left: kfm's gate and two programs, and the foreign cls_bpf
+		// filter.
+		if h := chainOnHook(t, f, 1); len(h) != 3 {
+			t.Errorf("hook runs %v", hookPrograms(t, f))
 		}
 		p := pins(t, f.Target.BPFFS)
 		links := 0
@@ -669,17 +852,19 @@ func TestMain(m *testing.M) {
 }
 
 // TestKilledMidChange kills processes that keep reordering the chain at
-// random moments: every packet still passes both programs, Current lists
-// what runs, and the next change converges to exactly the chain asked for.
+// random moments: after every kill the hook runs one complete chain (the
+// old or the new one), Current lists exactly it, and the next change
+// converges to exactly the chain asked for, with the programs the killed
+// runs left attached behind the gate removed.
 func TestKilledMidChange(t *testing.T) {
 	forEach(t, func(t *testing.T, bc backendCase) {
 		f := newFixture(t, bc)
-		chaintest.Crash(t, f.Env, f.b, f.b.Name(), 15, false)
+		chaintest.Crash(t, f.Env, f.b, f.b.Name(), 15)
 		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
 		checkCurrent(t, f, progs)
 		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
-		if h := hookPrograms(t, f); len(h) != 2 {
-			t.Errorf("hook runs %v after the crashes and a change, want 2 programs", h)
+		if h := chainOnHook(t, f, 0); len(h) != 2 {
+			t.Errorf("hook runs %v after the crashes and a change, want 2 programs", hookPrograms(t, f))
 		}
 		links := 0
 		for _, p := range pins(t, f.Target.BPFFS) {
@@ -701,4 +886,152 @@ func TestUnsupportedMessage(t *testing.T) {
 	if err.Error() != "TCX links: not supported by this kernel" || !errors.Is(err, bpf.ErrUnsupportedKernel) {
 		t.Errorf("%q (Is ErrUnsupportedKernel: %v)", err, errors.Is(err, bpf.ErrUnsupportedKernel))
 	}
+}
+
+// TestGateLost: someone removes kfm's gate (or its description) by hand.
+// kfm's programs then read whatever skb->cb[4] holds, so none of them
+// counts as running: Current says no chain, and the next change removes
+// them and builds the chain anew behind a new gate.
+func TestGateLost(t *testing.T) {
+	losses := []struct {
+		name string
+		do   func(t *testing.T, f *fixture)
+	}{
+		{"gate detached", func(t *testing.T, f *fixture) {
+			f.Do(t, func() error {
+				if f.b.Name() == tc.NameTC {
+					return clsact.Delete(f.Target.Ifindex, f.Target.Hook, tc.GatePriority, tc.FilterHandle)
+				}
+				l, err := link.LoadPinnedLink(filepath.Join(f.b.Dir(f.Target), "gate"), nil)
+				if err != nil {
+					return err
+				}
+				defer l.Close()
+				return l.Detach()
+			})
+		}},
+		{"description removed", func(t *testing.T, f *fixture) {
+			if err := os.Remove(filepath.Join(f.b.Dir(f.Target), "meta")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	forEach(t, func(t *testing.T, bc backendCase) {
+		for _, lose := range losses {
+			t.Run(lose.name, func(t *testing.T) {
+				f := newFixture(t, bc)
+				f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)))
+				lose.do(t, f)
+				if c := f.Current(t, f.b); c != nil {
+					t.Errorf("Current with the gate lost: %+v, want no chain", c)
+				}
+				progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)))
+				checkCurrent(t, f, progs)
+				checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("BA", 10))
+				if h := chainOnHook(t, f, 0); len(h) != 2 {
+					t.Errorf("hook runs %v, want the gate and 2 programs", hookPrograms(t, f))
+				}
+				f.Apply(t, f.b, nil)
+				checkClean(t, f, 0)
+			})
+		}
+	})
+}
+
+// TestUngatedChain: a chain an older kfm installed (description version 1,
+// programs rewritten by TCNext only) is read as it runs, and the next
+// change replaces all of it by gated programs.
+func TestUngatedChain(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		dir := f.b.Dir(f.Target)
+		var programs []map[string]any
+		f.Do(t, func() error {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if bc.name[:3] == "tc/" {
+				if err := clsact.Ensure(f.Target.Ifindex); err != nil {
+					return err
+				}
+			}
+			for i, c := range chaintest.Build(t, f.comp("A", 1), f.comp("B", 2)) {
+				p, err := load.Component(c, f.Target.Hook, load.Options{Rewrite: func(insns asm.Instructions) (asm.Instructions, error) {
+					return rewrite.TCNext(insns, []int32{int32(bpf.TCOK)})
+				}})
+				if err != nil {
+					return err
+				}
+				defer p.Close()
+				info, err := p.Info()
+				if err != nil {
+					return err
+				}
+				id, _ := info.ID()
+				m := map[string]any{"name": c.Name, "function": c.Function, "priority": c.Priority, "proceedOn": []int{0}, "key": c.Key, "id": id, "tag": info.Tag}
+				if bc.name[:3] == "tc/" {
+					// An older kfm could reach the gate's priority.
+					prio := uint16(tc.MinPriority + i)
+					if err := clsact.Add(f.Target.Ifindex, f.Target.Hook, prio, tc.FilterHandle, p, tc.FilterNamePrefix+c.Name); err != nil {
+						return err
+					}
+					m["tcPriority"] = prio
+				} else {
+					attach := ebpf.AttachTCXIngress
+					if f.Target.Hook == bpf.HookTCEgress {
+						attach = ebpf.AttachTCXEgress
+					}
+					l, err := link.AttachTCX(link.TCXOptions{Interface: f.Target.Ifindex, Program: p, Attach: attach, Anchor: link.Tail()})
+					if err != nil {
+						return err
+					}
+					defer l.Close()
+					linfo, err := l.Info()
+					if err != nil {
+						return err
+					}
+					if err := l.Pin(filepath.Join(dir, fmt.Sprintf("link-%d", linfo.ID))); err != nil {
+						return err
+					}
+					m["link"] = linfo.ID
+				}
+				programs = append(programs, m)
+			}
+			return pinmeta.Write(filepath.Join(dir, "meta"), map[string]any{
+				"version": 1, "backend": f.b.Name(), "hook": f.Target.Hook, "ifindex": f.Target.Ifindex, "programs": programs,
+			})
+		})
+		c := f.Current(t, f.b)
+		if c == nil || len(c.Programs) != 2 {
+			t.Fatalf("Current of the ungated chain: %+v", c)
+		}
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("AB", 10))
+
+		if bc.name[:3] == "tc/" {
+			// A's filter sits where the gate goes: a clear error, and
+			// nothing changes.
+			before := hookPrograms(t, f)
+			_, err := f.TryApply(f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)), bpf.PrepareOptions{})
+			if err == nil || !strings.Contains(err.Error(), "kfm:A") || !strings.Contains(err.Error(), "gate") {
+				t.Fatalf("change with a filter at the gate's priority: %v", err)
+			}
+			if h := hookPrograms(t, f); !slices.Equal(h, before) {
+				t.Errorf("hook changed: %v -> %v", before, h)
+			}
+			// Take A off by hand: the next change replaces B, which
+			// runs ungated, by gated programs.
+			f.Do(t, func() error {
+				return clsact.Delete(f.Target.Ifindex, f.Target.Hook, tc.MinPriority, tc.FilterHandle)
+			})
+		}
+		progs := f.Apply(t, f.b, chaintest.Build(t, f.comp("B", 1), f.comp("A", 2)))
+		checkCurrent(t, f, progs)
+		checkTraces(t, f.Traces(t, 10, 10), chaintest.Only("BA", 10))
+		if h := chainOnHook(t, f, 0); len(h) != 2 {
+			t.Errorf("hook runs %v, want the gate and 2 programs", hookPrograms(t, f))
+		}
+		if a, b := f.count(t, "A"), f.count(t, "B"); a != 20 || b != 20 {
+			t.Errorf("A counted %d, B %d, want 20 each (state kept)", a, b)
+		}
+	})
 }
