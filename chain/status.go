@@ -29,8 +29,10 @@ type HookStatus struct {
 	// Reason says why the backend was chosen.
 	Reason string `json:"reason,omitempty"`
 	Mode   string `json:"mode,omitempty"`
-	// RootID is the program attached to the hook (dispatcher or
-	// tail-call root); Version the dispatcher protocol version.
+	// RootID is the program attached to the hook ahead of the chain
+	// (dispatcher, tail-call root, or the gate of tcx and tc; the gate
+	// changes with every change of the chain); Version the dispatcher
+	// protocol version.
 	RootID   ebpf.ProgramID  `json:"rootId,omitempty"`
 	Version  int             `json:"version,omitempty"`
 	Programs []ProgramStatus `json:"programs"`

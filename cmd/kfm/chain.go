@@ -288,6 +288,8 @@ func printHooks(w io.Writer, hooks []chain.HookStatus) error {
 		}
 		if h.Backend == "dispatcher" {
 			fmt.Fprintf(w, ", dispatcher id %d, protocol version %d", h.RootID, h.Version)
+		} else if h.RootID != 0 && (h.Backend == "tcx" || h.Backend == "tc") {
+			fmt.Fprintf(w, ", gate id %d", h.RootID)
 		} else if h.RootID != 0 {
 			fmt.Fprintf(w, ", root id %d", h.RootID)
 		}

@@ -504,7 +504,7 @@ func TestChainTransaction(t *testing.T) {
 	manifest, lock := h.readConfig("kfm.yaml"), h.readConfig("kfm.lock")
 	before := h.status()
 	ids, pins := programIDs(before), h.pinTree()
-	if len(ids) != 4 { // xdp: the tail-call root and 2 programs; tc-ingress: 1 (tcx)
+	if len(ids) != 5 { // xdp: the tail-call root and 2 programs; tc-ingress: the gate and 1 program (tcx)
 		t.Fatalf("programs before: %v", ids)
 	}
 
