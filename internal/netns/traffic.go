@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Receiver counts UDP datagrams that reach a port in a namespace.
@@ -26,7 +28,10 @@ func Listen(t TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
 	err := ns.Do(func() error {
 		var err error
 		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-		return err
+		if err != nil {
+			return err
+		}
+		return deepQueue(conn)
 	})
 	if err != nil {
 		t.Fatalf("listen on %s:%d in %s: %v", addr, port, ns.Name, err)
@@ -47,6 +52,27 @@ func Listen(t TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
 	}()
 	t.Cleanup(func() { conn.Close(); <-r.done })
 	return r
+}
+
+// deepQueue gives conn a receive queue of 32 MiB, so that a reader that
+// falls behind for a while (a VM under TCG while the verifier runs) does not
+// make the socket drop datagrams the programs under test passed: a test
+// counts at the socket what the chain let through.
+func deepQueue(conn *net.UDPConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("receive queue: %w", serr)
+	}
+	return nil
 }
 
 // Count is the number of datagrams received so far.
