@@ -38,8 +38,9 @@ import (
 // from other work; -benchtime 30x/40x, several runs), median per apply:
 // xdp (tailcall) change 55-65 ms with --locked, 60-68 ms re-locking; no-op
 // 11-28 ms (--locked) and 31-37 ms (re-locking); tc-ingress (tcx) change
-// 123-139 ms (once 257 ms: each TCX attach and detach waits for an RCU
-// grace period), no-op 14-28 ms. A no-op apply spends about 10 ms of CPU
+// 123-139 ms before the gate (once 257 ms: each TCX attach and detach waits
+// for an RCU grace period), 103-108 ms with it (one load machine-wide);
+// no-op 14-28 ms. A no-op apply spends about 10 ms of CPU
 // (mostly verifying the five signatures from the cache); the rest is
 // waiting (state file fsync, scheduling).
 func BenchmarkApply(b *testing.B) {
