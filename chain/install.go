@@ -318,21 +318,31 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 		hooks = []bpf.Hook{hook}
 	}
 	type found struct {
-		hook    bpf.Hook
-		foreign bool
+		hook bpf.Hook
+		// notListed: running, but not in kfm.yaml; foreign: and loaded
+		// by another tool.
+		notListed, foreign bool
 	}
 	var where []found
 	for _, h := range hooks {
 		if c := man.Chain(iface, h); c != nil && slices.ContainsFunc(c.Programs, func(p ProgramSpec) bool { return p.Name == name }) {
-			where = append(where, found{h, false})
+			where = append(where, found{hook: h})
 			continue
 		}
 		status, err := m.hookStatus(ctx, st, iface, h)
 		if err != nil {
 			return nil, err
 		}
-		if status != nil && slices.ContainsFunc(status.Programs, func(p ProgramStatus) bool { return p.Name == name && p.Origin != OriginKFM }) {
-			where = append(where, found{h, true})
+		// Not in kfm.yaml but running: another tool's program, or one of
+		// kfm's that an interrupted change left (for example a first
+		// install killed before it wrote kfm.yaml; status reports it as
+		// drift). Either is removed from the kernel, and the files, which
+		// do not name it, stay as they are.
+		if status == nil {
+			continue
+		}
+		if i := slices.IndexFunc(status.Programs, func(p ProgramStatus) bool { return p.Name == name }); i >= 0 {
+			where = append(where, found{hook: h, notListed: true, foreign: status.Programs[i].Origin != OriginKFM})
 		}
 	}
 	switch len(where) {
@@ -359,7 +369,7 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 	if err := m.apply(ctx, st, []HookSpec{spec}); err != nil {
 		return nil, err
 	}
-	if !where[0].foreign {
+	if !where[0].notListed {
 		man.putChain(cs)
 		lk.putLocked(lc)
 		if err := m.saveProject(man, lk); err != nil {

@@ -121,7 +121,9 @@ func drift(hs *HookStatus, lc *LockedChain) []string {
 	}
 	if lc == nil {
 		if len(running) > 0 {
-			out = append(out, "not in kfm.lock: "+strings.Join(running, ", "))
+			// (Left by an interrupted change, or kfm.lock edited by
+			// hand: kfm remove NAME takes such a program off.)
+			out = append(out, "not in kfm.lock: "+strings.Join(running, ", ")+" (kfm remove NAME takes it off)")
 		}
 		return out
 	}

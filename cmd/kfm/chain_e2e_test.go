@@ -1167,3 +1167,52 @@ func TestChainInstallCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestChainFirstInstallCrash: the very first install on a host, killed
+// after it switched the hook but before it wrote kfm.yaml, leaves a program
+// that no file names. kfm status shows it as drift, kfm apply refuses (no
+// kfm.yaml) with a hint, and kfm remove takes it off by name: no chain, no
+// pins and no files are left, as before the install.
+func TestChainFirstInstallCrash(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	before := h.pinTree()
+	for _, step := range []string{"committed-1", "cleaned-up", "state-saved"} {
+		t.Run(step, func(st *testing.T) {
+			h.t = st
+			defer func() { h.t = t }()
+			p := h.start([]string{"KFM_TEST_CRASH_AT=" + step}, "install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count")
+			if _, sig := p.wait(st, time.Minute); sig != syscall.SIGKILL {
+				st.Fatalf("install with KFM_TEST_CRASH_AT=%s was not killed: %s", step, p.stderr.String())
+			}
+			if m := h.readConfig("kfm.yaml"); m != "" {
+				st.Fatalf("the killed install wrote kfm.yaml:\n%s", m)
+			}
+			xdp := hookOf(h.status(), h.iface, "xdp")
+			if got := chainView(xdp); len(got) != 1 || !strings.HasPrefix(got[0], "0 count ") {
+				st.Fatalf("after the kill the hook runs %v, want count", got)
+			}
+			if !slices.ContainsFunc(xdp.Drift, func(d string) bool { return strings.Contains(d, "not in kfm.lock: count") }) {
+				st.Errorf("status reports no drift for count: %q", xdp.Drift)
+			}
+			if _, stderr, code := h.kfm("apply"); code != exitFailure || !strings.Contains(stderr, "kfm.yaml") {
+				st.Errorf("kfm apply without kfm.yaml: exit %d: %s", code, stderr)
+			}
+			out := h.mustKFM("remove", "count", "--iface", h.iface)
+			if !strings.Contains(out, "removed count") {
+				st.Errorf("kfm remove: %s", out)
+			}
+			hs := h.status()
+			h.checkKernel(hs)
+			if xdp := hookOf(hs, h.iface, "xdp"); xdp != nil {
+				st.Errorf("a chain is left after kfm remove: %+v", xdp)
+			}
+			if got := h.pinTree(); !slices.Equal(got, before) {
+				st.Errorf("pins after kfm remove: %v, want %v", got, before)
+			}
+			if m, l := h.readConfig("kfm.yaml"), h.readConfig("kfm.lock"); m != "" || l != "" {
+				st.Errorf("kfm remove wrote files:\n%s\n%s", m, l)
+			}
+		})
+	}
+}
