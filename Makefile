@@ -21,8 +21,10 @@ GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
 all: build
 
+# -buildvcs=auto: kfm version reports the commit it was built from (a
+# user-level GOFLAGS=-buildvcs=false would hide it; outside git it is a no-op).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm ./cmd/kfm
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm ./cmd/kfm
 
 bpf: $(BPF_OBJS)
 

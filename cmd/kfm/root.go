@@ -85,6 +85,9 @@ inside the programs.`,
 			}
 		},
 	}
+	// kfm --version prints the build's version (kfm version says more).
+	root.Version = buildVersion()
+	root.SetVersionTemplate("kfm {{.Version}}\n")
 	root.SetIn(g.in)
 	root.SetOut(g.out)
 	root.SetErr(g.err)
@@ -113,6 +116,7 @@ inside the programs.`,
 		newLoginCommand(g),
 		newLogoutCommand(g),
 		newVerifyCommand(g),
+		newVersionCommand(g),
 	)
 	return root
 }
