@@ -61,7 +61,7 @@ func TestLockStableAndSatisfies(t *testing.T) {
 func TestParseLockErrors(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"newer", "version: 2\nchains: []\n", "run kfm lock"},
-		{"unknown key", "version: 1\nchains: []\nextra: 1\n", "line 3: field extra not found"},
+		{"unknown key", "version: 1\nchains: []\nextra: 1\n", `line 3: unknown key "extra" (allowed here: version, chains)`},
 		{"no digest or path", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - {name: a, object: 'sha256:aa', function: f, priority: 1, proceedOn: [pass]}\n", "exactly one of digest and path"},
 		{"bad object", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - {name: a, path: a.o, object: 'md5:aa', function: f, priority: 1, proceedOn: [pass]}\n", "object must be sha256"},
 	} {

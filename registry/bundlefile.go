@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/internal/yamlfile"
 )
 
 // BundleFile is bundle.yaml: what a publisher declares beyond what kfm reads
@@ -95,7 +96,7 @@ func ParseBundleFile(data []byte) (*BundleFile, error) {
 		if errors.Is(err, io.EOF) {
 			return &bf, nil // empty file: nothing declared
 		}
-		return nil, fmt.Errorf("%w: %s", ErrInvalidBundle, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%w: %s", ErrInvalidBundle, strings.TrimPrefix(yamlfile.ExplainUnknownKeys(err, &bf).Error(), "yaml: "))
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {

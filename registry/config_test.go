@@ -85,7 +85,7 @@ func TestPackValidates(t *testing.T) {
 		{"bad proceedOn", "name: x\nprograms:\n  - function: with_config\n    proceedOn: [ok]\n", `unknown XDP verdict "ok"`},
 		{"unknown param", "name: x\nprograms:\n  - function: with_config\n    params:\n      - name: limit\n", "param limit, which is not a volatile const global"},
 		{"not a param", "name: x\nprograms:\n  - function: with_config\n    params:\n      - name: not_a_param\n", "not_a_param"},
-		{"typo in a key", "name: x\nprogams: []\n", "line 2: field progams not found"},
+		{"typo in a key", "name: x\nprogams: []\n", `line 2: unknown key "progams": did you mean "programs"?`},
 		{"no name", "version: 1\n", "no name"},
 		{"declared twice", "name: x\nprograms:\n  - function: tc_prog\n  - function: tc_prog\n", "twice"},
 	} {

@@ -30,7 +30,10 @@ func TestDecodeStrict(t *testing.T) {
 		line int
 		msg  string
 	}{
-		{"version: 1\ncolour: red\n", 2, "field colour not found in type"},
+		{"version: 1\ncolour: red\n", 2, `unknown key "colour" (allowed here: version, rules)`},
+		{"version: 1\nrule:\n", 2, `unknown key "rule": did you mean "rules"?`},
+		{"rules:\n  - matches: a\n", 2, `unknown key "matches": did you mean "match"?`},
+		{"rules:\n  - glob: a\n", 2, `unknown key "glob" (allowed here: match)`},
 		{"version: x\n", 1, "cannot unmarshal !!str `x` into int"},
 		{"version: [\n", 1, "did not find expected node content"},
 	} {
