@@ -68,6 +68,9 @@ func (r InstallRequest) programSpec() (ProgramSpec, error) {
 	}
 	if _, err := registry.ParseReference(r.Source); err != nil {
 		if _, _, ok := splitRange(r.Source); !ok {
+			if strings.HasSuffix(r.Source, ".o") || strings.HasPrefix(r.Source, ".") || strings.HasPrefix(r.Source, "/") {
+				return ps, fmt.Errorf("%s: no such object file", r.Source)
+			}
 			return ps, fmt.Errorf("%q is neither an object file nor a registry reference (host/repository:tag): %w", r.Source, err)
 		}
 	}

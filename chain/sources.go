@@ -257,6 +257,9 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 		if what == "" {
 			what = p.Path + p.Ref
 		}
+		if p.Name == "" && strings.Contains(err.Error(), what) {
+			return LockedProgram{}, nil, "", err // the path is in the message already
+		}
 		return LockedProgram{}, nil, "", fmt.Errorf("%s: %w", what, err)
 	}
 	lp := LockedProgram{Ref: p.Ref, Path: p.Path}

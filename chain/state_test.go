@@ -133,6 +133,9 @@ func TestLockProgramDefaults(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
 				}
+				if tc.p.Path != "" && strings.Count(err.Error(), tc.p.Path) > 1 {
+					t.Errorf("the error names the object more than once: %v", err)
+				}
 				return
 			}
 			if err != nil {
