@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,6 +134,19 @@ func Replace(ifindex int, prog, expected *ebpf.Program, mode Mode) error {
 		attrs.AddRtAttr(iflaXDPExpectedFD, u32(uint32(int32(expectedFD))))
 	}
 	req.AddData(attrs)
+	// A socket of our own with extended acks, so that an error carries the
+	// kernel's reason ("MTU too large for XDP", ...) and not only an errno
+	// (the netlink library enables extended acks only through a package
+	// variable).
+	sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	defer sock.Close()
+	if err := sock.SetExtAck(true); err != nil {
+		return fmt.Errorf("netlink socket: extended acks: %w", err)
+	}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
 	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
 	runtime.KeepAlive(prog)
 	runtime.KeepAlive(expected)
@@ -143,6 +157,10 @@ func Replace(ifindex int, prog, expected *ebpf.Program, mode Mode) error {
 		return fmt.Errorf("interface %d: %w", ifindex, ErrOccupied)
 	case expected != nil && errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("interface %d: %w", ifindex, ErrChanged)
+	case errors.Is(err, unix.ERANGE) && mode != ModeSKB:
+		// The kernel refuses native XDP for programs without the
+		// multi-buffer flag when a frame can exceed one page.
+		return fmt.Errorf("interface %d: the MTU is too large for native XDP (%w): lower the MTU, or use --mode skb", ifindex, err)
 	case errors.Is(err, unix.EOPNOTSUPP) && mode == ModeNative:
 		return fmt.Errorf("interface %d: driver has no native XDP support (use --mode skb): %w", ifindex, err)
 	default:

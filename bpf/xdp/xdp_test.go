@@ -2,10 +2,13 @@ package xdp_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf/xdp"
 	"github.com/kfm-project/kfm/internal/netns"
@@ -81,5 +84,41 @@ func TestReplace(t *testing.T) {
 	}
 	if err := pair.B.Do(func() error { return xdp.Replace(pair.BIfindex, a, nil, xdp.ModeOffload) }); !errors.Is(err, xdp.ErrOffload) {
 		t.Errorf("offload: %v, want ErrOffload", err)
+	}
+}
+
+// TestReplaceMTUTooLarge: native XDP of a program without the multi-buffer
+// flag on an interface whose frames exceed a page is refused; the error
+// carries the kernel's own reason (an extended ack) and says what to do,
+// and skb mode works.
+func TestReplaceMTUTooLarge(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	pair := netns.NewPair(t)
+	for _, end := range []struct {
+		ns    *netns.Namespace
+		iface string
+	}{{pair.A, pair.AIf}, {pair.B, pair.BIf}} {
+		if err := end.ns.Do(func() error {
+			l, err := netlink.LinkByName(end.iface)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetMTU(l, 9000)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := loadXDP(t, 2)
+	err := pair.B.Do(func() error { return xdp.Replace(pair.BIfindex, p, nil, xdp.ModeNative) })
+	if !errors.Is(err, unix.ERANGE) || !strings.Contains(err.Error(), "MTU is too large for native XDP") || !strings.Contains(err.Error(), "--mode skb") || !strings.Contains(err.Error(), "veth:") {
+		t.Errorf("native attach at MTU 9000: %v, want ERANGE with veth's reason and a hint", err)
+	}
+	if err := pair.B.Do(func() error {
+		if err := xdp.Replace(pair.BIfindex, p, nil, xdp.ModeSKB); err != nil {
+			return err
+		}
+		return xdp.Replace(pair.BIfindex, nil, p, xdp.ModeSKB)
+	}); err != nil {
+		t.Errorf("skb mode at MTU 9000: %v", err)
 	}
 }
