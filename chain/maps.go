@@ -58,6 +58,7 @@ func isStateMap(name string, m *ebpf.MapSpec) bool {
 // elementMaps are the state maps of one element for one apply.
 type elementMaps struct {
 	dir     string
+	root    string // the store's root, <bpffs>/kfm/maps
 	maps    map[string]*ebpf.Map
 	created []string // pinned by this apply: removed again if it fails
 	reset   map[string]*ebpf.Map
@@ -68,7 +69,7 @@ type elementMaps struct {
 // spec is an error wrapping ErrMapChanged unless reset is set; then a fresh
 // map replaces it when the apply is committed.
 func (ms mapStore) prepare(t bpf.Target, element string, spec *ebpf.CollectionSpec, reset bool) (*elementMaps, error) {
-	em := &elementMaps{dir: ms.elementDir(t, element), maps: map[string]*ebpf.Map{}, reset: map[string]*ebpf.Map{}}
+	em := &elementMaps{dir: ms.elementDir(t, element), root: ms.root, maps: map[string]*ebpf.Map{}, reset: map[string]*ebpf.Map{}}
 	if err := os.MkdirAll(em.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -145,7 +146,18 @@ func (em *elementMaps) abort() {
 	}
 	em.created = nil
 	em.close()
-	os.Remove(em.dir) // only succeeds when empty
+	pruneEmpty(em.dir, em.root)
+}
+
+// pruneEmpty removes dir and its parents while they are empty, up to
+// <bpffs>/kfm (the parent of root, the store's root), so that a failed or
+// finished change leaves no empty directories behind.
+func pruneEmpty(dir, root string) {
+	for d := dir; d != filepath.Dir(filepath.Dir(root)); d = filepath.Dir(d) {
+		if os.Remove(d) != nil { // fails on a directory that is not empty
+			return
+		}
+	}
 }
 
 func (em *elementMaps) close() {
@@ -173,13 +185,7 @@ func (ms mapStore) gc(t bpf.Target, keep map[string]bool) error {
 		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
 	}
 	if len(keep) == 0 {
-		// Remove the directories that are now empty, up to <bpffs>/kfm
-		// (os.Remove leaves non-empty ones alone).
-		for d := dir; d != filepath.Dir(filepath.Dir(ms.root)); d = filepath.Dir(d) {
-			if os.Remove(d) != nil {
-				break
-			}
-		}
+		pruneEmpty(dir, ms.root)
 	}
 	return errors.Join(errs...)
 }

@@ -119,4 +119,27 @@ func TestMapStoreAbortRemovesNewPins(t *testing.T) {
 	if _, err := os.Stat(ms.elementDir(tgt, "p")); !os.IsNotExist(err) {
 		t.Errorf("aborted prepare left %s: %v", ms.elementDir(tgt, "p"), err)
 	}
+	// Nothing else was pinned: the directories above go too (a failed
+	// first install leaves the bpffs as it was).
+	if _, err := os.Stat(filepath.Join(fs, "kfm")); !os.IsNotExist(err) {
+		t.Errorf("aborted prepare left %s: %v", filepath.Join(fs, "kfm"), err)
+	}
+	// With another element's maps pinned on the hook, only the aborted
+	// element's directory goes.
+	kept, err := ms.prepare(tgt, "kept", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kept.commit(); err != nil {
+		t.Fatal(err)
+	}
+	kept.close()
+	em, err = ms.prepare(tgt, "p", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	em.abort()
+	if _, err := os.Stat(ms.elementDir(tgt, "kept")); err != nil {
+		t.Errorf("abort of p removed kept's maps: %v", err)
+	}
 }
