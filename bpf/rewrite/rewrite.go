@@ -148,6 +148,17 @@ type Gate struct {
 // without running any of its own code. Otherwise it runs as TCNext makes it
 // run. The check costs four instructions (two when the program runs) and
 // needs no helper call, map or stack. insns is not modified.
+//
+// A program that may itself store into the gate word (any store through a
+// register other than r10 that overlaps gate.Offset..+4: the context is the
+// only memory a store reaches at a constant offset from a pointer the
+// verifier lets it write, so stores into packets or map values at that
+// offset are counted too, harmlessly) would change what the programs after
+// it see. Such a program is guarded: after the check it saves the context
+// pointer and the word in 16 bytes of stack it does not use, and whenever it
+// lets the packet go on (-1, or a verdict of proceedOn) it writes the word
+// back first. That costs two stores on entry and three instructions on the
+// way out, and fails with ErrNoStackRoom when the program leaves no room.
 func TCNextGated(insns asm.Instructions, proceedOn []int32, gate Gate) (asm.Instructions, error) {
 	if gate.Bit > 31 {
 		return nil, fmt.Errorf("rewrite: gate bit %d: the gate word has 32 bits", gate.Bit)
@@ -159,13 +170,66 @@ func TCNextGated(insns asm.Instructions, proceedOn []int32, gate Gate) (asm.Inst
 	}
 	r := newRewriter(insns, end)
 	body := r.label()
-	prologue := []asm.Instruction{
+	check := []asm.Instruction{
 		asm.LoadMem(asm.R0, asm.R1, gate.Offset, asm.Word),
 		asm.JSet.Imm(asm.R0, int32(uint32(1)<<gate.Bit), body),
 		asm.Mov.Imm(asm.R0, -1),
 		asm.Return(),
 	}
-	return r.apply(prologue, body, tcNextEpilogue(r, proceed))
+	if !MayStore(insns, gate.Offset, 4) {
+		return r.apply(check, body, tcNextEpilogue(r, proceed))
+	}
+
+	depth, err := StackDepth(insns)
+	if err != nil {
+		return nil, err
+	}
+	slot := roundUp8(depth) + 16
+	if slot > MaxStack {
+		return nil, fmt.Errorf("main function uses %d of %d stack bytes, and it may write the gate word, which needs 16 to be kept: %w", depth, MaxStack, ErrNoStackRoom)
+	}
+	ctxOff, wordOff := int16(-slot), int16(-slot+8)
+	prologue := append(check,
+		asm.StoreMem(asm.R10, ctxOff, asm.R1, asm.DWord).WithSymbol(body),
+		asm.StoreMem(asm.R10, wordOff, asm.R0, asm.Word),
+	)
+	// -1 of the program's own goes on as it is (as TCNext leaves it), a
+	// proceed-on verdict becomes -1; both restore the word first.
+	next, restore := r.label(), r.label()
+	epi := []asm.Instruction{asm.JEq.Imm32(asm.R0, -1, restore)}
+	for _, a := range proceed {
+		epi = append(epi, asm.JEq.Imm32(asm.R0, a, next))
+	}
+	epi = append(epi,
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, -1).WithSymbol(next),
+		asm.LoadMem(asm.R1, asm.R10, ctxOff, asm.DWord).WithSymbol(restore),
+		asm.LoadMem(asm.R2, asm.R10, wordOff, asm.Word),
+		asm.StoreMem(asm.R1, gate.Offset, asm.R2, asm.Word),
+		asm.Return(),
+	)
+	return r.apply(prologue, "", epi)
+}
+
+// MayStore reports whether an instruction of insns (subprograms included)
+// stores into any of the size bytes at offset off from a register other
+// than the frame pointer r10: plain stores and atomic operations of every
+// width.
+func MayStore(insns asm.Instructions, off int16, size int) bool {
+	for i := range insns {
+		op := insns[i].OpCode
+		if !op.Class().IsStore() || insns[i].Dst == asm.R10 {
+			continue
+		}
+		if m := op.Mode(); m != asm.MemMode && m != asm.AtomicMode {
+			continue
+		}
+		start, n := int(insns[i].Offset), op.Size().Sizeof()
+		if start < int(off)+size && start+n > int(off) {
+			return true
+		}
+	}
+	return false
 }
 
 // MainLength returns the number of instructions (not raw slots) of the main
@@ -337,6 +401,11 @@ func symbolize(main asm.Instructions, label func() string) error {
 		ins := &main[i]
 		if !isJump(ins) {
 			continue
+		}
+		if ins.OpCode.JumpOp() == asm.Ja && ins.OpCode.Source() != asm.ImmSource {
+			// The kernel refuses it ("BPF_JA uses reserved fields"), and
+			// cilium/ebpf would not encode it as the jump it looks like.
+			return fmt.Errorf("instruction %d (%v): unconditional jump with a register source: %w", i, *ins, ErrInvalid)
 		}
 		if ins.Reference() != "" && (ins.Offset == -1 || isLongJump(ins) && ins.Constant == -1) {
 			continue // already symbolic

@@ -429,3 +429,91 @@ func TestHasFunctionCalls(t *testing.T) {
 		t.Error("progExits: function calls found")
 	}
 }
+
+// TestTCNextGatedGuard: a program that may store into the gate word gets
+// the word back before it lets the packet go on (so the programs after it
+// see the chain the gate chose), and leaves what it wrote when it ends the
+// chain; a program that cannot write the word is not guarded.
+func TestTCNextGatedGuard(t *testing.T) {
+	const next = ^uint64(0) // -1
+	const off = 64
+	scribble := func(st asm.Instruction) asm.Instructions {
+		return asm.Instructions{
+			st.WithSymbol("main"),
+			asm.JEq.Imm(asm.R2, 1, "one"),
+			asm.JEq.Imm(asm.R2, 2, "unspec"),
+			asm.Mov.Imm(asm.R0, 2), // ok: proceeds
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 7).WithSymbol("one"), // ends the chain
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, -1).WithSymbol("unspec"), // goes on by itself
+			asm.Return(),
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		store   asm.Instruction
+		guarded bool
+		// wrote is the gate word the program leaves when it ends the
+		// chain (guarded programs only).
+		wrote uint64
+	}{
+		{"word", asm.StoreImm(asm.R1, off, 0, asm.Word), true, 0},
+		{"byte inside", asm.StoreImm(asm.R1, off+3, 0, asm.Byte), true, 0x00345678},
+		{"dword over it", stImm64(asm.R1, off-4, 0), true, 0},
+		{"through another register", asm.StoreMem(asm.R6, off, asm.R1, asm.Word), true, vmCtx & 0xffffffff},
+		{"the word before", asm.StoreImm(asm.R1, off-4, 0, asm.Word), false, 0},
+		{"the word after", asm.StoreImm(asm.R1, off+4, 0, asm.Word), false, 0},
+		{"stack", asm.StoreImm(asm.R10, off, 0, asm.Word), false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			insns := rawJumps(t, scribble(tc.store))
+			if tc.store.Dst == asm.R6 {
+				// r6 = r1, so the store reaches the context.
+				insns = append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1).WithSymbol("main")}, append(asm.Instructions{insns[0].WithSymbol("")}, insns[1:]...)...)
+			}
+			if got := MayStore(insns, off, 4); got != tc.guarded {
+				t.Fatalf("MayStore = %v, want %v", got, tc.guarded)
+			}
+			got, err := TCNextGated(insns, []int32{2}, Gate{Offset: off, Bit: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const word = 0x12345678 | 1<<4
+			for _, in := range []uint64{0, 1, 2} {
+				v := newVM(t, got)
+				v.store(vmCtx+off-4, 4, 0xa5a5a5a5)
+				v.store(vmCtx+off, 4, word)
+				v.store(vmCtx+off+4, 4, 0x5a5a5a5a)
+				r, err := v.run(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantR := map[uint64]uint64{0: next, 1: 7, 2: next}[in]
+				if r != wantR {
+					t.Errorf("input %d: returned %#x, want %#x", in, r, wantR)
+				}
+				after := v.load(vmCtx+off, 4)
+				switch {
+				case !tc.guarded && after != word && tc.store.Dst != asm.R10 && tc.store.Offset != off-4 && tc.store.Offset != off+4:
+					t.Errorf("input %d: unguarded program changed the word to %#x", in, after)
+				case tc.guarded && wantR == next && after != word:
+					t.Errorf("input %d: went on with gate word %#x, want it restored to %#x", in, after, uint64(word))
+				case tc.guarded && wantR == 7 && after != tc.wrote:
+					t.Errorf("input %d: ended the chain with gate word %#x, want %#x (what it wrote)", in, after, tc.wrote)
+				}
+			}
+		})
+	}
+
+	// No room for the 16 bytes: refused.
+	full := rawJumps(t, asm.Instructions{
+		stImm64(asm.R10, -504, 0).WithSymbol("main"),
+		asm.StoreImm(asm.R1, off, 0, asm.Word),
+		asm.Mov.Imm(asm.R0, 2),
+		asm.Return(),
+	})
+	if _, err := TCNextGated(full, []int32{2}, Gate{Offset: off, Bit: 4}); !errors.Is(err, ErrNoStackRoom) {
+		t.Errorf("a program using 504 stack bytes that writes the gate word: %v, want ErrNoStackRoom", err)
+	}
+}
