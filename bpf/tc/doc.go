@@ -55,10 +55,14 @@
 // about it when a packet reaches the hook, which is why the gate writes the
 // whole word for every packet. After the hook the stack reuses cb for its
 // own purposes (IPCB on ingress, the qdisc's data on egress), after having
-// written it. Programs chained by kfm on TC, and other tools' programs
-// placed between kfm's, must not write cb[4]; other tools' programs before
-// or after kfm's chain may use it freely (the gate writes it anew, and
-// nothing of kfm's reads it after the chain). A TC program that runs in a
+// written it. A program of the chain that may write cb[4] itself (one that
+// uses cb[] for its own purposes) is guarded by the rewrite: it saves the
+// word on entry and writes it back whenever it lets the packet go on, so
+// the programs after it still see the gate's choice (it costs 16 bytes of
+// the program's stack and five instructions). Other tools' programs placed
+// between kfm's must not write cb[4]; other tools' programs before or after
+// kfm's chain may use it freely (the gate writes it anew, and nothing of
+// kfm's reads it after the chain). A TC program that runs in a
 // kfm chain cannot be run on its own with BPF_PROG_TEST_RUN unless the
 // context given sets its bit in cb[4].
 //

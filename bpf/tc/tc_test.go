@@ -1035,3 +1035,21 @@ func TestUngatedChain(t *testing.T) {
 		}
 	})
 }
+
+// TestProgramWritingTheGateWord: a program that clears skb->cb[] for its
+// own use, kfm's gate word included, does not stop the programs after it:
+// kfm gives it the word back whenever it lets the packet go on.
+func TestProgramWritingTheGateWord(t *testing.T) {
+	forEach(t, func(t *testing.T, bc backendCase) {
+		f := newFixture(t, bc)
+		s := func(prio int) chaintest.Component {
+			c := f.comp("S", prio)
+			c.Function = "tc_scribble"
+			return c
+		}
+		f.Apply(t, f.b, chaintest.Build(t, f.comp("A", 10), s(20), f.comp("B", 30)))
+		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("ASB", 20))
+		f.Apply(t, f.b, chaintest.Build(t, s(5), f.comp("A", 10), f.comp("B", 30)))
+		checkTraces(t, f.Traces(t, 20, 20), chaintest.Only("SAB", 20))
+	})
+}

@@ -92,4 +92,26 @@ int tc_tag(struct __sk_buff *skb)
 	return verdict == 0xffffffff ? TC_ACT_OK : (int)verdict;
 }
 
+/*
+ * tc_scribble is tc_tag for a program that uses skb->cb[] for itself (as
+ * programs that hand state to their own tail calls do): it clears every cb
+ * word first, kfm's gate word cb[4] included.
+ */
+SEC("tc")
+int tc_scribble(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+
+	skb->cb[0] = 0;
+	skb->cb[1] = 0;
+	skb->cb[2] = 0;
+	skb->cb[3] = 0;
+	skb->cb[4] = 0;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (!handle(data, data_end))
+		return TC_ACT_OK;
+	return verdict == 0xffffffff ? TC_ACT_OK : (int)verdict;
+}
+
 char _license[] SEC("license") = "GPL";
