@@ -174,7 +174,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			continue
 		}
 		if err := p.change.Commit(ctx); err != nil {
-			return m.rollback(ctx, st, plans, i, fmt.Errorf("%s: switch to the new chain: %w", p.target, err))
+			return m.rollback(ctx, st, plans, i, inHook(p.target, "switch to the new chain", err))
 		}
 		committed++
 		m.step(fmt.Sprintf("committed-%d", committed))
@@ -220,7 +220,7 @@ func (m *Manager) rollback(ctx context.Context, st *State, plans []*hookPlan, fa
 			continue
 		}
 		if err := plans[j].change.Revert(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", plans[j].target, err))
+			errs = append(errs, withTarget(plans[j].target, err))
 		} else {
 			reverted = append(reverted, plans[j].target.String())
 		}
@@ -411,7 +411,7 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		}
 		em, err := m.maps.prepare(p.target, c.Name, c.Spec, p.resetMaps)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p.target, err)
+			return withTarget(p.target, err)
 		}
 		p.maps = append(p.maps, em)
 		c.Maps = em.maps
@@ -480,3 +480,26 @@ func (p *hookPlan) close() {
 	}
 	p.maps = nil
 }
+
+// withTarget prefixes err with the hook it is about, unless err starts
+// with it already (the backends name the hook themselves).
+func withTarget(t bpf.Target, err error) error {
+	if strings.HasPrefix(err.Error(), t.String()+":") || strings.HasPrefix(err.Error(), t.String()+" ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", t, err)
+}
+
+// inHook is err as the failure of step on hook t: "t: step: err", with the
+// hook named once when err starts with it.
+func inHook(t bpf.Target, step string, err error) error {
+	return &hookError{msg: t.String() + ": " + step + ": " + strings.TrimPrefix(err.Error(), t.String()+": "), err: err}
+}
+
+type hookError struct {
+	msg string
+	err error
+}
+
+func (e *hookError) Error() string { return e.msg }
+func (e *hookError) Unwrap() error { return e.err }
