@@ -63,13 +63,9 @@ func TailCall(insns asm.Instructions, opts TailCallOptions) (asm.Instructions, e
 	if err != nil {
 		return nil, err
 	}
-	depth, err := StackDepth(insns)
+	slot, err := freeStack(insns, 8, "")
 	if err != nil {
 		return nil, err
-	}
-	slot := roundUp8(depth) + 8
-	if slot > MaxStack {
-		return nil, fmt.Errorf("main function uses %d of %d stack bytes: %w", depth, MaxStack, ErrNoStackRoom)
 	}
 	off := int16(-slot)
 
@@ -180,13 +176,9 @@ func TCNextGated(insns asm.Instructions, proceedOn []int32, gate Gate) (asm.Inst
 		return r.apply(check, body, tcNextEpilogue(r, proceed))
 	}
 
-	depth, err := StackDepth(insns)
+	slot, err := freeStack(insns, 16, ", and it may write the gate word, which needs 16 to be kept")
 	if err != nil {
 		return nil, err
-	}
-	slot := roundUp8(depth) + 16
-	if slot > MaxStack {
-		return nil, fmt.Errorf("main function uses %d of %d stack bytes, and it may write the gate word, which needs 16 to be kept: %w", depth, MaxStack, ErrNoStackRoom)
 	}
 	ctxOff, wordOff := int16(-slot), int16(-slot+8)
 	prologue := append(check,
@@ -274,6 +266,21 @@ func normalize(as []int32) []int32 {
 }
 
 func roundUp8(n int) int { return (n + 7) &^ 7 }
+
+// freeStack returns the distance below the frame pointer of n bytes of
+// stack (8-aligned) that the main function of insns does not use; why says
+// what they are for in the ErrNoStackRoom message.
+func freeStack(insns asm.Instructions, n int, why string) (int, error) {
+	depth, err := StackDepth(insns)
+	if err != nil {
+		return 0, err
+	}
+	slot := roundUp8(depth) + n
+	if slot > MaxStack {
+		return 0, fmt.Errorf("main function uses %d of %d stack bytes%s: %w", depth, MaxStack, why, ErrNoStackRoom)
+	}
+	return slot, nil
+}
 
 func mainEnd(insns asm.Instructions) (int, error) {
 	if len(insns) == 0 {
