@@ -3,6 +3,8 @@ package bpf
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cilium/ebpf"
 )
 
 // Hook is where a chain runs: the XDP hook or one direction of the TC hook.
@@ -33,3 +35,12 @@ func ParseHook(s string) (Hook, error) {
 func (h Hook) IsTC() bool { return h == HookTCIngress || h == HookTCEgress }
 
 func (h Hook) String() string { return string(h) }
+
+// TCXAttachType is the TCX attach type of a TC hook (ingress for any hook
+// but tc-egress).
+func (h Hook) TCXAttachType() ebpf.AttachType {
+	if h == HookTCEgress {
+		return ebpf.AttachTCXEgress
+	}
+	return ebpf.AttachTCXIngress
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/kfm-project/kfm/bpf/internal/load"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,18 +67,18 @@ func EXT() error {
 	extSpec.AttachTarget = t1
 	ext, err := ebpf.NewProgram(extSpec)
 	if err != nil {
-		return unavailable("freplace (EXT) programs refused", unwrapErrno(err))
+		return unavailable("freplace (EXT) programs refused", load.Errno(err))
 	}
 	defer ext.Close()
 
 	l1, err := link.AttachFreplace(t1, "kfm_probe_target", ext)
 	if err != nil {
-		return unavailable("freplace attach refused", unwrapErrno(err))
+		return unavailable("freplace attach refused", load.Errno(err))
 	}
 	defer l1.Close()
 	l2, err := link.AttachFreplace(t2, "kfm_probe_target", ext)
 	if err != nil {
-		return unavailable("freplace re-attach to a second target refused (needs Linux 5.10)", unwrapErrno(err))
+		return unavailable("freplace re-attach to a second target refused (needs Linux 5.10)", load.Errno(err))
 	}
 	defer l2.Close()
 
@@ -122,19 +123,8 @@ func TCX() error {
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return unavailable("TCX links: not supported by this kernel", nil)
 	default:
-		return unavailable("TCX links refused", unwrapErrno(err))
+		return unavailable("TCX links refused", load.Errno(err))
 	}
-}
-
-// unwrapErrno returns the errno inside err when there is one: cilium/ebpf's
-// EPERM errors carry a "MEMLOCK may be too low" hint that is misleading when
-// a sandbox refuses a program type.
-func unwrapErrno(err error) error {
-	var errno unix.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return err
 }
 
 // Prober caches probe results for the lifetime of one command.

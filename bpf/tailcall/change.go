@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -332,7 +331,7 @@ func (c *change) removeStale(keep *generation) error {
 	}
 	if !c.st.attached && !c.attach {
 		errs = append(errs, c.unpinRoot())
-		pruneDirs(c.t, c.st.dir)
+		pinmeta.Prune(c.st.dir, filepath.Join(c.t.BPFFS, "kfm"))
 	}
 	return errors.Join(errs...)
 }
@@ -415,7 +414,7 @@ func (c *change) attachRoot() error {
 		if c.first {
 			anchor = link.Head()
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: c.root, Attach: tcxAttachType(t.Hook), Anchor: anchor})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: c.root, Attach: t.Hook.TCXAttachType(), Anchor: anchor})
 		if err != nil {
 			return fmt.Errorf("%s: attach the tail-call root with TCX: %w", t, err)
 		}
@@ -469,7 +468,7 @@ func (c *change) commitRemove() error {
 	if err := os.RemoveAll(st.dir); err != nil {
 		return c.cleanupError(fmt.Errorf("unpin: %w", err))
 	}
-	pruneDirs(c.t, st.dir)
+	pinmeta.Prune(st.dir, filepath.Join(c.t.BPFFS, "kfm"))
 	return nil
 }
 
@@ -488,7 +487,7 @@ func (c *change) Revert(ctx context.Context) error {
 		if err = c.detachRoot(c.root, c.rootLink, c.replace); err == nil {
 			rcu.Wait()
 			err = errors.Join(c.unpinRoot(), os.RemoveAll(c.gen.dir))
-			pruneDirs(c.t, st.dir)
+			pinmeta.Prune(st.dir, filepath.Join(c.t.BPFFS, "kfm"))
 		}
 	default:
 		if st.current != nil {
@@ -559,7 +558,7 @@ func (c *change) Close() error {
 	if c.gen != nil && (!c.committed || c.reverted) {
 		errs = append(errs, os.RemoveAll(c.gen.dir))
 		if c.st != nil && c.st.root == nil && !c.committed {
-			pruneDirs(c.t, c.st.dir)
+			pinmeta.Prune(c.st.dir, filepath.Join(c.t.BPFFS, "kfm"))
 		}
 	}
 	c.gen.close()
@@ -598,17 +597,6 @@ func (b *Backend) Release(ctx context.Context, t bpf.Target) error {
 		errs = append(errs, c.detachRoot(st.root, st.rootLink, nil))
 	}
 	errs = append(errs, os.RemoveAll(st.dir))
-	pruneDirs(t, st.dir)
+	pinmeta.Prune(st.dir, filepath.Join(t.BPFFS, "kfm"))
 	return errors.Join(errs...)
-}
-
-// pruneDirs removes dir and its parents up to <bpffs>/kfm for as long as
-// they are empty.
-func pruneDirs(t bpf.Target, dir string) {
-	top := filepath.Join(t.BPFFS, "kfm")
-	for d := filepath.Clean(dir); d == top || strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return
-		}
-	}
 }

@@ -253,15 +253,8 @@ func (b *Backend) readAttachment(t bpf.Target, st *hookState) error {
 	return nil
 }
 
-func tcxAttachType(h bpf.Hook) ebpf.AttachType {
-	if h == bpf.HookTCEgress {
-		return ebpf.AttachTCXEgress
-	}
-	return ebpf.AttachTCXIngress
-}
-
 func tcxProgramIDs(t bpf.Target) ([]ebpf.ProgramID, error) {
-	res, err := link.QueryPrograms(link.QueryOptions{Target: t.Ifindex, Attach: tcxAttachType(t.Hook)})
+	res, err := link.QueryPrograms(link.QueryOptions{Target: t.Ifindex, Attach: t.Hook.TCXAttachType()})
 	if err != nil {
 		return nil, fmt.Errorf("query TCX programs of interface %d: %w", t.Ifindex, err)
 	}

@@ -9,9 +9,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/internal/load"
 	"github.com/kfm-project/kfm/bpf/probe"
 )
 
@@ -75,7 +75,7 @@ func (b *Backend) Supports(h bpf.Hook) error {
 	spec.Programs = map[string]*ebpf.ProgramSpec{name: spec.Programs[name]}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return fmt.Errorf("tail-call root for %s refused: %w: %w", h, unwrapErrno(err), bpf.ErrUnsupportedKernel)
+		return fmt.Errorf("tail-call root for %s refused: %w: %w", h, load.Errno(err), bpf.ErrUnsupportedKernel)
 	}
 	coll.Close()
 	return nil
@@ -109,7 +109,7 @@ func probeMixedCalls() error {
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
 	if err != nil {
-		return fmt.Errorf("%w (needs Linux 5.10): %w", ErrMixedCalls, unwrapErrno(err))
+		return fmt.Errorf("%w (needs Linux 5.10): %w", ErrMixedCalls, load.Errno(err))
 	}
 	prog.Close()
 	return nil
@@ -130,12 +130,4 @@ func rootFunction(h bpf.Hook) (string, error) {
 		return "kfm_tc_root", nil
 	}
 	return "", fmt.Errorf("unknown hook %q", h)
-}
-
-func unwrapErrno(err error) error {
-	var errno unix.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return err
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -330,7 +329,7 @@ func (c *change) writeMeta(ahead bool, entries ...[]*entry) error {
 	}
 	if len(doc.Programs) == 0 && c.cur == nil {
 		err := pinmeta.Remove(filepath.Join(c.st.dir, pinMeta))
-		pruneDirs(c.t, c.st.dir)
+		pinmeta.Prune(c.st.dir, filepath.Join(c.t.BPFFS, "kfm"))
 		return err
 	}
 	if err := os.MkdirAll(c.st.dir, 0o700); err != nil {
@@ -554,7 +553,7 @@ func (c *change) attachGate(prog *ebpf.Program, from []*entry) error {
 	if len(from) > 0 {
 		anchor = link.BeforeLinkByID(from[0].m.Link)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: prog, Attach: tcxAttachType(t.Hook), Anchor: anchor})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: prog, Attach: t.Hook.TCXAttachType(), Anchor: anchor})
 	if err != nil {
 		return fmt.Errorf("attach the gate with TCX: %w", err)
 	}
@@ -635,7 +634,7 @@ func (c *change) do(o op) error {
 		case c.cur != nil:
 			anchor = link.AfterLinkByID(c.cur.linkID)
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: o.e.prog, Attach: tcxAttachType(t.Hook), Anchor: anchor})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: t.Ifindex, Program: o.e.prog, Attach: t.Hook.TCXAttachType(), Anchor: anchor})
 		if err != nil {
 			return fmt.Errorf("attach %s with TCX: %w", c.metaOf(o.e).Name, err)
 		}
@@ -797,17 +796,6 @@ func (b *Backend) Release(ctx context.Context, t bpf.Target) error {
 		errs = append(errs, c.detachGate())
 	}
 	errs = append(errs, os.RemoveAll(st.dir))
-	pruneDirs(t, st.dir)
+	pinmeta.Prune(st.dir, filepath.Join(t.BPFFS, "kfm"))
 	return errors.Join(errs...)
-}
-
-// pruneDirs removes dir and its parents up to <bpffs>/kfm for as long as
-// they are empty.
-func pruneDirs(t bpf.Target, dir string) {
-	top := filepath.Join(t.BPFFS, "kfm")
-	for d := filepath.Clean(dir); d == top || strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/kfm-project/kfm/bpf/internal/load"
 	"github.com/kfm-project/kfm/bpf/rewrite"
 )
 
@@ -57,7 +58,7 @@ func newGate(mask uint32) (*ebpf.Program, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load the gate program: %w", unwrapErrno(err))
+		return nil, fmt.Errorf("load the gate program: %w", load.Errno(err))
 	}
 	return p, nil
 }

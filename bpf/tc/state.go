@@ -226,7 +226,7 @@ func (b *Backend) readTCX(t bpf.Target, st *hookState, byID map[ebpf.ProgramID]e
 	if len(ours) == 0 && gate == nil {
 		return nil
 	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: t.Ifindex, Attach: tcxAttachType(t.Hook)})
+	res, err := link.QueryPrograms(link.QueryOptions{Target: t.Ifindex, Attach: t.Hook.TCXAttachType()})
 	if err != nil {
 		if gate != nil && gate.link != nil {
 			gate.link.Close()

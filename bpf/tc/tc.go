@@ -9,9 +9,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/internal/load"
 	"github.com/kfm-project/kfm/bpf/probe"
 )
 
@@ -104,7 +104,7 @@ func (b *Backend) Supports(h bpf.Hook) error {
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, TCXNext), asm.Return()},
 		})
 		if err != nil {
-			b.probeErr = fmt.Errorf("sched_cls programs refused: %w: %w", unwrapErrno(err), bpf.ErrUnsupportedKernel)
+			b.probeErr = fmt.Errorf("sched_cls programs refused: %w: %w", load.Errno(err), bpf.ErrUnsupportedKernel)
 			return
 		}
 		prog.Close()
@@ -125,18 +125,3 @@ type unsupported struct{ err error }
 
 func (u unsupported) Error() string   { return u.err.Error() }
 func (u unsupported) Unwrap() []error { return []error{u.err, bpf.ErrUnsupportedKernel} }
-
-func unwrapErrno(err error) error {
-	var errno unix.Errno
-	if errors.As(err, &errno) {
-		return errno
-	}
-	return err
-}
-
-func tcxAttachType(h bpf.Hook) ebpf.AttachType {
-	if h == bpf.HookTCEgress {
-		return ebpf.AttachTCXEgress
-	}
-	return ebpf.AttachTCXIngress
-}

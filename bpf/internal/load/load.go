@@ -123,6 +123,17 @@ func Error(name string, err error) error {
 	return fmt.Errorf("%s: %w: %w", name, bpf.ErrLoad, unwrapErrno(err))
 }
 
+// Errno returns the errno inside err, without the text cilium/ebpf wraps
+// around it (err itself when it holds none): for messages that say why the
+// kernel refused something.
+func Errno(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
 // unwrapErrno drops cilium/ebpf's "MEMLOCK may be too low" hint on EPERM,
 // which is misleading in sandboxes that refuse program types.
 func unwrapErrno(err error) error {

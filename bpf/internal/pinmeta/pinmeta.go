@@ -1,7 +1,8 @@
 // Package pinmeta stores small JSON documents in the BPF filesystem, where
 // kfm's backends keep the description of the chains they run (names,
 // priorities, proceed-on verdicts, keys) next to the pinned kernel objects, so
-// that any later kfm process can read them back without other state.
+// that any later kfm process can read them back without other state; Prune
+// removes the directories a backend leaves empty when it unpins a chain.
 //
 // bpffs holds only BPF objects, so a document is the value of a one-entry
 // BPF_MAP_TYPE_ARRAY map named "kfm_meta": a little-endian uint32 length
@@ -15,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -96,4 +99,15 @@ func Remove(path string) error {
 		return nil
 	}
 	return err
+}
+
+// Prune removes dir and then its parents, up to and including top, as long
+// as they are empty (or already gone): what a backend calls after unpinning
+// a chain, so that no empty directories stay in the bpffs.
+func Prune(dir, top string) {
+	for d := filepath.Clean(dir); d == top || strings.HasPrefix(d, top+string(filepath.Separator)); d = filepath.Dir(d) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return
+		}
+	}
 }
