@@ -31,7 +31,7 @@ func Listen(t TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
 		if err != nil {
 			return err
 		}
-		return deepQueue(conn)
+		return DeepQueue(conn)
 	})
 	if err != nil {
 		t.Fatalf("listen on %s:%d in %s: %v", addr, port, ns.Name, err)
@@ -54,11 +54,11 @@ func Listen(t TB, ns *Namespace, addr netip.Addr, port int) *Receiver {
 	return r
 }
 
-// deepQueue gives conn a receive queue of 32 MiB, so that a reader that
+// DeepQueue gives conn a receive queue of 32 MiB, so that a reader that
 // falls behind for a while (a VM under TCG while the verifier runs) does not
 // make the socket drop datagrams the programs under test passed: a test
 // counts at the socket what the chain let through.
-func deepQueue(conn *net.UDPConn) error {
+func DeepQueue(conn *net.UDPConn) error {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return err

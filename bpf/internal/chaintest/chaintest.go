@@ -157,17 +157,7 @@ func ListenTraces(tb testing.TB, ns *netns.Namespace, addr netip.Addr, port int)
 		if err != nil {
 			return err
 		}
-		// A deep queue, so that a slow reader (a VM under TCG) does not
-		// make the socket drop what the chain passed.
-		raw, err := conn.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		err = raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
-		})
-		return errors.Join(err, serr)
+		return netns.DeepQueue(conn)
 	})
 	if err != nil {
 		tb.Fatalf("listen on %s:%d: %v", addr, port, err)
