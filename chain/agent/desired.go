@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/chain"
+)
+
+// Desired is what one source wants on this node.
+type Desired struct {
+	Chains []Chain
+}
+
+// Chain is one hook's chain, wanted on every interface its selector picks.
+type Chain struct {
+	// Owner names who asks for the chain: "ChainSet/NAME", the config
+	// directory, an OCI reference. Results and conflicts are per owner.
+	Owner string
+	// Generation is the owner's version of what it wants (a ChainSet's
+	// metadata.generation), reported back as observedGeneration.
+	Generation int64
+	Interfaces InterfaceSelector
+	// Netns is a network namespace path (/run/netns/NAME); empty is the
+	// agent's own.
+	Netns   string
+	Hook    bpf.Hook
+	Backend string
+	Mode    string
+	// Programs in any order (the chain orders them by priority), each
+	// pinned by digest, object digest and accepted signer.
+	Programs []chain.LockedProgram
+}
+
+// InterfaceSelector picks interfaces by name. A name written /RE/ is a
+// regular expression matched against the whole interface name.
+type InterfaceSelector struct {
+	Names []string
+	// PrimaryNodeInterface picks the interface that carries the node's
+	// InternalIP.
+	PrimaryNodeInterface bool
+	Exclude              []string
+}
+
+// Source delivers a node's desired state.
+type Source interface {
+	// Name says what the source is, for logs and status.
+	Name() string
+	// Run calls update with the whole desired state at start and again
+	// whenever it changes, until ctx ends or the source fails.
+	Run(ctx context.Context, update func(Desired)) error
+}
+
+// Reporter is implemented by sources that publish what the node runs.
+type Reporter interface {
+	Report(ctx context.Context, r Result) error
+}
+
+// Result is the outcome of one reconcile: one entry per chain and interface.
+type Result struct {
+	Chains []ChainResult
+}
+
+// Condition reasons of a chain that is not applied.
+const (
+	ReasonVerificationFailed = "VerificationFailed"
+	ReasonLoadFailed         = "LoadFailed"
+	ReasonInterfaceMissing   = "InterfaceMissing"
+	ReasonConflict           = "Conflict"
+)
+
+// ChainResult is one chain on one interface.
+type ChainResult struct {
+	Owner      string
+	Generation int64
+	Interface  string
+	Netns      string
+	Hook       bpf.Hook
+	Backend    string
+	// Applied is true when the chain runs as wanted; otherwise Reason (one
+	// of the Reason constants) and Message say why not.
+	Applied  bool
+	Reason   string
+	Message  string
+	Programs []ProgramResult // in run order
+}
+
+// ProgramResult is one running program.
+type ProgramResult struct {
+	Name   string
+	Digest string
+	ID     uint32
+}
