@@ -14,4 +14,8 @@
 //	xdp_subprog        bpf-to-bpf calls (a global and a static subprogram)
 //	                   and three exit instructions in the main function
 //	xdp_frags          SEC("xdp.frags"): multi-buffer aware
+//	xdp_probe_read     calls bpf_probe_read_kernel (the default capability
+//	                   policy refuses it), returns XDP_PASS
+//	xdp_buff_len       calls bpf_xdp_get_buff_len (kernel 5.18+), returns
+//	                   XDP_PASS (kernel compatibility checks)
 package testprogs

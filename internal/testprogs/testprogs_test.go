@@ -59,7 +59,7 @@ func run(t *testing.T, prog *ebpf.Program, frame []byte) uint32 {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"tc_pass", "tc_verifier_fail", "xdp_drop", "xdp_frags", "xdp_pass", "xdp_subprog", "xdp_verifier_fail"}
+	want := []string{"tc_pass", "tc_verifier_fail", "xdp_buff_len", "xdp_drop", "xdp_frags", "xdp_pass", "xdp_probe_read", "xdp_subprog", "xdp_verifier_fail"}
 	if got := testprogs.Names(); !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}
