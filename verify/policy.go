@@ -45,6 +45,11 @@ const maxPolicySize = 1 << 20
 //	          subject: https://github.com/example/net/.github/workflows/release.yml@refs/heads/main
 //	        - issuerRegexp: ^https://accounts\.google\.com$
 //	          subjectRegexp: ^[a-z]+@example\.com$
+//	    capabilities:                    # what accepted programs may do (see Capabilities)
+//	      modifyPackets: false
+//	      allowHelpers: [bpf_trace_printk]
+//	localCapabilities:                   # the same, for local object files
+//	  readOnlyObserver: true
 //
 // A match pattern is a repository glob: "*" matches within one path
 // segment, "**" across segments, "?" one character other than "/". Patterns
@@ -56,6 +61,10 @@ type Policy struct {
 	// such as "--key flag").
 	Source string
 	Rules  []Rule
+	// Local limits what local object files (not from a registry, so no
+	// rule matches them) may do; nil applies the built-in default denies
+	// only. YAML: top-level `localCapabilities:`.
+	Local *Capabilities
 }
 
 // Rule is one rule of a Policy.
@@ -69,6 +78,9 @@ type Rule struct {
 	// Keyless accepts Fulcio certificates of the listed identities,
 	// chained to the trusted root's certificate authorities.
 	Keyless *Keyless
+	// Capabilities limit what accepted programs may do (nil: only the
+	// built-in default denies); see Capabilities.
+	Capabilities *Capabilities
 	// Line is the rule's line in its file (0 for rules built in code).
 	Line int
 
@@ -249,8 +261,9 @@ func compileGlob(pattern string) (*regexp.Regexp, error) {
 // The YAML form. Decoding is strict (unknown keys are errors); lines come
 // from a parallel walk of the node tree.
 type policyFile struct {
-	Version int        `yaml:"version"`
-	Rules   []ruleFile `yaml:"rules"`
+	Version           int           `yaml:"version"`
+	Rules             []ruleFile    `yaml:"rules"`
+	LocalCapabilities *Capabilities `yaml:"localCapabilities"`
 }
 
 type ruleFile struct {
@@ -258,6 +271,8 @@ type ruleFile struct {
 	Deny    bool         `yaml:"deny"`
 	Keys    []string     `yaml:"keys"`
 	Keyless *keylessFile `yaml:"keyless"`
+	// Capabilities limit what accepted programs may do.
+	Capabilities *Capabilities `yaml:"capabilities"`
 }
 
 type keylessFile struct {
@@ -312,19 +327,29 @@ func ParsePolicy(ctx context.Context, name string, data []byte, dir string) (*Po
 		return nil, fail(yamlfile.LineOf(yamlfile.MapValue(top, "rules"), top), "no rules: every reference would be refused (add rules, see `kfm verify --help`)")
 	}
 	rulesNode := yamlfile.MapValue(top, "rules")
-	p := &Policy{Source: name}
+	p := &Policy{Source: name, Local: pf.LocalCapabilities}
+	if p.Local != nil {
+		if err := p.Local.check(); err != nil {
+			return nil, fail(yamlfile.LineOf(yamlfile.MapValue(top, "localCapabilities"), top), "localCapabilities: %v", err)
+		}
+	}
 	for i, rf := range pf.Rules {
 		rn := yamlfile.SeqItem(rulesNode, i)
 		line := yamlfile.LineOf(rn, top)
-		r := Rule{Match: rf.Match, Deny: rf.Deny, Line: line}
+		r := Rule{Match: rf.Match, Deny: rf.Deny, Line: line, Capabilities: rf.Capabilities}
+		if c := rf.Capabilities; c != nil {
+			if err := c.check(); err != nil {
+				return nil, fail(yamlfile.LineOf(yamlfile.MapValue(rn, "capabilities"), rn), "rule %d (%s): capabilities: %v", i+1, rf.Match, err)
+			}
+		}
 		re, err := compileGlob(rf.Match)
 		if err != nil {
 			return nil, fail(yamlfile.LineOf(yamlfile.MapValue(rn, "match"), rn), "rule %d: %v", i+1, err)
 		}
 		r.re = re
 		if rf.Deny {
-			if len(rf.Keys) > 0 || rf.Keyless != nil {
-				return nil, fail(line, "rule %d (%s): deny: true takes no keys or keyless", i+1, rf.Match)
+			if len(rf.Keys) > 0 || rf.Keyless != nil || rf.Capabilities != nil {
+				return nil, fail(line, "rule %d (%s): deny: true takes no keys, keyless or capabilities", i+1, rf.Match)
 			}
 			p.Rules = append(p.Rules, r)
 			continue

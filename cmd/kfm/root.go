@@ -145,7 +145,7 @@ func exitCode(err error) int {
 		return coded.ExitCode()
 	case errors.Is(err, verify.ErrUnsigned), errors.Is(err, verify.ErrUntrusted),
 		errors.Is(err, verify.ErrInvalidSignature), errors.Is(err, verify.ErrContent),
-		errors.Is(err, verify.ErrPolicy), errors.Is(err, chain.ErrNoPolicy),
+		errors.Is(err, verify.ErrPolicy), errors.Is(err, chain.ErrNoPolicy), errors.Is(err, verify.ErrCapability),
 		errors.Is(err, chain.ErrSignerChanged), errors.Is(err, registry.ErrDigestMismatch):
 		return exitTrust
 	case errors.Is(err, chain.ErrLockMismatch), errors.Is(err, chain.ErrObjectChanged):
