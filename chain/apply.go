@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/compat"
 )
 
 // HookSpec is what one hook should run.
@@ -315,6 +316,14 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		cs, err := e.Object.Spec(e.Params)
 		if err != nil {
 			return nil, err
+		}
+		// What the kernel lacks is said before the verifier runs.
+		rep, err := compat.Check(cs, e.Function, e.MinKernel)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", t, e.Name, err)
+		}
+		if err := rep.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", t, e.Name, err)
 		}
 		for name := range cs.Programs {
 			if name != e.Function {

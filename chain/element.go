@@ -28,6 +28,10 @@ type Element struct {
 	// Params are the parameter values in canonical form (see
 	// bpf.Param.Canonical).
 	Params map[string]string
+	// MinKernel is the minimum kernel the bundle's publisher declared for
+	// the function ("" for none or local files); apply refuses to load on
+	// an older kernel (bpf/compat).
+	MinKernel string
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)

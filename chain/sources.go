@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -315,6 +316,13 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 	if !slices.Contains(prog.Hooks, hook) {
 		return fail(fmt.Errorf("%s is a %s program and cannot run on the %s hook", prog.Function, prog.Type, hook))
 	}
+	policyRef := ""
+	if bundle != nil {
+		policyRef = lp.Resolved
+	}
+	if err := s.CheckCapabilities(policyRef, obj, prog.Function, hook); err != nil {
+		return fail(err)
+	}
 	name := p.Name
 	if name == "" {
 		name = prog.Function
@@ -332,6 +340,7 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 		if err != nil {
 			return fail(err)
 		}
+		e.MinKernel = defs.MinKernel
 		e.Priority = defs.Priority
 		if len(defs.ProceedOn) > 0 {
 			if e.ProceedOn, err = defs.ProceedOnActions(hook); err != nil {
@@ -370,6 +379,7 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram, strict bool) (*Element, error) {
 	var data []byte
 	source := lp.Path
+	policyRef, minKernel := "", ""
 	if lp.Path != "" {
 		var err error
 		if data, err = readObject(s.path(lp.Path)); err != nil {
@@ -408,6 +418,10 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 			return nil, fmt.Errorf("%s: %w", lp.Name, err)
 		}
 		data, source = got.bundle.Object, lp.Ref
+		policyRef = ref.Pinned(d).String()
+		if defs, err := got.bundle.Config.Program(lp.Function); err == nil {
+			minKernel = defs.MinKernel
+		}
 	}
 	obj, err := bpf.ParseObject(source, data)
 	if err != nil {
@@ -423,6 +437,9 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 	if _, err := obj.Program(lp.Function); err != nil {
 		return nil, fmt.Errorf("%s: %w", lp.Name, err)
 	}
+	if err := s.CheckCapabilities(policyRef, obj, lp.Function, c.Hook); err != nil {
+		return nil, fmt.Errorf("%s: %w", lp.Name, err)
+	}
 	params, err := canonicalParams(obj, lp.Params)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", lp.Name, err)
@@ -430,7 +447,26 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 	return &Element{
 		Name: lp.Name, Source: source, Digest: lp.Digest, Object: obj, Data: data,
 		Function: lp.Function, Priority: lp.Priority, ProceedOn: proceed, Params: params,
+		MinKernel: minKernel,
 	}, nil
+}
+
+// CheckCapabilities analyses function of obj (the bytes that will load)
+// and checks what it does against the capability policy: the rules of the
+// policy matching ref, the policy's localCapabilities for local files (ref
+// ""), and the built-in default denies always (even without a policy, and
+// for programs accepted with --insecure-allow-unsigned). A refusal wraps
+// verify.ErrCapability.
+func (s *Sources) CheckCapabilities(ref string, obj *bpf.Object, function string, hook bpf.Hook) error {
+	spec, err := obj.Spec(nil)
+	if err != nil {
+		return err
+	}
+	caps, err := analyze.Program(spec, function)
+	if err != nil {
+		return err
+	}
+	return s.Policy.CheckCapabilities(ref, function, caps, hook)
 }
 
 func readObject(path string) ([]byte, error) {

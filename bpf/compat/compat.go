@@ -90,7 +90,10 @@ func Check(spec *ebpf.CollectionSpec, name, minKernel string) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("minimum kernel %q: %w", minKernel, err)
 		}
-		if have, err := parseVersion(r.Kernel); err == nil && less(have, want) {
+		switch have, err := parseVersion(r.Kernel); {
+		case err != nil:
+			r.Unknown = append(r.Unknown, fmt.Sprintf("kernel release %q: %v", r.Kernel, err))
+		case less(have, want):
 			r.Missing = append(r.Missing, fmt.Sprintf("kernel %s or newer (the publisher's minimum)", minKernel))
 		}
 	}
@@ -121,7 +124,8 @@ func Release() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// parseVersion reads "5.10", "6.12.38" or "6.1.0-37-cloud-amd64" as
+// parseVersion reads "5.10", "6.12.38", "6.1.0-37-cloud-amd64" or
+// "6.12.117+deb13-cloud-amd64" as
 // major, minor, patch.
 func parseVersion(s string) ([3]int, error) {
 	var v [3]int
@@ -131,7 +135,11 @@ func parseVersion(s string) ([3]int, error) {
 		return v, fmt.Errorf("want MAJOR.MINOR[.PATCH], like 5.10")
 	}
 	for i := 0; i < len(parts) && i < 3; i++ {
-		n, err := strconv.Atoi(strings.TrimRightFunc(parts[i], func(r rune) bool { return r < '0' || r > '9' }))
+		digits := parts[i]
+		if j := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 && i > 0 {
+			digits = digits[:j] // "117+deb13"
+		}
+		n, err := strconv.Atoi(digits)
 		if err != nil {
 			return v, fmt.Errorf("want MAJOR.MINOR[.PATCH], like 5.10")
 		}

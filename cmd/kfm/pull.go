@@ -10,6 +10,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/registry"
 )
@@ -88,6 +89,9 @@ again, from the cache, so a cached bundle installs offline.`,
 				if err != nil {
 					return err
 				}
+				if err := checkBundleCapabilities(src, b); err != nil {
+					return err
+				}
 				results = append(results, pullResult{Reference: b.Reference.String(), Digest: b.Digest.String(), Format: b.Format,
 					Name: b.Config.Name, Version: b.Config.Version, Functions: b.Config.Functions(), Signer: signer})
 			}
@@ -106,6 +110,21 @@ again, from the cache, so a cached bundle installs offline.`,
 	f.register(cmd)
 	cmd.Flags().MarkHidden("lock-timeout")
 	return cmd
+}
+
+// checkBundleCapabilities checks every program of a pulled bundle against
+// the capability policy, from kfm's own analysis of its object.
+func checkBundleCapabilities(src *chain.Sources, b *registry.Bundle) error {
+	obj, err := bpf.ParseObject(b.Reference.String(), b.Object)
+	if err != nil {
+		return err
+	}
+	for _, p := range obj.Programs {
+		if err := src.CheckCapabilities(b.Reference.String(), obj, p.Function, ""); err != nil {
+			return fmt.Errorf("%s: %w (the bundle stays in the cache; install refuses it)", b.Reference, err)
+		}
+	}
+	return nil
 }
 
 // plainProgress writes one line per finished blob (for logs and pipes).

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kfm-project/kfm/internal/testprogs"
+)
+
+// testprog writes a test program's object to a temporary file.
+func testprog(t *testing.T, name string) string {
+	t.Helper()
+	data, err := testprogs.Object(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".o")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The capability policy on the install and pull paths, with a real
+// registry, real signatures and the real kernel: a program calling
+// bpf_probe_read_kernel is refused by the built-in default (exit 3, the
+// helper and the rule named) from the registry and from a local file; a
+// rule lifting it lets it install; readOnlyObserver refuses the port filter
+// and accepts the counter.
+func TestCapabilityPolicyInstall(t *testing.T) {
+	h := newHost(t)
+	probe := testprog(t, "xdp_probe_read")
+	h.publish(probe, "net/probe", "1.0.0", "")
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	policy := func(capabilities string) {
+		t.Helper()
+		p := fmt.Sprintf("version: 1\nrules:\n  - match: '%s/**'\n    keys: [%s]\n%s", h.reg.Host(), h.pub, capabilities)
+		if err := os.WriteFile(filepath.Join(h.configDir, "policy.yaml"), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func(want []string, args ...string) {
+		t.Helper()
+		_, stderr, code := h.kfm(args...)
+		if code != exitTrust {
+			t.Fatalf("kfm %s: exit %d, want %d (%s)", strings.Join(args, " "), code, exitTrust, stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("kfm %s: message %q does not say %q", strings.Join(args, " "), stderr, w)
+			}
+		}
+	}
+
+	policy("")
+	rule := fmt.Sprintf("policy.yaml:3 (%s/**)", h.reg.Host())
+	refused([]string{"calls helper bpf_probe_read_kernel, which kfm denies by default", "allowHelpers: [bpf_probe_read_kernel]", rule},
+		"install", h.reg.Ref("net/probe", "1.0.0"), "--iface", h.iface)
+	refused([]string{"calls helper bpf_probe_read_kernel", "localCapabilities"},
+		"install", probe, "--iface", h.iface)
+	refused([]string{"bpf_probe_read_kernel"}, "pull", h.reg.Ref("net/probe", "1.0.0"))
+	if _, err := os.Stat(filepath.Join(h.configDir, "kfm.yaml")); err == nil {
+		if m := h.readConfig("kfm.yaml"); strings.Contains(m, "probe") {
+			t.Errorf("a refused program reached kfm.yaml:\n%s", m)
+		}
+	}
+	if hs := h.status(); hookOf(hs, h.iface, "xdp") != nil {
+		t.Fatalf("a refused install changed the kernel: %+v", hs)
+	}
+
+	// A clean program installs under the same policy.
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count")
+
+	// A rule that lifts the helper lets the program load (root has
+	// CAP_PERFMON).
+	policy("    capabilities: {allowHelpers: [bpf_probe_read_kernel]}\n")
+	h.mustKFM("install", h.reg.Ref("net/probe", "1.0.0"), "--iface", h.iface, "--name", "probe")
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 2 {
+		t.Fatalf("chain %v, want count and probe", got)
+	}
+
+	// The policy is checked again on every apply, for the programs a
+	// chain already runs: with the lift gone, a change to the chain is
+	// refused until the program goes.
+	policy("    capabilities: {readOnlyObserver: true}\n")
+	refused([]string{"xdp_probe_read calls helper bpf_probe_read_kernel"},
+		"install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count2")
+	policy("    capabilities: {allowHelpers: [bpf_probe_read_kernel]}\n")
+	h.mustKFM("remove", "probe", "--iface", h.iface)
+
+	// readOnlyObserver: the port filter drops, the counter only looks.
+	policy("    capabilities: {readOnlyObserver: true}\n")
+	refused([]string{"xdp_portfilter is not a proven read-only observer (may return drop; readOnlyObserver: true)", rule},
+		"install", h.reg.Ref("net/portfilter", "1.0.0"), "--iface", h.iface)
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count2")
+
+	h.mustKFM("remove", "count", "--iface", h.iface)
+	h.mustKFM("remove", "count2", "--iface", h.iface)
+}
