@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
 )
 
 // Config is a bundle's config blob (media type ConfigMediaType): the bundle's
@@ -53,8 +54,14 @@ type ProgramConfig struct {
 	MinKernel string `json:"minKernel,omitempty"`
 	// RequiredFeatures are kernel features the program needs
 	// ("xdp-frags", or what the publisher declared).
-	RequiredFeatures []string                   `json:"requiredFeatures,omitempty"`
-	Extra            map[string]json.RawMessage `json:"-"`
+	RequiredFeatures []string `json:"requiredFeatures,omitempty"`
+	// Capabilities are what kfm publish computed from the object's
+	// bytecode (helpers, map types, packet writes, redirects, verdicts,
+	// instruction counts; see bpf/analyze). For display only: kfm computes
+	// them again from the object whenever it decides anything. Absent in
+	// bundles made before they existed.
+	Capabilities *analyze.Capabilities      `json:"capabilities,omitempty"`
+	Extra        map[string]json.RawMessage `json:"-"`
 }
 
 // ParamConfig is a parameter a user may set at install time.

@@ -154,3 +154,32 @@ func TestPackTestPrograms(t *testing.T) {
 		}
 	}
 }
+
+// publish records what kfm computed from the bytecode per program; a
+// config written before capabilities existed still reads, without them.
+func TestPackCapabilities(t *testing.T) {
+	obj, err := testprogs.Object("xdp_probe_read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := registry.Pack(obj, registry.PackOptions{Name: "probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(b.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := registry.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Programs[0].Capabilities
+	if c == nil || !slices.Equal(c.Helpers, []string{"bpf_probe_read_kernel"}) || c.Type != "xdp" || !c.ReadOnlyObserver || c.Instructions == 0 {
+		t.Fatalf("capabilities after a round trip: %+v", c)
+	}
+	old, err := registry.ParseConfig([]byte(`{"name":"x","license":"GPL","programs":[{"function":"f","type":"xdp","hooks":["xdp"],"priority":5,"proceedOn":["pass"]}]}`))
+	if err != nil || old.Programs[0].Capabilities != nil {
+		t.Fatalf("an old config: %v, capabilities %+v", err, old.Programs[0].Capabilities)
+	}
+}

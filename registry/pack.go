@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
 )
 
 // PackOptions say what goes into a bundle besides the object. Fields set
@@ -197,6 +198,11 @@ func buildConfig(obj *bpf.Object, opts PackOptions) (*Config, error) {
 
 func programConfig(obj *bpf.Object, spec *ebpf.CollectionSpec, p bpf.Program, decl *BundleFileProg) (ProgramConfig, error) {
 	pc := ProgramConfig{Function: p.Function, Type: p.Type, Hooks: slices.Clone(p.Hooks), Priority: bpf.DefaultPriority}
+	caps, err := analyze.Program(spec, p.Function)
+	if err != nil {
+		return pc, err
+	}
+	pc.Capabilities = caps
 	if pc.Hooks == nil {
 		pc.Hooks = []bpf.Hook{}
 	}
