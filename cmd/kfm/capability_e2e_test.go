@@ -1,13 +1,19 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kfm-project/kfm/bpf/analyze"
+	"github.com/kfm-project/kfm/bpf/compat"
+	"github.com/kfm-project/kfm/internal/testenv"
 	"github.com/kfm-project/kfm/internal/testprogs"
+	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
 // testprog writes a test program's object to a temporary file.
@@ -100,4 +106,71 @@ func TestCapabilityPolicyInstall(t *testing.T) {
 
 	h.mustKFM("remove", "count", "--iface", h.iface)
 	h.mustKFM("remove", "count2", "--iface", h.iface)
+}
+
+// kfm publish writes the computed capabilities into the bundle config;
+// kfm inspect shows kfm's own analysis for a file and for a reference (text
+// and JSON), and with --kernel whether each program runs on this host.
+func TestInspectCapabilities(t *testing.T) {
+	testenv.RequirePrivileged(t) // --kernel probes load programs
+	cliEnv(t)
+	r := testregistry.Start(t, testregistry.Options{})
+	ref := r.Ref("net/portfilter", "1.0.0")
+	if _, stderr, code := kfm(t, "", "publish", samplesDir+"xdp_portfilter.o", ref); code != exitOK {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+
+	out, stderr, code := kfm(t, "", "inspect", ref, "-o", "json", "--kernel")
+	if code != exitOK {
+		t.Fatalf("inspect: exit %d: %s", code, stderr)
+	}
+	var got struct {
+		Config struct {
+			Programs []struct {
+				Function     string                `json:"function"`
+				Capabilities *analyze.Capabilities `json:"capabilities"`
+			} `json:"programs"`
+		} `json:"config"`
+		Capabilities map[string]*analyze.Capabilities `json:"capabilities"`
+		Kernel       []*compat.Report                 `json:"kernel"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("inspect -o json: %v\n%s", err, out)
+	}
+	if len(got.Config.Programs) != 1 || got.Config.Programs[0].Capabilities == nil {
+		t.Fatalf("the bundle config has no capabilities: %s", out)
+	}
+	published := got.Config.Programs[0].Capabilities
+	c := got.Capabilities["xdp_portfilter"]
+	if c == nil || !slices.Equal(c.Helpers, []string{"bpf_map_lookup_elem"}) || !slices.Equal(c.Returns, []int32{1, 2}) || c.ReadOnlyObserver || c.WritesPacket {
+		t.Fatalf("computed capabilities: %+v", c)
+	}
+	if published.Instructions != c.Instructions || !slices.Equal(published.Helpers, c.Helpers) {
+		t.Errorf("published %+v, computed %+v", published, c)
+	}
+	if len(got.Kernel) != 1 || !got.Kernel[0].OK {
+		t.Errorf("--kernel: %+v", got.Kernel)
+	}
+
+	text := func(args ...string) string {
+		t.Helper()
+		out, stderr, code := kfm(t, "", args...)
+		if code != exitOK {
+			t.Fatalf("kfm %v: exit %d: %s", args, code, stderr)
+		}
+		return out
+	}
+	for _, out := range []string{text("inspect", ref), text("inspect", samplesDir+"xdp_portfilter.o")} {
+		for _, want := range []string{"CAPABILITIES (computed by kfm from the bytecode)", "helpers:         bpf_map_lookup_elem", "returns:         drop, pass", "read-only:       no: may return drop"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("inspect output lacks %q:\n%s", want, out)
+			}
+		}
+	}
+	out = text("inspect", samplesDir+"xdp_count.o", "--kernel")
+	for _, want := range []string{"read-only:       yes (proven)", "xdp_count: runs on this host"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect --kernel output lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
+	"github.com/kfm-project/kfm/bpf/compat"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -23,6 +25,20 @@ import (
 type inspectedBundle struct {
 	Bundle     *registry.Bundle
 	Signatures *bundleSignatures
+	// Capabilities and Kernel: see inspectedObject.
+	Capabilities map[string]*analyze.Capabilities
+	Kernel       []*compat.Report
+	functions    []string
+}
+
+// inspectedObject is what inspect reports for an object file: the object,
+// the capabilities kfm computes for each program (in program order), and
+// with --kernel whether each would run on this host.
+type inspectedObject struct {
+	*bpf.Object
+	Capabilities map[string]*analyze.Capabilities `json:"capabilities"`
+	Kernel       []*compat.Report                 `json:"kernel,omitempty"`
+	functions    []string
 }
 
 // MarshalJSON writes the bundle's own JSON with a "signatures" member.
@@ -37,6 +53,14 @@ func (ib inspectedBundle) MarshalJSON() ([]byte, error) {
 	}
 	if fields["signatures"], err = json.Marshal(ib.Signatures); err != nil {
 		return nil, err
+	}
+	if fields["capabilities"], err = json.Marshal(ib.Capabilities); err != nil {
+		return nil, err
+	}
+	if ib.Kernel != nil {
+		if fields["kernel"], err = json.Marshal(ib.Kernel); err != nil {
+			return nil, err
+		}
 	}
 	return json.Marshal(fields)
 }
@@ -55,6 +79,7 @@ func newInspectCommand(g *globals) *cobra.Command {
 	var (
 		rf         registryFlags
 		policyPath string
+		kernel     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect FILE.o|REF",
@@ -72,10 +97,22 @@ with defaults and descriptions, and maps, and the signatures found for its
 digest, checked against the trust policy (<config-dir>/policy.yaml, or
 --policy) when there is one. The reference is looked up in the local cache
 first, then in the registry (which pulls it into the cache); with --offline
-only the cache is used. bpfman bytecode images are shown the same way.`,
+only the cache is used. bpfman bytecode images are shown the same way.
+
+Both show each program's capabilities, computed by kfm from the object's
+bytecode (never taken from the bundle): helpers and kfuncs called, map
+types, whether it may write or adjust the packet, write packet metadata,
+redirect or tail-call, the verdicts it returns, instruction counts, and
+whether it is a proven read-only observer. These are what the capability
+rules of policy.yaml are checked against.
+
+--kernel also probes the running kernel: whether each program would run on
+this host (program type, helpers, kernel BTF, the publisher's minimum
+kernel), and if not, what is missing.`,
 		Example: `  kfm inspect examples/programs/xdp_ratelimit.o
   kfm inspect registry.example.com/net/ratelimit:1.2.0
-  kfm inspect registry.example.com/net/ratelimit@sha256:... -o json`,
+  kfm inspect registry.example.com/net/ratelimit@sha256:... -o json
+  kfm inspect registry.example.com/net/ratelimit:1.2.0 --kernel`,
 		Args: exactArgs(1, "one object file or reference"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			arg := args[0]
@@ -84,7 +121,16 @@ only the cache is used. bpfman bytecode images are shown the same way.`,
 				if err != nil {
 					return err
 				}
-				return g.report(obj, func(w io.Writer) error { return printObject(w, arg, obj) })
+				out := inspectedObject{Object: obj}
+				if out.functions, out.Capabilities, out.Kernel, err = programFacts(obj, nil, kernel); err != nil {
+					return err
+				}
+				return g.report(out, func(w io.Writer) error {
+					if err := printObject(w, arg, obj); err != nil {
+						return err
+					}
+					return printFacts(w, out.functions, out.Capabilities, out.Kernel)
+				})
 			}
 			ref, err := parseRef(arg)
 			if err != nil {
@@ -108,8 +154,18 @@ only the cache is used. bpfman bytecode images are shown the same way.`,
 				return err
 			}
 			out := inspectedBundle{Bundle: b, Signatures: sigs}
+			obj, err := bpf.ParseObject(b.Reference.String(), b.Object)
+			if err != nil {
+				return err
+			}
+			if out.functions, out.Capabilities, out.Kernel, err = programFacts(obj, b.Config, kernel); err != nil {
+				return err
+			}
 			return g.report(out, func(w io.Writer) error {
 				if err := printBundle(w, b); err != nil {
+					return err
+				}
+				if err := printFacts(w, out.functions, out.Capabilities, out.Kernel); err != nil {
 					return err
 				}
 				return printSignatures(w, sigs)
@@ -118,6 +174,7 @@ only the cache is used. bpfman bytecode images are shown the same way.`,
 	}
 	rf.add(cmd, true)
 	cmd.Flags().StringVar(&policyPath, "policy", "", "trust policy to check signatures against (default <config-dir>/policy.yaml)")
+	cmd.Flags().BoolVar(&kernel, "kernel", false, "also say whether each program would run on this host's kernel, and why not")
 	return cmd
 }
 
@@ -298,4 +355,109 @@ func printBundle(w io.Writer, b *registry.Bundle) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// programFacts computes the capabilities of every program of obj (by
+// function; functions in object order) and, with kernel, checks each
+// against the running kernel, with the minimum kernel cfg declares for it
+// when cfg is a bundle's config.
+func programFacts(obj *bpf.Object, cfg *registry.Config, kernel bool) ([]string, map[string]*analyze.Capabilities, []*compat.Report, error) {
+	spec, err := obj.Spec(nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var names []string
+	caps := map[string]*analyze.Capabilities{}
+	var reports []*compat.Report
+	for _, p := range obj.Programs {
+		c, err := analyze.Program(spec, p.Function)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		names = append(names, p.Function)
+		caps[p.Function] = c
+		if !kernel {
+			continue
+		}
+		minKernel := ""
+		if cfg != nil {
+			if pc, err := cfg.Program(p.Function); err == nil {
+				minKernel = pc.MinKernel
+			}
+		}
+		r, err := compat.Check(spec, p.Function, minKernel)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		reports = append(reports, r)
+	}
+	return names, caps, reports, nil
+}
+
+// printFacts writes the CAPABILITIES section (and KERNEL with --kernel).
+func printFacts(w io.Writer, functions []string, caps map[string]*analyze.Capabilities, kernel []*compat.Report) error {
+	fmt.Fprintf(w, "\nCAPABILITIES (computed by kfm from the bytecode)\n")
+	yes := map[bool]string{true: "yes", false: "no"}
+	for _, fn := range functions {
+		c := caps[fn]
+		returns := "not known (computed at run time)"
+		if c.ReturnsKnown {
+			var vs []string
+			for _, r := range c.Returns {
+				vs = append(vs, verdictText(c, r))
+			}
+			returns = strings.Join(vs, ", ")
+		}
+		fmt.Fprintf(w, "  %s (%s)\n", fn, c.Type)
+		fmt.Fprintf(w, "    instructions:    %d (%d with subprograms)\n", c.Instructions, c.TotalInstructions)
+		fmt.Fprintf(w, "    helpers:         %s\n", orDash(strings.Join(c.Helpers, ", ")))
+		if len(c.Kfuncs) > 0 {
+			fmt.Fprintf(w, "    kfuncs:          %s\n", strings.Join(c.Kfuncs, ", "))
+		}
+		fmt.Fprintf(w, "    map types:       %s\n", orDash(strings.Join(c.MapTypes, ", ")))
+		fact := func(label string, v bool, key string) {
+			s := yes[v]
+			if v && c.Why[key] != "" {
+				s += " (" + c.Why[key] + ")"
+			}
+			fmt.Fprintf(w, "    %-17s%s\n", label+":", s)
+		}
+		fact("writes packet", c.WritesPacket, analyze.FactWritesPacket)
+		fact("adjusts packet", c.AdjustsPacket, analyze.FactAdjustsPacket)
+		fact("redirects", c.Redirects, analyze.FactRedirects)
+		fact("writes metadata", c.WritesContext, analyze.FactWritesContext)
+		if c.TailCalls {
+			fact("tail calls", true, analyze.FactTailCalls)
+		}
+		fmt.Fprintf(w, "    returns:         %s\n", returns)
+		obs := "yes (proven)"
+		if !c.ReadOnlyObserver {
+			obs = "no: " + c.Why[analyze.FactReadOnlyObserver]
+		}
+		fmt.Fprintf(w, "    read-only:       %s\n", obs)
+	}
+	if kernel == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nKERNEL (%s)\n", compat.Release())
+	for _, r := range kernel {
+		if r.OK {
+			fmt.Fprintf(w, "  %s: runs on this host\n", r.Program)
+		} else {
+			fmt.Fprintf(w, "  %s: cannot run: lacks %s\n", r.Program, strings.Join(r.Missing, "; "))
+		}
+		for _, u := range r.Unknown {
+			fmt.Fprintf(w, "    (not probed: %s)\n", u)
+		}
+	}
+	return nil
+}
+
+// verdictText names a verdict the way --proceed-on spells it.
+func verdictText(c *analyze.Capabilities, v int32) string {
+	h := bpf.HookXDP
+	if c.Type != "xdp" {
+		h = bpf.HookTCIngress
+	}
+	return bpf.ActionName(h, bpf.Action(v))
 }
