@@ -174,3 +174,33 @@ func TestInspectCapabilities(t *testing.T) {
 		}
 	}
 }
+
+// A bundle whose publisher declares a minimum kernel newer than the
+// running one is refused before anything loads, with the version named, and
+// the hook keeps what it ran; `kfm inspect --kernel` says the same. (The
+// missing-helper case runs in the kernel VMs: bpf/compat's
+// TestHelperMissing on 5.10.)
+func TestKernelCompatibilityInstall(t *testing.T) {
+	h := newHost(t)
+	bf := filepath.Join(t.TempDir(), "bundle.yaml")
+	if err := os.WriteFile(bf, []byte("programs:\n  - function: xdp_count\n    minKernel: \"99.0\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(samplesDir+"xdp_count.o", "net/future", "1.0.0", "", "--bundle", bf)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count")
+	before := chainView(hookOf(h.status(), h.iface, "xdp"))
+
+	_, stderr, code := h.kfm("install", h.reg.Ref("net/future", "1.0.0"), "--iface", h.iface, "--name", "future")
+	if code != exitFailure || !strings.Contains(stderr, "xdp_count cannot run on this kernel") || !strings.Contains(stderr, "kernel 99.0 or newer (the publisher's minimum)") {
+		t.Fatalf("install: exit %d, %s; want exit 1 naming the minimum kernel", code, stderr)
+	}
+	if after := chainView(hookOf(h.status(), h.iface, "xdp")); !slices.Equal(after, before) {
+		t.Errorf("a refused install changed the chain: %v -> %v", before, after)
+	}
+	out := h.mustKFM("inspect", h.reg.Ref("net/future", "1.0.0"), "--kernel")
+	if !strings.Contains(out, "xdp_count: cannot run: lacks kernel 99.0 or newer") {
+		t.Errorf("inspect --kernel:\n%s", out)
+	}
+	h.mustKFM("remove", "count", "--iface", h.iface)
+}
