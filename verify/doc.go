@@ -36,6 +36,15 @@
 // signature manifests from a registry into kfm's local OCI layout cache, so
 // that Verify against the cache needs no network.
 //
+// Trust is also about what a program does: a rule's capabilities
+// (Capabilities) limit the helpers, program types, hooks, map types and
+// instruction count of the programs it accepts, whether they may modify or
+// redirect packets, or require a proven read-only observer;
+// Policy.CheckCapabilities checks them against the facts bpf/analyze
+// computes from the object that will load. A built-in list of helpers no
+// packet program needs (DefaultDeniedHelpers) is refused unless a rule lifts
+// them with allowHelpers. Refusals wrap ErrCapability (exit 3 in the CLI).
+//
 // The cryptography and the payload formats are sigstore's: keys are read and
 // written with github.com/sigstore/sigstore (cosign's "ENCRYPTED SIGSTORE
 // PRIVATE KEY" format included), bundles are built and verified with

@@ -159,3 +159,17 @@ func TestObjects(t *testing.T) {
 		t.Error("a missing program gave no error")
 	}
 }
+
+// BenchmarkProgram measures the analysis of the largest sample program
+// (xdp_portfilter, about 250 instructions).
+func BenchmarkProgram(b *testing.B) {
+	spec, err := programs.Spec("xdp_portfilter")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := analyze.Program(spec, "xdp_portfilter"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
