@@ -3,6 +3,7 @@ package analyze_test
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -51,4 +52,20 @@ func FuzzInstructions(f *testing.F) {
 			t.Fatalf("observer proven for a program that may write or redirect: %+v", c)
 		}
 	})
+}
+
+// Registers above r10 (the encoding allows 15) are refused, not indexed:
+// the analysis gives up conservatively (a crash the fuzzer found in atomic
+// stores).
+func TestInvalidRegister(t *testing.T) {
+	for _, ins := range []asm.Instruction{
+		{OpCode: asm.FetchAdd.OpCode(asm.Word), Dst: asm.R1, Src: asm.Register(12)},
+		{OpCode: asm.Mov.Op(asm.RegSource), Dst: asm.Register(11), Src: asm.R1},
+		{OpCode: asm.LoadMemOp(asm.Word), Dst: asm.R0, Src: asm.Register(15)},
+	} {
+		c := analyze.Instructions(ebpf.XDP, asm.Instructions{ins, asm.Return()}, nil)
+		if c.ReadOnlyObserver || !c.WritesPacket || !strings.Contains(c.Why[analyze.FactWritesPacket], "could not follow") {
+			t.Errorf("%v: %+v", ins, c)
+		}
+	}
 }
