@@ -107,7 +107,7 @@ func TestPolicyMalformed(t *testing.T) {
 		{"wrong version", "version: 2\nrules:\n  - match: '**'\n    keys: [k.pub]\n", 1, "version 2"},
 		{"no version", "rules:\n  - match: '**'\n    keys: [k.pub]\n", 1, "version 0"},
 		{"no rules", "version: 1\nrules: []\n", 2, "no rules"},
-		{"unknown field", "version: 1\nrules:\n  - match: '**'\n    keys: [k.pub]\n    trust: everyone\n", 5, `unknown key "trust" (allowed here: match, deny, keys, keyless)`},
+		{"unknown field", "version: 1\nrules:\n  - match: '**'\n    keys: [k.pub]\n    trust: everyone\n", 5, `unknown key "trust" (allowed here: match, deny, keys, keyless, capabilities)`},
 		{"misspelt keyless field", "version: 1\nrules:\n  - match: '**'\n    keyless:\n      trustedroot: trusted_root.json\n", 5, `unknown key "trustedroot": did you mean "trustedRoot"?`},
 		{"rule accepting nothing", "version: 1\nrules:\n  - match: '**'\n  - match: x.io/y\n    keys: [k.pub]\n", 3, "accepts nothing"},
 		{"tag in pattern", "version: 1\nrules:\n  - match: registry.example.com/net/x:1.0\n    keys: [k.pub]\n", 3, "not tags"},
