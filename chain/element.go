@@ -28,6 +28,9 @@ type Element struct {
 	// Params are the parameter values in canonical form (see
 	// bpf.Param.Canonical).
 	Params map[string]string
+	// NoCounters loads the program without kfm's verdict counters (see
+	// package bpf/counters); the zero value counts.
+	NoCounters bool
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
@@ -47,6 +50,10 @@ func (e *Element) key() string {
 	fmt.Fprintf(h, "%s\x00%s\x00", e.Object.SHA256, e.Function)
 	for _, k := range slices.Sorted(mapKeys(e.Params)) {
 		fmt.Fprintf(h, "%s=%s\x00", k, e.Params[k])
+	}
+	// The counters are part of the loaded code: switching them reloads.
+	if !e.NoCounters {
+		fmt.Fprint(h, "\x00counters")
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
