@@ -73,7 +73,7 @@ func Component(c bpf.Component, h bpf.Hook, opts Options) (*ebpf.Program, error)
 	if c.Counters != nil {
 		insns, err := rewrite.Count(ps.Instructions, counters.MapName)
 		if err != nil {
-			return nil, fmt.Errorf("%s: count the verdicts of %s: %w (install it with counters off)", c.Name, c.Function, err)
+			return nil, fmt.Errorf("%s: count the verdicts of %s: %w (load it without verdict counters: kfm install --counters=false, or counters: false in kfm.yaml)", c.Name, c.Function, err)
 		}
 		ps.Instructions = insns
 		extra := make(map[string]*ebpf.Map, len(opts.ExtraMaps)+1)
@@ -173,7 +173,7 @@ func AddCounters(c bpf.Component, spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpe
 	}
 	insns, err := rewrite.Count(ps.Instructions, counters.MapName)
 	if err != nil {
-		return fmt.Errorf("%s: count the verdicts of %s: %w (install it with counters off)", c.Name, c.Function, err)
+		return fmt.Errorf("%s: count the verdicts of %s: %w (load it without verdict counters: kfm install --counters=false, or counters: false in kfm.yaml)", c.Name, c.Function, err)
 	}
 	ps.Instructions = insns
 	spec.Maps[counters.MapName] = counters.MapSpec()
