@@ -139,6 +139,7 @@ func TestStatsVerdictCounts(t *testing.T) {
 
 			// Text: a row per program in run order with its counts.
 			out := h.mustKFM("stats", "--iface", h.iface)
+			t.Logf("kfm stats:\n%s", out)
 			if !strings.Contains(out, strings.ToUpper(sc.dropName)) || !strings.Contains(out, "backend "+sc.backend) {
 				t.Errorf("kfm stats:\n%s", out)
 			}
@@ -146,6 +147,13 @@ func TestStatsVerdictCounts(t *testing.T) {
 				if !hasRow(out, want) {
 					t.Errorf("kfm stats has no row starting %q:\n%s", want, out)
 				}
+			}
+
+			// --interval: two samples, rates over the time between them
+			// (nothing was sent meanwhile: 0 packets/s).
+			ci := h.stats(sc.hook, "--interval", "200ms")
+			if fi := programStats(t, ci, "filter"); ci.Interval < 200*time.Millisecond || fi.PacketsPerSecond == nil || *fi.PacketsPerSecond != 0 || len(fi.VerdictRates) == 0 {
+				t.Errorf("stats --interval: interval %s, filter %+v", ci.Interval, fi)
 			}
 
 			// Switching counters off for the filter reloads it without
