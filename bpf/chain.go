@@ -69,6 +69,11 @@ type Component struct {
 	// reloads and upgrades. Owned by the caller; backends must not close
 	// them.
 	Maps map[string]*ebpf.Map
+	// Counters is the component's verdict counter map (package
+	// bpf/counters), nil for none. Backends that load the component count
+	// its verdicts into it (rewrite.Count, ahead of their own rewrite).
+	// Owned by the caller, like Maps.
+	Counters *ebpf.Map
 
 	// Running is the kernel program that already runs this component on
 	// the target, zero if none. A backend that can keep a loaded program

@@ -48,10 +48,11 @@ type hookPlan struct {
 
 	// comps is the chain in run order; elems[i] is the kfm element behind
 	// comps[i], nil for a program another tool loaded.
-	comps  []bpf.Component
-	elems  []*Element
-	maps   []*elementMaps
-	change bpf.Change
+	comps    []bpf.Component
+	elems    []*Element
+	maps     []*elementMaps
+	counters []*elementCounters
+	change   bpf.Change
 }
 
 // maxConflictRetries bounds how often apply starts over when another tool
@@ -191,6 +192,11 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		for _, em := range p.maps {
 			if err := em.commit(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: pin reset maps: %w", p.target, err))
+			}
+		}
+		for _, ec := range p.counters {
+			if err := ec.commit(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: verdict counters: %w", p.target, err))
 			}
 		}
 		hs := p.final()
@@ -424,6 +430,12 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		}
 		p.maps = append(p.maps, em)
 		c.Maps = em.maps
+		ec, err := m.maps.prepareCounters(p.target, c.Name, p.elems[i] == nil || !p.elems[i].NoCounters)
+		if err != nil {
+			return withTarget(p.target, err)
+		}
+		p.counters = append(p.counters, ec)
+		c.Counters = ec.m
 	}
 	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: p.prevChain})
 	if err != nil {
@@ -461,6 +473,7 @@ func (p *hookPlan) final() *HookState {
 			Name: e.Name, Source: e.Source, Digest: e.Digest, Object: e.Object.SHA256,
 			Function: e.Function, Priority: e.Priority, ProceedOn: e.ProceedOn.Names(p.target.Hook),
 			Params: e.Params, Key: p.comps[i].Key, ProgramID: id,
+			Counters: !e.NoCounters,
 		})
 	}
 	return hs
@@ -476,6 +489,10 @@ func (p *hookPlan) abort() {
 		em.abort()
 	}
 	p.maps = nil
+	for _, ec := range p.counters {
+		ec.abort()
+	}
+	p.counters = nil
 }
 
 // close releases the plan's references after a commit.
@@ -488,6 +505,10 @@ func (p *hookPlan) close() {
 		em.close()
 	}
 	p.maps = nil
+	for _, ec := range p.counters {
+		ec.close()
+	}
+	p.counters = nil
 }
 
 // withTarget prefixes err with the hook it is about, unless err starts

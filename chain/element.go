@@ -32,6 +32,10 @@ type Element struct {
 	// the function ("" for none or local files); apply refuses to load on
 	// an older kernel (bpf/compat).
 	MinKernel string
+
+	// NoCounters loads the program without kfm's verdict counters (see
+	// package bpf/counters); the zero value counts.
+	NoCounters bool
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
@@ -51,6 +55,10 @@ func (e *Element) key() string {
 	fmt.Fprintf(h, "%s\x00%s\x00", e.Object.SHA256, e.Function)
 	for _, k := range slices.Sorted(mapKeys(e.Params)) {
 		fmt.Fprintf(h, "%s=%s\x00", k, e.Params[k])
+	}
+	// The counters are part of the loaded code: switching them reloads.
+	if !e.NoCounters {
+		fmt.Fprint(h, "\x00counters")
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }

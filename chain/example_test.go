@@ -1,10 +1,13 @@
 package chain_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/kfm-project/kfm/bpf/counters"
 	"github.com/kfm-project/kfm/chain"
 )
 
@@ -52,4 +55,45 @@ chains:
 	// Output:
 	// true
 	// kfm.yaml: invalid manifest: line 8: unknown key "priorty": did you mean "priority"?
+}
+
+// Two snapshots of what every program of eth0's chains did, a second
+// apart, with the kernel's run statistics held on in between: packets per
+// second and drop share per program, ns per packet where the kernel times
+// the program.
+func ExampleManager_Stats() {
+	m, err := chain.New(chain.Options{BPFFS: "/sys/fs/bpf", StateDir: "/run/kfm", ConfigDir: "/etc/kfm"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := context.Background()
+	if on, err := counters.EnableStats(); err == nil {
+		defer on.Close()
+	}
+	before, err := m.Stats(ctx, "eth0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	time.Sleep(time.Second)
+	after, err := m.Stats(ctx, "eth0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, c := range chain.WithRates(before, after) {
+		for _, p := range c.Programs {
+			fmt.Printf("%s %s #%d %s:", c.Interface, c.Hook, p.Position, p.Name)
+			if p.PacketsPerSecond != nil {
+				fmt.Printf(" %.0f packets/s, %d dropped in all", *p.PacketsPerSecond, p.Counts.Dropped(c.Hook))
+			}
+			if p.RunRate != nil && p.RunRate.NsPerRun != nil {
+				fmt.Printf(", %.1f ns/packet", *p.RunRate.NsPerRun)
+			} else if p.NotTimed != "" {
+				fmt.Printf(" (%s)", p.NotTimed)
+			}
+			fmt.Println()
+		}
+	}
 }

@@ -42,13 +42,16 @@ type InstallRequest struct {
 	// Params are values for the object's volatile const globals.
 	Params    map[string]string
 	ResetMaps bool
+	// Counters, when set, switches the program's verdict counters on or
+	// off (kfm.yaml's counters); nil leaves the chain's setting.
+	Counters *bool
 }
 
 // programSpec turns the request into the kfm.yaml entry. A source that is
 // an existing file is a path (made absolute: the manifest outlives the
 // working directory); anything else must be a registry reference.
 func (r InstallRequest) programSpec() (ProgramSpec, error) {
-	ps := ProgramSpec{Name: r.Name, Function: r.Function, Priority: r.Priority, Params: r.Params}
+	ps := ProgramSpec{Name: r.Name, Function: r.Function, Priority: r.Priority, Params: r.Params, Counters: r.Counters}
 	if r.ProceedOn != "" {
 		for _, a := range strings.Split(r.ProceedOn, ",") {
 			if a = strings.TrimSpace(a); a != "" {
@@ -164,6 +167,11 @@ func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fr
 	old := lk.Chain(cs.Interface, cs.Hook)
 	var elements []*Element
 	add := func(lp LockedProgram, e *Element) {
+		i := slices.IndexFunc(cs.Programs, func(p ProgramSpec) bool { return p.Name == lp.Name })
+		if i >= 0 {
+			on := cs.CountersOn(cs.Programs[i])
+			lp.Counters, e.NoCounters = lockCounters(on), !on
+		}
 		elements = append(elements, e)
 		lc.Programs = append(lc.Programs, lp)
 	}

@@ -55,6 +55,22 @@ type LockedProgram struct {
 	Priority  int               `yaml:"priority" json:"priority"`
 	ProceedOn []string          `yaml:"proceedOn" json:"proceedOn"`
 	Params    map[string]string `yaml:"params,omitempty" json:"params,omitempty"`
+	// Counters is false when the program runs without kfm's verdict
+	// counters (kfm.yaml's counters, of the program or its chain); unset
+	// means on.
+	Counters *bool `yaml:"counters,omitempty" json:"counters,omitempty"`
+}
+
+// CountersOn reports whether the program counts its verdicts.
+func (lp LockedProgram) CountersOn() bool { return lp.Counters == nil || *lp.Counters }
+
+// lockCounters is the Counters field of a locked program: nil when on.
+func lockCounters(on bool) *bool {
+	if on {
+		return nil
+	}
+	off := false
+	return &off
 }
 
 // Signer is the signer that was accepted for a bundle: a key (by its
@@ -209,6 +225,8 @@ func (l *Lock) Satisfies(m *Manifest) error {
 				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: proceed-on changed", c.Interface, c.Hook, p.Name))
 			case !maps.Equal(p.Params, lp.Params) && !(len(p.Params) == 0 && len(lp.Params) == 0):
 				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: params changed", c.Interface, c.Hook, p.Name))
+			case c.CountersOn(p) != lp.CountersOn():
+				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: counters switched", c.Interface, c.Hook, p.Name))
 			}
 		}
 	}

@@ -54,11 +54,15 @@ type Manifest struct {
 
 // ChainSpec is the chain wanted on one hook of one interface.
 type ChainSpec struct {
-	Interface string        `yaml:"interface" json:"interface"`
-	Hook      bpf.Hook      `yaml:"hook" json:"hook"`
-	Backend   string        `yaml:"backend,omitempty" json:"backend,omitempty"`
-	Mode      string        `yaml:"mode,omitempty" json:"mode,omitempty"`
-	Programs  []ProgramSpec `yaml:"programs" json:"programs"`
+	Interface string   `yaml:"interface" json:"interface"`
+	Hook      bpf.Hook `yaml:"hook" json:"hook"`
+	Backend   string   `yaml:"backend,omitempty" json:"backend,omitempty"`
+	Mode      string   `yaml:"mode,omitempty" json:"mode,omitempty"`
+	// Counters switches kfm's verdict counters (see package bpf/counters)
+	// for the chain's programs; unset means on. A program's own Counters
+	// wins.
+	Counters *bool         `yaml:"counters,omitempty" json:"counters,omitempty"`
+	Programs []ProgramSpec `yaml:"programs" json:"programs"`
 
 	line int
 }
@@ -78,8 +82,23 @@ type ProgramSpec struct {
 	Priority  *int              `yaml:"priority,omitempty" json:"priority,omitempty"`
 	ProceedOn []string          `yaml:"proceedOn,omitempty" json:"proceedOn,omitempty"`
 	Params    map[string]string `yaml:"params,omitempty" json:"params,omitempty"`
+	// Counters switches kfm's verdict counters for this program; unset
+	// means the chain's setting.
+	Counters *bool `yaml:"counters,omitempty" json:"counters,omitempty"`
 
 	line int
+}
+
+// CountersOn reports whether program p of chain c counts its verdicts:
+// p's setting, else c's, else on.
+func (c *ChainSpec) CountersOn(p ProgramSpec) bool {
+	switch {
+	case p.Counters != nil:
+		return *p.Counters
+	case c.Counters != nil:
+		return *c.Counters
+	}
+	return true
 }
 
 // Line is where the program is declared in its file (0 if unknown).
@@ -301,6 +320,11 @@ func (m *Manifest) edit(root *yaml.Node) error {
 func editChain(cn *yaml.Node, old ChainSpec, want *ChainSpec) error {
 	setScalar(cn, "backend", want.Backend, "!!str")
 	setScalar(cn, "mode", want.Mode, "!!str")
+	counters := ""
+	if want.Counters != nil {
+		counters = strconv.FormatBool(*want.Counters)
+	}
+	setScalar(cn, "counters", counters, "!!bool")
 	progs := yamlfile.MapValue(cn, "programs")
 	if progs == nil {
 		progs = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}

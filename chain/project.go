@@ -116,6 +116,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 				if err != nil {
 					return nil, err
 				}
+				e.NoCounters = !lp.CountersOn()
 				elements = append(elements, e)
 			}
 		} else {

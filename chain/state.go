@@ -70,6 +70,9 @@ type ElementState struct {
 	Key string `json:"key"`
 	// ProgramID is the kernel program running this element (0: unknown).
 	ProgramID ebpf.ProgramID `json:"programId"`
+	// Counters: the program counts its verdicts (kfm's verdict counters,
+	// pinned with its maps).
+	Counters bool `json:"counters,omitempty"`
 }
 
 // PendingElement maps a name to a prepared program ID.

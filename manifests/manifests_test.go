@@ -86,9 +86,10 @@ func TestManifestSchema(t *testing.T) {
 
 func TestLockSchema(t *testing.T) {
 	s := compile(t, "kfm.lock.schema.json")
+	off := false
 	l := &chain.Lock{Chains: []chain.LockedChain{{Interface: "eth0", Hook: "xdp", Programs: []chain.LockedProgram{
 		{Name: "a", Path: "a.o", Object: "sha256:ab", Function: "f", Priority: 10, ProceedOn: []string{"pass"}, Signer: &chain.Signer{Unsigned: true}},
-		{Name: "b", Ref: "r/b:1", Resolved: "r/b:1", Digest: "sha256:cd", Object: "sha256:ef", Function: "g", Priority: 20, ProceedOn: []string{"pass"}, Signer: &chain.Signer{Key: "sha256:00"}},
+		{Name: "b", Ref: "r/b:1", Resolved: "r/b:1", Digest: "sha256:cd", Object: "sha256:ef", Function: "g", Priority: 20, ProceedOn: []string{"pass"}, Signer: &chain.Signer{Key: "sha256:00"}, Counters: &off},
 	}}}}
 	out, err := l.Marshal()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/internal/load"
 	"github.com/kfm-project/kfm/bpf/xdp"
 )
 
@@ -178,7 +180,10 @@ func componentSpec(comp bpf.Component) (*ebpf.ProgramSpec, error) {
 // disp and attaches it.
 func (s *slot) load(disp *ebpf.Program, fn string) error {
 	comp := s.comp
-	ps := comp.Spec.Programs[comp.Function]
+	// A copy: the counter rewrite must not pile up when a slot is loaded
+	// again.
+	spec := comp.Spec.Copy()
+	ps := spec.Programs[comp.Function]
 	ps.Type = ebpf.Extension
 	ps.AttachType = ebpf.AttachNone
 	ps.AttachTarget = disp
@@ -188,12 +193,19 @@ func (s *slot) load(disp *ebpf.Program, fn string) error {
 	// Map pinning is the caller's business (Component.Maps); like
 	// xdp-loader without --pin-path, maps it does not hand over are not
 	// pinned.
-	for name, ms := range comp.Spec.Maps {
+	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinNone && comp.Maps[name] == nil {
 			ms.Pinning = ebpf.PinNone
 		}
 	}
-	prog, err := loadProgram(comp.Spec, comp.Function, &ebpf.CollectionOptions{MapReplacements: comp.Maps})
+	repl := maps.Clone(comp.Maps)
+	if repl == nil {
+		repl = map[string]*ebpf.Map{}
+	}
+	if err := load.AddCounters(comp, spec, ps, repl); err != nil {
+		return err
+	}
+	prog, err := loadProgram(spec, comp.Function, &ebpf.CollectionOptions{MapReplacements: repl})
 	if err != nil {
 		return loadError(comp, "load as an extension of the dispatcher", err)
 	}

@@ -6,7 +6,7 @@
 // first later instruction that carries a symbol). Subprograms (bpf-to-bpf
 // callees, callbacks) are copied unchanged.
 //
-// Three rewrites exist:
+// Four rewrites exist:
 //
 //   - [TailCall] (the tailcall backend): at entry the context pointer (r1) is
 //     spilled to an 8-byte stack slot below everything the main function
@@ -29,6 +29,14 @@
 //     taken once per packet. The prologue takes the main function's symbol,
 //     func info and first line info, like TailCall's spill, and jumps to the
 //     original first instruction.
+//
+//   - [Count] (every backend, the dispatcher included, unless the user
+//     switches counters off): every exit of the main function becomes a
+//     jump to an epilogue that adds one to the per-CPU counter of the
+//     verdict in the program's counter map (key 0, one 64-bit slot per
+//     verdict, see [CountSlot]) and returns the verdict unchanged. Backends
+//     apply it first and their own rewrite after it, so it counts the
+//     program's own verdict, before a tail call or the mapping to -1.
 //
 // # How jumps stay correct
 //

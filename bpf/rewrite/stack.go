@@ -27,8 +27,23 @@ func StackDepth(insns asm.Instructions) (int, error) {
 		index[off] = i
 		off += int(main[i].Width())
 	}
+	// Jumps already made symbolic by an earlier rewrite (Count, before
+	// TailCall or TCNext) target their reference.
+	symbol := map[string]int{}
+	for i := range main {
+		if s := main[i].Symbol(); s != "" {
+			symbol[s] = i
+		}
+	}
 	target := func(i int) (int, error) {
 		ins := &main[i]
+		if ref := ins.Reference(); ref != "" && (ins.Offset == -1 || isLongJump(ins) && ins.Constant == -1) {
+			j, ok := symbol[ref]
+			if !ok {
+				return 0, fmt.Errorf("instruction %d (%v): jump to %s outside the main function: %w", i, *ins, ref, ErrInvalid)
+			}
+			return j, nil
+		}
 		delta := int(ins.Offset)
 		if isLongJump(ins) {
 			delta = int(ins.Constant)

@@ -111,6 +111,7 @@ func newInstallCommand(g *globals) *cobra.Command {
 		hook     string
 		priority int
 		params   []string
+		counters bool
 	)
 	cmd := &cobra.Command{
 		Use:   "install PATH.o|REF --iface IF",
@@ -158,6 +159,9 @@ priorities run first.`,
 			if err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("counters") {
+				req.Counters = &counters
+			}
 			hs, err := m.Install(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -176,6 +180,7 @@ priorities run first.`,
 	fl.StringVar(&req.Mode, "mode", "", "XDP attach mode: native or skb (default: native, or what the chain uses)")
 	fl.StringVar(&req.Backend, "backend", "auto", "backend: auto, dispatcher, tailcall, tcx or tc")
 	fl.BoolVar(&req.ResetMaps, "reset-maps", false, "allow an upgrade that changes map definitions, starting from empty maps")
+	fl.BoolVar(&counters, "counters", true, "count the program's packets per verdict (kfm stats); --counters=false loads it without")
 	f.register(cmd)
 	return cmd
 }

@@ -34,6 +34,9 @@ func DefaultSuites() []Suite {
 		// tail-call chains on XDP and TC, classic tc everywhere, tcx from
 		// 6.6 (bpf/tc's TestSupports checks that older kernels refuse it).
 		{Package: "bpf/rewrite"},
+		// Verdict counters and run statistics (BPF_ENABLE_STATS) on
+		// each kernel: the counter lookup is a helper call before 6.10.
+		{Package: "bpf/counters"},
 		{Package: "bpf/internal/pinmeta"},
 		{Package: "bpf/internal/rcu"},
 		{Package: "bpf/tailcall", Timeout: 10 * time.Minute},

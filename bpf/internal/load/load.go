@@ -6,6 +6,7 @@ package load
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -14,11 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/counters"
+	"github.com/kfm-project/kfm/bpf/rewrite"
 )
 
 // Options describe how to load a component.
 type Options struct {
 	// Rewrite changes the entry function's instructions (nil: unchanged).
+	// When the component has a counter map, Rewrite gets the instructions
+	// with rewrite.Count already applied.
 	Rewrite func(asm.Instructions) (asm.Instructions, error)
 	// ExtraMaps are maps the rewritten instructions reference by name
 	// (MapSpecs added to the collection) with the kernel maps to use.
@@ -64,6 +69,17 @@ func Component(c bpf.Component, h bpf.Hook, opts Options) (*ebpf.Program, error)
 	ps, err := ProgramSpec(c, h)
 	if err != nil {
 		return nil, err
+	}
+	if c.Counters != nil {
+		insns, err := rewrite.Count(ps.Instructions, counters.MapName)
+		if err != nil {
+			return nil, fmt.Errorf("%s: count the verdicts of %s: %w (load it without verdict counters: kfm install --counters=false, or counters: false in kfm.yaml)", c.Name, c.Function, err)
+		}
+		ps.Instructions = insns
+		extra := make(map[string]*ebpf.Map, len(opts.ExtraMaps)+1)
+		maps.Copy(extra, opts.ExtraMaps)
+		extra[counters.MapName] = c.Counters
+		opts.ExtraMaps = extra
 	}
 	if opts.Rewrite != nil {
 		insns, err := opts.Rewrite(ps.Instructions)
@@ -142,4 +158,25 @@ func unwrapErrno(err error) error {
 		return errno
 	}
 	return err
+}
+
+// AddCounters rewrites ps (the entry function of spec) to count its
+// verdicts into c.Counters and adds the counter map to spec and repl, for
+// backends that load without Component (the dispatcher). Nothing happens
+// when c has no counter map.
+func AddCounters(c bpf.Component, spec *ebpf.CollectionSpec, ps *ebpf.ProgramSpec, repl map[string]*ebpf.Map) error {
+	if c.Counters == nil {
+		return nil
+	}
+	if _, clash := spec.Maps[counters.MapName]; clash {
+		return fmt.Errorf("%s: the object already has a map called %s, which kfm needs for its verdict counters", c.Name, counters.MapName)
+	}
+	insns, err := rewrite.Count(ps.Instructions, counters.MapName)
+	if err != nil {
+		return fmt.Errorf("%s: count the verdicts of %s: %w (load it without verdict counters: kfm install --counters=false, or counters: false in kfm.yaml)", c.Name, c.Function, err)
+	}
+	ps.Instructions = insns
+	spec.Maps[counters.MapName] = counters.MapSpec()
+	repl[counters.MapName] = c.Counters
+	return nil
 }
