@@ -133,7 +133,7 @@ func TestParseManifestErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{
-		{"unknown key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    prio: 3\n", `kfm.yaml: invalid manifest: line 5: unknown key "prio" (allowed here: interface, hook, backend, mode, programs)`},
+		{"unknown key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    prio: 3\n", `kfm.yaml: invalid manifest: line 5: unknown key "prio" (allowed here: interface, netns, hook, backend, mode, programs)`},
 		{"unknown program key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - name: a\n        path: a.o\n        colour: red\n", `line 8: unknown key "colour" (allowed here: name, ref, path, function, priority, proceedOn, params)`},
 		{"no version", "chains: []\n", "add `version: 1`"},
 		{"empty", "\n", "empty file"},
