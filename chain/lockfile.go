@@ -30,8 +30,8 @@ type Lock struct {
 type LockedChain struct {
 	Interface string `yaml:"interface" json:"interface"`
 	// Netns is the manifest chain's network namespace (see ChainSpec).
-	Netns     string   `yaml:"netns,omitempty" json:"netns,omitempty"`
-	Hook      bpf.Hook `yaml:"hook" json:"hook"`
+	Netns string   `yaml:"netns,omitempty" json:"netns,omitempty"`
+	Hook  bpf.Hook `yaml:"hook" json:"hook"`
 	// Backend is the manifest's backend (auto is decided per host when
 	// applied: kernels differ).
 	Backend  string          `yaml:"backend,omitempty" json:"backend,omitempty"`

@@ -60,11 +60,11 @@ type ChainSpec struct {
 	// namespace kfm runs in, a NAME for /run/netns/NAME, or an absolute
 	// path (a bind mount or /proc/PID/ns/net). kfm keeps using the host's
 	// BPF filesystem, state and configuration for it.
-	Netns     string        `yaml:"netns,omitempty" json:"netns,omitempty"`
-	Hook      bpf.Hook      `yaml:"hook" json:"hook"`
-	Backend   string        `yaml:"backend,omitempty" json:"backend,omitempty"`
-	Mode      string        `yaml:"mode,omitempty" json:"mode,omitempty"`
-	Programs  []ProgramSpec `yaml:"programs" json:"programs"`
+	Netns    string        `yaml:"netns,omitempty" json:"netns,omitempty"`
+	Hook     bpf.Hook      `yaml:"hook" json:"hook"`
+	Backend  string        `yaml:"backend,omitempty" json:"backend,omitempty"`
+	Mode     string        `yaml:"mode,omitempty" json:"mode,omitempty"`
+	Programs []ProgramSpec `yaml:"programs" json:"programs"`
 
 	line int
 }

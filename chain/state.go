@@ -48,8 +48,8 @@ type HookState struct {
 	HWAddr string `json:"hwaddr,omitempty"`
 	// RootID is the program attached to the hook ahead of the chain (the
 	// dispatcher: its libxdp pin directory is dispatch-IFINDEX-ROOTID).
-	RootID ebpf.ProgramID `json:"rootId,omitempty"`
-	Backend   string   `json:"backend"`
+	RootID  ebpf.ProgramID `json:"rootId,omitempty"`
+	Backend string         `json:"backend"`
 	// Reason says why the backend was chosen ("auto: ..." or "requested").
 	Reason string `json:"reason,omitempty"`
 	// Mode is the XDP attach mode.
