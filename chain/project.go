@@ -32,6 +32,10 @@ type ApplyOptions struct {
 	Update    []string
 	UpdateAll bool
 	ResetMaps bool
+	// Netns, when set (a NAME or PATH as for --netns), limits the kernel
+	// changes to the chains of that network namespace; kfm.lock is still
+	// locked as a whole. Empty applies every chain of every namespace.
+	Netns string
 }
 
 // Change is what an apply does (or, with DryRun, would do) to one hook.
@@ -142,6 +146,14 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 	if err != nil {
 		return nil, err
 	}
+	var only *string
+	if opts.Netns != "" {
+		p, err := NetnsPath(opts.Netns)
+		if err != nil {
+			return nil, err
+		}
+		only = &p
+	}
 	// Hooks kfm runs that kfm.yaml no longer names.
 	for _, hs := range st.Hooks {
 		if man.ChainIn(hs.Netns, hs.Interface, hs.Hook) != nil {
@@ -151,6 +163,9 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 			continue // the interface is gone, and its chain with it
 		}
 		specs = append(specs, HookSpec{Netns: hs.Netns, Interface: hs.Interface, Hook: hs.Hook})
+	}
+	if only != nil {
+		specs = slices.DeleteFunc(specs, func(s HookSpec) bool { return s.Netns != *only })
 	}
 
 	oldText, _ := lk.Marshal()
