@@ -34,7 +34,7 @@ import (
 
 // nsEnv gives a test its own kfm directories and bpffs.
 type nsEnv struct {
-	t                         *testing.T
+	t                        *testing.T
 	bpffs, stateDir, confDir string
 }
 
