@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/dispatcher"
 )
 
 // HookSpec is what one hook should run.
@@ -189,7 +191,16 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 
 	var errs []error
 	for _, p := range plans {
-		if p.previous != nil {
+		if p.previous != nil && p.target.Netns != "" && p.previous.Name() == "dispatcher" {
+			// libxdp's Release goes by ifindex and could take another
+			// namespace's dispatcher directory: remove exactly the
+			// replaced dispatcher's.
+			if p.prevChain != nil && p.prevChain.RootID != 0 {
+				if err := os.RemoveAll(dispatcher.PinDir(m.bpffs, p.target.Ifindex, p.prevChain.RootID)); err != nil {
+					errs = append(errs, fmt.Errorf("%s: clean up after the dispatcher backend: %w", p.target, err))
+				}
+			}
+		} else if p.previous != nil {
 			if err := p.previous.Release(ctx, p.target); err != nil {
 				errs = append(errs, fmt.Errorf("%s: clean up after the %s backend: %w", p.target, p.previous.Name(), err))
 			}
