@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -266,7 +267,7 @@ func recreateVeth(t *testing.T, p *netns.Pair, recreate bool) {
 	if err := netlink.LinkAdd(veth); err != nil {
 		t.Fatalf("recreate %s with ifindex %d: %v", p.BIf, p.BIfindex, err)
 	}
-	setup := func(ns *netns.Namespace, name string, addr netip.Addr, peer netip.Addr, peerMAC *net.HardwareAddr) net.HardwareAddr {
+	setup := func(ns *netns.Namespace, name string, addr netip.Addr) net.HardwareAddr {
 		var mac net.HardwareAddr
 		if err := ns.Do(func() error {
 			l, err := netlink.LinkByName(name)
@@ -283,8 +284,8 @@ func recreateVeth(t *testing.T, p *netns.Pair, recreate bool) {
 		}
 		return mac
 	}
-	p.AMAC = setup(p.A, p.AIf, p.AAddr, p.BAddr, nil)
-	p.BMAC = setup(p.B, p.BIf, p.BAddr, p.AAddr, nil)
+	p.AMAC = setup(p.A, p.AIf, p.AAddr)
+	p.BMAC = setup(p.B, p.BIf, p.BAddr)
 	for _, x := range []struct {
 		ns   *netns.Namespace
 		name string
@@ -591,5 +592,62 @@ func TestNetnsExecRefused(t *testing.T) {
 		if args[0] == "install" && xdpProgram(t, p.B, p.BIf) == 0 {
 			t.Errorf("kfm install --netns attached nothing")
 		}
+	}
+}
+
+// TestNetnsManifest: chains with netns: in kfm.yaml go to their namespaces
+// with kfm apply, kfm.lock keeps the namespace, apply --locked is content,
+// and apply --netns touches only that namespace's chains.
+func TestNetnsManifest(t *testing.T) {
+	e := newNSEnv(t)
+	p1, p2 := netns.NewPair(t), netns.NewPair(t)
+	obj, err := filepath.Abs(samplesDir + "xdp_count.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := func(nss ...string) {
+		var b strings.Builder
+		b.WriteString("version: 1\nchains:\n")
+		for _, ns := range nss {
+			fmt.Fprintf(&b, "  - interface: %s\n    netns: %s\n    hook: xdp\n    backend: tailcall\n    programs:\n      - {name: count, path: %s}\n",
+				map[string]string{p1.B.Name: p1.BIf, p2.B.Path(): p2.BIf}[ns], ns, obj)
+		}
+		if err := os.WriteFile(filepath.Join(e.confDir, "kfm.yaml"), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manifest(p1.B.Name, p2.B.Path())
+	e.kfm("apply")
+	lk, err := chain.LoadLock(filepath.Join(e.confDir, "kfm.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lk.ChainIn(p1.B.Path(), p1.BIf, "xdp") == nil || lk.ChainIn(p2.B.Path(), p2.BIf, "xdp") == nil {
+		t.Fatalf("kfm.lock: %+v", lk.Chains)
+	}
+	s1, s2 := e.status(p1.B.Name), e.status(p2.B.Name)
+	if len(s1) != 1 || len(s2) != 1 || len(s1[0].Programs) != 1 || len(s2[0].Programs) != 1 {
+		t.Fatalf("status after apply: %+v / %+v", s1, s2)
+	}
+	if len(s1[0].Drift) > 0 || len(s2[0].Drift) > 0 {
+		t.Errorf("drift right after apply: %v / %v", s1[0].Drift, s2[0].Drift)
+	}
+	if out := e.kfm("apply", "--locked", "-o", "json"); strings.Contains(out, `"added"`) {
+		t.Errorf("apply --locked changed something: %s", out)
+	}
+
+	// Drop namespace 2's chain from kfm.yaml; apply --netns for namespace 1
+	// leaves it running, a full apply removes it.
+	manifest(p1.B.Name)
+	e.kfm("apply", "--netns", p1.B.Name)
+	if s := e.status(p2.B.Name); len(s) != 1 || s[0].Programs[0].ProgramID != s2[0].Programs[0].ProgramID {
+		t.Errorf("apply --netns %s touched namespace 2: %+v", p1.B.Name, s)
+	}
+	e.kfm("apply")
+	if got := xdpProgram(t, p2.B, p2.BIf); got != 0 {
+		t.Errorf("namespace 2 still runs XDP program %d after its chain left kfm.yaml", got)
+	}
+	if s := e.status(p1.B.Name); len(s) != 1 || s[0].Programs[0].ProgramID != s1[0].Programs[0].ProgramID {
+		t.Errorf("namespace 1's chain changed: %+v", s)
 	}
 }
