@@ -42,6 +42,7 @@ func DefaultSuites() []Suite {
 		{Package: "bpf/dispatcher", Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Skip: "/^tcx$", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
+		{Package: "chain", Run: "^TestNetnsDispatcher$", Kernels: []string{"6.12"}},
 	}
 }
 
