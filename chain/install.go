@@ -265,9 +265,7 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.prune(st, nil); err != nil {
-		return nil, err
-	}
+	m.pruneFirst(st)
 	man, lk, err := m.loadProject()
 	if err != nil {
 		return nil, err
@@ -340,9 +338,7 @@ func (m *Manager) RemoveIn(ctx context.Context, netns, iface string, hook bpf.Ho
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.prune(st, nil); err != nil {
-		return nil, err
-	}
+	m.pruneFirst(st)
 	hooks := bpf.Hooks
 	if hook != "" {
 		hooks = []bpf.Hook{hook}

@@ -89,9 +89,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		if err != nil {
 			return nil, err
 		}
-		if _, err := m.prune(st, nil); err != nil {
-			return nil, err
-		}
+		m.pruneFirst(st)
 	}
 	man, lk, err := m.loadProject()
 	if err != nil {

@@ -95,6 +95,14 @@ func (m *Manager) Prune(ctx context.Context) ([]Pruned, error) {
 	return m.pruneLocked(ctx, nil)
 }
 
+// pruneFirst is the prune every command runs first: housekeeping that must
+// not stop the command, so a failure is reported as a notice.
+func (m *Manager) pruneFirst(st *State) {
+	if _, err := m.prune(st, nil); err != nil {
+		m.notify(fmt.Sprintf("could not release the state of interfaces that are gone: %v", err))
+	}
+}
+
 func (m *Manager) pruneLocked(ctx context.Context, only func(netns string, ifindex int) bool) ([]Pruned, error) {
 	lock, err := m.lock(ctx)
 	if err != nil {
@@ -172,6 +180,15 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 	alive := map[string]bool{} // key/ifindex of live entries
 	keep := st.Hooks[:0:0]
 	for _, hs := range st.Hooks {
+		id := keyOf(hs) + "/" + strconv.Itoa(hs.Ifindex)
+		if hs.Netns == "" && hs.NetnsID != "" && hs.NetnsID != string(m.hostNetns) {
+			// Written by a kfm that ran in another namespace with the
+			// same state directory (nsenter --net): not this kfm's to
+			// judge, and its pins look like the host's.
+			keep = append(keep, hs)
+			alive[id] = true
+			continue
+		}
 		in, err := look(hs.Netns)
 		if err != nil {
 			return nil, err
@@ -186,7 +203,6 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 				live = sameLink(hs, l)
 			}
 		}
-		id := keyOf(hs) + "/" + strconv.Itoa(hs.Ifindex)
 		if live || (only != nil && !only(hs.Netns, hs.Ifindex)) {
 			keep = append(keep, hs)
 			alive[id] = true

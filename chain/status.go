@@ -80,7 +80,7 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 	if l, err := acquireLock(ctx, m.state.dir, time.Nanosecond, nil); err == nil {
 		st, err := m.state.load()
 		if err == nil {
-			_, err = m.prune(st, nil)
+			m.pruneFirst(st)
 		}
 		l.release()
 		if err != nil {
