@@ -651,3 +651,38 @@ func TestNetnsManifest(t *testing.T) {
 		t.Errorf("namespace 1's chain changed: %+v", s)
 	}
 }
+
+// TestNetnsSharedStateDir: a kfm run inside a namespace (nsenter --net, no
+// --netns) and a kfm run outside share the state directory and bpffs. The
+// outside one's pruning must not take the inside one's chain for an
+// interface that is gone: it is not in its namespace, but it exists.
+func TestNetnsSharedStateDir(t *testing.T) {
+	e := newNSEnv(t)
+	p := netns.NewPair(t)
+	inB := func(args ...string) string {
+		t.Helper()
+		var out, stderr string
+		var code int
+		if err := p.B.Do(func() error { out, stderr, code = kfm(t, "", args...); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if code != exitOK {
+			t.Fatalf("kfm %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+		}
+		return out
+	}
+	inB("install", samplesDir+"xdp_count.o", "--iface", p.BIf, "--backend", "tailcall", "--name", "count")
+	root := xdpProgram(t, p.B, p.BIf)
+	e.kfm("status") // outside: prunes what it can judge
+	var st []chain.HookStatus
+	if err := json.Unmarshal([]byte(inB("status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || len(st[0].Programs) != 1 || st[0].Programs[0].Origin != chain.OriginKFM || uint32(st[0].RootID) != root {
+		t.Fatalf("the inside chain after an outside kfm ran: %+v (pins: %v)", st, e.pins())
+	}
+	inB("remove", "count", "--iface", p.BIf)
+	if got := xdpProgram(t, p.B, p.BIf); got != 0 {
+		t.Errorf("XDP program %d left after remove", got)
+	}
+}
