@@ -109,7 +109,8 @@ func netnsError(path string, err error) error {
 func readNetnsID(path string) (netnsID, error) {
 	var id netnsID
 	err := inNetns(path, func() error {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		// A route netlink socket: every kernel kfm runs on has one.
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
 		}
@@ -172,17 +173,19 @@ func (m *Manager) namespace(path string) (*namespace, error) {
 	return ns, nil
 }
 
-// handle is a netlink handle whose sockets live in ns.
+// handle is a route netlink handle whose socket lives in ns. (Without a
+// family list the library opens xfrm and netfilter sockets too, which
+// kernels without those modules refuse.)
 func (ns *namespace) handle() (*netlink.Handle, error) {
 	if ns.path == "" {
-		return netlink.NewHandle()
+		return netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	h, err := netns.GetFromPath(ns.path)
 	if err != nil {
 		return nil, netnsError(ns.path, err)
 	}
 	defer h.Close()
-	return netlink.NewHandleAt(h)
+	return netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 }
 
 // nsBackend runs a backend's calls in a network namespace.

@@ -27,7 +27,7 @@ import (
 func TestNetnsDispatcher(t *testing.T) {
 	testenv.RequireEXT(t)
 	bpffs, stateDir, confDir := testenv.BPFFS(t), t.TempDir(), t.TempDir()
-	obj, err := programs.Object("xdp_count.o")
+	obj, err := programs.Object("xdp_count")
 	if err != nil {
 		t.Fatal(err)
 	}

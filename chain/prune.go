@@ -24,6 +24,9 @@ var pinStores = []string{"maps", "tailcall", "tcx", "tc"}
 // Pruned is the state of one interface that kfm released because the
 // interface no longer exists (or another interface now has its ifindex).
 type Pruned struct {
+	// Netns is the namespace path the host state named ("" for the
+	// host); for pins no state accounted for, their directory's
+	// namespace key (ns-<cookie>).
 	Netns     string `json:"netns,omitempty"`
 	Interface string `json:"interface,omitempty"`
 	Ifindex   int    `json:"ifindex"`
