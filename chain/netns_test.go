@@ -2,6 +2,7 @@ package chain_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -134,4 +135,45 @@ func attachedXDP(t *testing.T, ns *netns.Namespace, iface string) uint32 {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// BenchmarkPrune is the cost every kfm command now pays first when nothing
+// is to be pruned: the host lock, the host state, the namespace identities,
+// one link dump per namespace and a scan of the pin directories. Chains run
+// in n namespaces (tailcall backend, which the host allows).
+func BenchmarkPrune(b *testing.B) {
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("namespaces=%d", n), func(b *testing.B) {
+			testenv.RequirePrivileged(b)
+			bpffs, stateDir, confDir := testenv.BPFFS(b), b.TempDir(), b.TempDir()
+			obj, err := programs.Object("xdp_count")
+			if err != nil {
+				b.Fatal(err)
+			}
+			objPath := filepath.Join(b.TempDir(), "xdp_count.o")
+			if err := os.WriteFile(objPath, obj, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			manager := func() *chain.Manager {
+				m, err := chain.New(chain.Options{BPFFS: bpffs, StateDir: stateDir, ConfigDir: confDir, Backends: []chain.Backend{tailcall.New()}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return m
+			}
+			ctx := context.Background()
+			for range n {
+				p := netns.NewPair(b)
+				if _, err := manager().Install(ctx, chain.InstallRequest{Netns: p.B.Name, Interface: p.BIf, Source: objPath, Name: "count", Backend: "tailcall"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for b.Loop() {
+				pruned, err := manager().Prune(ctx)
+				if err != nil || len(pruned) != 0 {
+					b.Fatalf("Prune: %+v, %v", pruned, err)
+				}
+			}
+		})
+	}
 }
