@@ -67,8 +67,10 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 // StatusIn reports the chains on iface (every interface when iface is
 // empty) in the network namespace netns ("" for the host, else a NAME or
 // path as for --netns), hook by hook. Hooks without a chain are left out.
-// Unless another kfm holds the host lock, it first prunes the state of
-// interfaces that no longer exist (see Prune).
+// With neither netns nor iface it also reports the chains of every other
+// namespace that the host state or kfm.lock names. Unless another kfm holds
+// the host lock, it first prunes the state of interfaces that no longer
+// exist (see Prune).
 func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStatus, error) {
 	netnsPath, err := NetnsPath(netns)
 	if err != nil {
@@ -91,6 +93,45 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 	if err != nil {
 		return nil, err
 	}
+	_, lk, err := m.loadProject()
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.statusOf(ctx, st, lk, netnsPath, iface)
+	if err != nil || netnsPath != "" || iface != "" {
+		return out, err
+	}
+	var others []string
+	for _, hs := range st.Hooks {
+		others = append(others, hs.Netns)
+	}
+	for _, lc := range lk.Chains {
+		others = append(others, lc.NetnsPath())
+	}
+	slices.Sort(others)
+	for _, ns := range slices.Compact(others) {
+		if ns == "" {
+			continue
+		}
+		more, err := m.statusOf(ctx, st, lk, ns, "")
+		if errors.Is(err, ErrNoNetns) {
+			for _, lc := range lk.Chains {
+				if lc.NetnsPath() == ns {
+					out = append(out, HookStatus{Netns: ns, Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"network namespace " + ns + " does not exist"}})
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
+	}
+	return out, nil
+}
+
+// statusOf is StatusIn for one namespace.
+func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, iface string) ([]HookStatus, error) {
 	var ifaces []string
 	if iface != "" {
 		ifaces = []string{iface}
@@ -113,10 +154,6 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 		}
 		slices.Sort(ifaces)
 	}
-	_, lk, err := m.loadProject()
-	if err != nil {
-		return nil, err
-	}
 	out := []HookStatus{}
 	for _, ifn := range ifaces {
 		for _, h := range bpf.Hooks {
@@ -136,8 +173,8 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 	}
 	if iface == "" {
 		for _, lc := range lk.Chains {
-			if lc.Netns == netnsPath && !slices.Contains(ifaces, lc.Interface) {
-				out = append(out, HookStatus{Netns: lc.Netns, Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"interface " + lc.Interface + " does not exist"}})
+			if lc.NetnsPath() == netnsPath && !slices.Contains(ifaces, lc.Interface) {
+				out = append(out, HookStatus{Netns: netnsPath, Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"interface " + lc.Interface + " does not exist"}})
 			}
 		}
 	}

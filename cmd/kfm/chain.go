@@ -254,6 +254,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [--iface IF] [--netns NAME|PATH]",
 		Short: "Show the chains on this host's interfaces in run order, and drift from kfm.lock",
+		Long: `status shows every chain on the interfaces of kfm's network namespace and of
+every other namespace that kfm.lock or the host state names, in run order, with
+the backend, program IDs and drift from kfm.lock. --iface and --netns narrow it
+to one interface or one namespace.`,
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager(cmd.Context(), nil)

@@ -192,6 +192,23 @@ func TestNetnsSameIfindex(t *testing.T) {
 	if s1[0].Programs[0].ProgramID == s2[0].Programs[0].ProgramID || s1[0].RootID == s2[0].RootID {
 		t.Fatalf("both namespaces report the same programs: %+v / %+v", s1[0], s2[0])
 	}
+	// kfm status without --netns shows both namespaces' chains too.
+	var all []chain.HookStatus
+	if err := json.Unmarshal([]byte(e.kfm("status", "-o", "json")), &all); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, h := range all {
+		if h.Netns != "" {
+			seen = append(seen, h.Netns+" "+h.Interface)
+		}
+	}
+	slices.Sort(seen)
+	want := []string{p1.B.Path() + " " + p1.BIf, p2.B.Path() + " " + p2.BIf}
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Errorf("kfm status: chains in namespaces %v, want %v", seen, want)
+	}
 	// What runs on each interface is that namespace's root.
 	if got := xdpProgram(t, p1.B, p1.BIf); got != uint32(s1[0].RootID) {
 		t.Errorf("XDP program on %s in %s: %d, status says root %d", p1.BIf, p1.B.Name, got, s1[0].RootID)
