@@ -258,7 +258,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 every other namespace that kfm.lock or the host state names, in run order, with
 the backend, program IDs and drift from kfm.lock. --iface and --netns narrow it
 to one interface or one namespace.`,
-		Args:  exactArgs(0, "no arguments"),
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager(cmd.Context(), nil)
 			if err != nil {
