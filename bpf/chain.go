@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 )
@@ -30,17 +32,33 @@ var (
 )
 
 // Target is one hook of one network interface: where a chain runs. Backends
-// act in the network namespace of the calling OS thread.
+// act in the network namespace of the calling OS thread: a caller that
+// chains programs in another namespace runs them on a thread switched into
+// it (XDP and TCX attach, and netlink sockets, resolve the ifindex there).
 type Target struct {
 	Interface string `json:"interface"`
 	Ifindex   int    `json:"ifindex"`
 	Hook      Hook   `json:"hook"`
+	// Netns keys pins by network namespace, so that the same ifindex in
+	// two namespaces never shares a directory: "" for the namespace the
+	// caller runs in (the host; pins stay where kfm always put them),
+	// else a name unique to the namespace for the life of the system
+	// (the chain package uses "ns-<netns cookie>"). It is a path element
+	// of PinDir; it must not contain '/' or '.'.
+	Netns string `json:"netns,omitempty"`
 	// BPFFS is the BPF filesystem mount backends pin under
 	// (libxdp's <bpffs>/xdp/..., kfm's <bpffs>/kfm/...).
 	BPFFS string `json:"-"`
 }
 
 func (t Target) String() string { return fmt.Sprintf("%s/%s", t.Interface, t.Hook) }
+
+// PinDir is where store (a backend's name, or "maps") keeps what it pins for
+// t: <bpffs>/kfm/<store>/<ifindex>/<hook> for the host namespace and
+// <bpffs>/kfm/<store>/<netns>/<ifindex>/<hook> for another one.
+func (t Target) PinDir(store string) string {
+	return filepath.Join(t.BPFFS, "kfm", store, t.Netns, strconv.Itoa(t.Ifindex), string(t.Hook))
+}
 
 // Component is one program of a desired chain, as the chain layer hands it
 // to a backend's Prepare.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -12,10 +13,14 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/compat"
+	"github.com/kfm-project/kfm/bpf/dispatcher"
 )
 
 // HookSpec is what one hook should run.
 type HookSpec struct {
+	// Netns is the network namespace of the interface: "" for the one kfm
+	// runs in, else a path (see NetnsPath).
+	Netns     string
 	Interface string
 	Hook      bpf.Hook
 	// Backend is "" or "auto" (keep the running backend, or choose one by
@@ -36,6 +41,9 @@ type HookSpec struct {
 // hookPlan is one hook's share of an apply.
 type hookPlan struct {
 	target    bpf.Target
+	ns        *namespace
+	hwaddr    string
+	netnsPath string
 	old       *HookState
 	backend   Backend
 	reason    string
@@ -44,6 +52,7 @@ type hookPlan struct {
 	mode      string
 	resetMaps bool
 	current   *bpf.Chain // what the owner runs now, nil if nothing
+	vanished  bool       // the state names a chain the kernel no longer runs
 	noop      bool       // the hook already runs exactly this chain
 
 	// comps is the chain in run order; elems[i] is the kfm element behind
@@ -184,7 +193,16 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 
 	var errs []error
 	for _, p := range plans {
-		if p.previous != nil {
+		if p.previous != nil && p.target.Netns != "" && p.previous.Name() == "dispatcher" {
+			// libxdp's Release goes by ifindex and could take another
+			// namespace's dispatcher directory: remove exactly the
+			// replaced dispatcher's.
+			if p.prevChain != nil && p.prevChain.RootID != 0 {
+				if err := os.RemoveAll(dispatcher.PinDir(m.bpffs, p.target.Ifindex, p.prevChain.RootID)); err != nil {
+					errs = append(errs, fmt.Errorf("%s: clean up after the dispatcher backend: %w", p.target, err))
+				}
+			}
+		} else if p.previous != nil {
 			if err := p.previous.Release(ctx, p.target); err != nil {
 				errs = append(errs, fmt.Errorf("%s: clean up after the %s backend: %w", p.target, p.previous.Name(), err))
 			}
@@ -200,6 +218,12 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			}
 		}
 		hs := p.final()
+		if p.backend.Name() == "dispatcher" {
+			// Record the new dispatcher: its pins are named after it.
+			if c, err := p.backend.Current(ctx, p.target); err == nil && c != nil {
+				hs.RootID = c.RootID
+			}
+		}
 		st.put(hs)
 		keep := map[string]bool{}
 		for _, e := range hs.Elements {
@@ -251,12 +275,18 @@ func (m *Manager) rollback(ctx context.Context, st *State, plans []*hookPlan, fa
 
 // plan works out the backend and the components of one hook.
 func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan, error) {
-	t, err := m.target(spec.Interface, spec.Hook)
+	ifc, err := m.target(spec.Netns, spec.Interface, spec.Hook)
 	if err != nil {
 		return nil, err
 	}
-	p := &hookPlan{target: t, old: st.find(spec.Interface, spec.Hook), resetMaps: spec.ResetMaps}
-	owner, current, err := m.owner(ctx, t)
+	t := ifc.Target
+	p := &hookPlan{target: t, ns: ifc.ns, hwaddr: ifc.hwaddr, netnsPath: spec.Netns, old: st.find(spec.Netns, spec.Interface, spec.Hook), resetMaps: spec.ResetMaps}
+	if p.old != nil && !sameInterface(p.old, ifc) {
+		// The state is another interface's that had this name or
+		// ifindex: nothing of it applies here (prune removes it).
+		p.old = nil
+	}
+	owner, current, err := m.owner(ctx, ifc.ns, t)
 	if err != nil {
 		return nil, err
 	}
@@ -354,6 +384,10 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		p.elems = append(p.elems, en.elem)
 	}
 	p.current = current
+	// kfm's chain was here and is gone although no change of kfm's was
+	// interrupted: the interface was replaced (or the chain detached by
+	// hand). The maps it kept belong to what is gone: start afresh.
+	p.vanished = current == nil && p.old != nil && len(p.old.Elements) > 0 && !p.old.Changing
 	// A hook an interrupted apply was changing is committed again, so that
 	// the backend removes what that apply left pinned.
 	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing)
@@ -365,7 +399,9 @@ func (p *hookPlan) restored() *HookState {
 	if p.old != nil {
 		return p.old
 	}
-	return &HookState{Interface: p.target.Interface, Hook: p.target.Hook}
+	hs := p.draft()
+	hs.Backend, hs.Reason, hs.Mode = "", "", ""
+	return hs
 }
 
 // unchanged reports whether the hook already runs exactly the planned chain:
@@ -410,7 +446,7 @@ func (m *Manager) chooseBackend(p *hookPlan, spec HookSpec, owner Backend, curre
 	if err != nil {
 		return err
 	}
-	p.backend, p.reason = b, reason
+	p.backend, p.reason = m.backendIn(b, p.ns), reason
 	if owner != nil {
 		p.previous, p.prevChain = owner, current
 	}
@@ -419,6 +455,11 @@ func (m *Manager) chooseBackend(p *hookPlan, spec HookSpec, owner Backend, curre
 
 // prepare opens the state maps and loads the new chain.
 func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
+	if p.vanished {
+		if err := m.maps.gc(p.target, nil); err != nil {
+			return withTarget(p.target, fmt.Errorf("remove the maps of a chain that no longer runs: %w", err))
+		}
+	}
 	for i := range p.comps {
 		c := &p.comps[i]
 		if c.Spec == nil {
@@ -446,15 +487,23 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 }
 
 func (p *hookPlan) draft() *HookState {
-	return &HookState{
-		Interface: p.target.Interface, Ifindex: p.target.Ifindex, Hook: p.target.Hook,
+	hs := &HookState{
+		Netns: p.netnsPath, NetnsID: string(p.ns.id),
+		Interface: p.target.Interface, Ifindex: p.target.Ifindex, Hook: p.target.Hook, HWAddr: p.hwaddr,
 		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode,
 	}
+	if p.current != nil {
+		hs.RootID = p.current.RootID
+	}
+	return hs
 }
 
 // final is the hook's state after a successful commit.
 func (p *hookPlan) final() *HookState {
 	hs := p.draft()
+	if p.change != nil {
+		hs.RootID = 0 // the change may have a new root (set by the caller)
+	}
 	var progs []bpf.ChainProgram
 	if p.change != nil {
 		progs = p.change.Programs()

@@ -97,3 +97,42 @@ func ExampleManager_Stats() {
 		}
 	}
 }
+
+// What --netns and a chain's netns: accept: a name under /run/netns, or an
+// absolute path to any namespace file.
+func ExampleNetnsPath() {
+	for _, s := range []string{"", "blue", "/proc/4242/ns/net", "a/b"} {
+		p, err := chain.NetnsPath(s)
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		fmt.Printf("%q -> %q\n", s, p)
+	}
+	// Output:
+	// "" -> ""
+	// "blue" -> "/run/netns/blue"
+	// "/proc/4242/ns/net" -> "/proc/4242/ns/net"
+	// error: network namespace "a/b": give a name from `ip netns list` or an absolute path
+}
+
+// The node agent releases an interface's state when netlink reports that
+// the link was deleted (a pod went away). Prune does the same for every
+// interface that no longer exists; every kfm command prunes first.
+func ExampleManager_Release() {
+	m, err := chain.New(chain.Options{BPFFS: "/sys/fs/bpf", StateDir: "/run/kfm", ConfigDir: "/etc/kfm"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	onLinkDelete := func(ctx context.Context, netns string, ifindex int) {
+		released, err := m.Release(ctx, netns, ifindex)
+		if err != nil {
+			fmt.Println("release:", err)
+		}
+		for _, p := range released {
+			fmt.Printf("released %s (ifindex %d): hooks %v, %d pin directories\n", p.Interface, p.Ifindex, p.Hooks, len(p.Pins))
+		}
+	}
+	_ = onLinkDelete // e.g. from a netlink.LinkSubscribe loop
+}

@@ -19,6 +19,9 @@ import (
 // same name.
 type InstallRequest struct {
 	Interface string
+	// Netns is the interface's network namespace: "" for the one kfm runs
+	// in, a NAME (/run/netns/NAME) or a PATH.
+	Netns string
 	// Hook defaults to the program type's hook (xdp, or tc-ingress for
 	// TC programs).
 	Hook bpf.Hook
@@ -163,8 +166,8 @@ const (
 // The others come from the lock when it still satisfies the manifest, as
 // mode says, or are locked anew.
 func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fresh map[string]lockedElement, relock func(string) bool, mode lockMode) ([]*Element, LockedChain, error) {
-	lc := LockedChain{Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode}
-	old := lk.Chain(cs.Interface, cs.Hook)
+	lc := LockedChain{Interface: cs.Interface, Netns: cs.Netns, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode}
+	old := lk.ChainIn(cs.NetnsPath(), cs.Interface, cs.Hook)
 	var elements []*Element
 	add := func(lp LockedProgram, e *Element) {
 		i := slices.IndexFunc(cs.Programs, func(p ProgramSpec) bool { return p.Name == lp.Name })
@@ -227,7 +230,9 @@ type lockedElement struct {
 // putLocked replaces the lock's chain for lc's hook (removing it when it
 // has no programs).
 func (l *Lock) putLocked(lc LockedChain) {
-	l.Chains = slices.DeleteFunc(l.Chains, func(c LockedChain) bool { return c.Interface == lc.Interface && c.Hook == lc.Hook })
+	l.Chains = slices.DeleteFunc(l.Chains, func(c LockedChain) bool {
+		return c.NetnsPath() == lc.NetnsPath() && c.Interface == lc.Interface && c.Hook == lc.Hook
+	})
 	if len(lc.Programs) > 0 {
 		l.Chains = append(l.Chains, lc)
 	}
@@ -236,7 +241,9 @@ func (l *Lock) putLocked(lc LockedChain) {
 // putChain replaces the manifest's chain for cs's hook (removing it when it
 // has no programs).
 func (man *Manifest) putChain(cs ChainSpec) {
-	man.Chains = slices.DeleteFunc(man.Chains, func(c ChainSpec) bool { return c.Interface == cs.Interface && c.Hook == cs.Hook })
+	man.Chains = slices.DeleteFunc(man.Chains, func(c ChainSpec) bool {
+		return c.NetnsPath() == cs.NetnsPath() && c.Interface == cs.Interface && c.Hook == cs.Hook
+	})
 	if len(cs.Programs) > 0 {
 		man.Chains = append(man.Chains, cs)
 	}
@@ -253,11 +260,20 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	if err != nil {
 		return nil, err
 	}
+	netnsPath, err := NetnsPath(r.Netns)
+	if err != nil {
+		return nil, err
+	}
 	lock, err := m.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.release()
+	st, err := m.state.load()
+	if err != nil {
+		return nil, err
+	}
+	m.pruneFirst(st)
 	man, lk, err := m.loadProject()
 	if err != nil {
 		return nil, err
@@ -268,8 +284,8 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	}
 	ps.Name = lp.Name
 
-	cs := ChainSpec{Interface: r.Interface, Hook: hook}
-	if c := man.Chain(r.Interface, hook); c != nil {
+	cs := ChainSpec{Interface: r.Interface, Netns: r.Netns, Hook: hook}
+	if c := man.ChainIn(netnsPath, r.Interface, hook); c != nil {
 		cs = *c
 		cs.Programs = slices.Clone(c.Programs)
 	}
@@ -288,11 +304,7 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	if err != nil {
 		return nil, err
 	}
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
-	spec := HookSpec{Interface: r.Interface, Hook: hook, Backend: r.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: r.ResetMaps}
+	spec := HookSpec{Netns: netnsPath, Interface: r.Interface, Hook: hook, Backend: r.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: r.ResetMaps}
 	if err := m.apply(ctx, st, []HookSpec{spec}); err != nil {
 		return nil, err
 	}
@@ -302,7 +314,7 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 		return nil, fmt.Errorf("the chain is installed, but: %w", err)
 	}
 	m.step("files-saved")
-	return m.hookStatus(ctx, st, r.Interface, hook)
+	return m.hookStatus(ctx, st, netnsPath, r.Interface, hook)
 }
 
 // Remove takes the program called name off the hook (hook "" finds it on
@@ -311,6 +323,16 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 // too. Removing the last program detaches the chain and cleans up every
 // pin.
 func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name string) (*HookStatus, error) {
+	return m.RemoveIn(ctx, "", iface, hook, name)
+}
+
+// RemoveIn is Remove for an interface in the network namespace netns ("",
+// a NAME or a PATH, as for InstallRequest.Netns).
+func (m *Manager) RemoveIn(ctx context.Context, netns, iface string, hook bpf.Hook, name string) (*HookStatus, error) {
+	netnsPath, err := NetnsPath(netns)
+	if err != nil {
+		return nil, err
+	}
 	lock, err := m.lock(ctx)
 	if err != nil {
 		return nil, err
@@ -324,6 +346,7 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 	if err != nil {
 		return nil, err
 	}
+	m.pruneFirst(st)
 	hooks := bpf.Hooks
 	if hook != "" {
 		hooks = []bpf.Hook{hook}
@@ -336,11 +359,11 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 	}
 	var where []found
 	for _, h := range hooks {
-		if c := man.Chain(iface, h); c != nil && slices.ContainsFunc(c.Programs, func(p ProgramSpec) bool { return p.Name == name }) {
+		if c := man.ChainIn(netnsPath, iface, h); c != nil && slices.ContainsFunc(c.Programs, func(p ProgramSpec) bool { return p.Name == name }) {
 			where = append(where, found{hook: h})
 			continue
 		}
-		status, err := m.hookStatus(ctx, st, iface, h)
+		status, err := m.hookStatus(ctx, st, netnsPath, iface, h)
 		if err != nil {
 			return nil, err
 		}
@@ -364,8 +387,8 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 		return nil, fmt.Errorf("%s: %q runs on more than one hook: say which with --hook", iface, name)
 	}
 	h := where[0].hook
-	cs := ChainSpec{Interface: iface, Hook: h}
-	if c := man.Chain(iface, h); c != nil {
+	cs := ChainSpec{Interface: iface, Netns: netns, Hook: h}
+	if c := man.ChainIn(netnsPath, iface, h); c != nil {
 		cs = *c
 		cs.Programs = slices.DeleteFunc(slices.Clone(c.Programs), func(p ProgramSpec) bool { return p.Name == name })
 	}
@@ -373,7 +396,7 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 	if err != nil {
 		return nil, err
 	}
-	spec := HookSpec{Interface: iface, Hook: h, Mode: cs.Mode, Elements: elements}
+	spec := HookSpec{Netns: netnsPath, Interface: iface, Hook: h, Mode: cs.Mode, Elements: elements}
 	if where[0].foreign {
 		spec.DropForeign = []string{name}
 	}
@@ -387,5 +410,5 @@ func (m *Manager) Remove(ctx context.Context, iface string, hook bpf.Hook, name 
 			return nil, fmt.Errorf("the program is removed, but: %w", err)
 		}
 	}
-	return m.hookStatus(ctx, st, iface, h)
+	return m.hookStatus(ctx, st, netnsPath, iface, h)
 }

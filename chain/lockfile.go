@@ -28,8 +28,10 @@ type Lock struct {
 
 // LockedChain is one hook's chain, programs in run order.
 type LockedChain struct {
-	Interface string   `yaml:"interface" json:"interface"`
-	Hook      bpf.Hook `yaml:"hook" json:"hook"`
+	Interface string `yaml:"interface" json:"interface"`
+	// Netns is the manifest chain's network namespace (see ChainSpec).
+	Netns string   `yaml:"netns,omitempty" json:"netns,omitempty"`
+	Hook  bpf.Hook `yaml:"hook" json:"hook"`
 	// Backend is the manifest's backend (auto is decided per host when
 	// applied: kernels differ).
 	Backend  string          `yaml:"backend,omitempty" json:"backend,omitempty"`
@@ -124,6 +126,9 @@ func ParseLock(name string, r io.Reader) (*Lock, error) {
 		if _, err := bpf.ParseHook(string(c.Hook)); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", name, err, ErrManifest)
 		}
+		if _, err := NetnsPath(c.Netns); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w: %w", name, c.Interface, err, ErrManifest)
+		}
 		for _, p := range c.Programs {
 			if err := ValidateName(p.Name); err != nil {
 				return nil, fmt.Errorf("%s: %w: %w", name, err, ErrManifest)
@@ -154,6 +159,9 @@ func LoadLock(path string) (*Lock, error) {
 func (l *Lock) Marshal() ([]byte, error) {
 	out := Lock{Version: LockVersion, Chains: slices.Clone(l.Chains)}
 	slices.SortStableFunc(out.Chains, func(a, b LockedChain) int {
+		if c := strings.Compare(a.Netns, b.Netns); c != 0 {
+			return c
+		}
 		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
 			return c
 		}
@@ -179,14 +187,36 @@ func (l *Lock) Marshal() ([]byte, error) {
 	return buf.Bytes(), enc.Close()
 }
 
-// Chain returns the locked chain for iface and hook, nil if none.
+// Chain returns the locked chain for iface and hook in the host's network
+// namespace, nil if none.
 func (l *Lock) Chain(iface string, hook bpf.Hook) *LockedChain {
+	return l.ChainIn("", iface, hook)
+}
+
+// ChainIn returns the locked chain for iface and hook in the network
+// namespace netns (a path as NetnsPath returns it, "" for the host), nil if
+// none.
+func (l *Lock) ChainIn(netns, iface string, hook bpf.Hook) *LockedChain {
 	for i := range l.Chains {
-		if l.Chains[i].Interface == iface && l.Chains[i].Hook == hook {
+		if l.Chains[i].NetnsPath() == netns && l.Chains[i].Interface == iface && l.Chains[i].Hook == hook {
 			return &l.Chains[i]
 		}
 	}
 	return nil
+}
+
+// NetnsPath is the chain's namespace as a path ("" for the host).
+func (c LockedChain) NetnsPath() string {
+	p, _ := NetnsPath(c.Netns)
+	return p
+}
+
+// where names a chain in messages: iface/hook, with its namespace.
+func where(netns, iface string, hook bpf.Hook) string {
+	if netns == "" {
+		return iface + "/" + string(hook)
+	}
+	return netns + ":" + iface + "/" + string(hook)
 }
 
 // Satisfies reports whether the lock pins exactly the manifest: the same
@@ -196,43 +226,43 @@ func (l *Lock) Chain(iface string, hook bpf.Hook) *LockedChain {
 func (l *Lock) Satisfies(m *Manifest) error {
 	var diffs []string
 	for _, c := range m.Chains {
-		lc := l.Chain(c.Interface, c.Hook)
+		lc := l.ChainIn(c.NetnsPath(), c.Interface, c.Hook)
 		if lc == nil {
-			diffs = append(diffs, fmt.Sprintf("%s/%s is not locked", c.Interface, c.Hook))
+			diffs = append(diffs, where(c.Netns, c.Interface, c.Hook)+" is not locked")
 			continue
 		}
 		if c.Backend != lc.Backend || c.Mode != lc.Mode {
-			diffs = append(diffs, fmt.Sprintf("%s/%s: backend or mode changed", c.Interface, c.Hook))
+			diffs = append(diffs, fmt.Sprintf("%s: backend or mode changed", where(c.Netns, c.Interface, c.Hook)))
 		}
 		if len(c.Programs) != len(lc.Programs) {
-			diffs = append(diffs, fmt.Sprintf("%s/%s: %d programs wanted, %d locked", c.Interface, c.Hook, len(c.Programs), len(lc.Programs)))
+			diffs = append(diffs, fmt.Sprintf("%s: %d programs wanted, %d locked", where(c.Netns, c.Interface, c.Hook), len(c.Programs), len(lc.Programs)))
 		}
 		for _, p := range c.Programs {
 			i := slices.IndexFunc(lc.Programs, func(lp LockedProgram) bool { return lp.Name == p.Name })
 			if i < 0 {
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s is not locked", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s is not locked", where(c.Netns, c.Interface, c.Hook), p.Name))
 				continue
 			}
 			lp := lc.Programs[i]
 			switch {
 			case p.Ref != lp.Ref || p.Path != lp.Path:
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: source changed", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: source changed", where(c.Netns, c.Interface, c.Hook), p.Name))
 			case p.Function != "" && p.Function != lp.Function:
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: function changed", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: function changed", where(c.Netns, c.Interface, c.Hook), p.Name))
 			case p.Priority != nil && *p.Priority != lp.Priority:
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: priority %d wanted, %d locked", c.Interface, c.Hook, p.Name, *p.Priority, lp.Priority))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: priority %d wanted, %d locked", where(c.Netns, c.Interface, c.Hook), p.Name, *p.Priority, lp.Priority))
 			case len(p.ProceedOn) > 0 && !sameActions(c.Hook, p.ProceedOn, lp.ProceedOn):
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: proceed-on changed", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: proceed-on changed", where(c.Netns, c.Interface, c.Hook), p.Name))
 			case !maps.Equal(p.Params, lp.Params) && !(len(p.Params) == 0 && len(lp.Params) == 0):
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: params changed", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: params changed", where(c.Netns, c.Interface, c.Hook), p.Name))
 			case c.CountersOn(p) != lp.CountersOn():
-				diffs = append(diffs, fmt.Sprintf("%s/%s: %s: counters switched", c.Interface, c.Hook, p.Name))
+				diffs = append(diffs, fmt.Sprintf("%s: %s: counters switched", where(c.Netns, c.Interface, c.Hook), p.Name))
 			}
 		}
 	}
 	for _, lc := range l.Chains {
-		if m.Chain(lc.Interface, lc.Hook) == nil {
-			diffs = append(diffs, fmt.Sprintf("%s/%s is locked but no longer wanted", lc.Interface, lc.Hook))
+		if m.ChainIn(lc.NetnsPath(), lc.Interface, lc.Hook) == nil {
+			diffs = append(diffs, fmt.Sprintf("%s is locked but no longer wanted", where(lc.Netns, lc.Interface, lc.Hook)))
 		}
 	}
 	if len(diffs) == 0 {

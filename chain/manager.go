@@ -49,7 +49,10 @@ type Options struct {
 }
 
 // Manager applies chains to the host. A Manager serves one command: it
-// caches feature probes for its lifetime.
+// caches feature probes and the identities of the network namespaces it
+// resolved for its lifetime (a long-running caller such as the node agent
+// makes one per reconcile, so that a namespace re-created at the same path
+// is seen as new). It is not safe for concurrent use.
 type Manager struct {
 	bpffs       string
 	configDir   string
@@ -61,6 +64,10 @@ type Manager struct {
 	notify      func(string)
 	checkpoint  func(string)
 	probed      map[string]error
+	// netns caches the namespaces resolved during the command, by path;
+	// hostNetns is the identity of the namespace kfm runs in.
+	netns     map[string]*namespace
+	hostNetns netnsID
 }
 
 // New returns a Manager.
@@ -87,6 +94,7 @@ func New(opts Options) (*Manager, error) {
 		notify:      notify,
 		checkpoint:  opts.Checkpoint,
 		probed:      map[string]error{},
+		netns:       map[string]*namespace{},
 	}, nil
 }
 
@@ -103,28 +111,54 @@ func (m *Manager) lock(ctx context.Context) (*hostLock, error) {
 	return l, nil
 }
 
-func (m *Manager) target(iface string, hook bpf.Hook) (bpf.Target, error) {
-	l, err := netlink.LinkByName(iface)
+// iface is an interface kfm acts on: where it is and what identifies it.
+type iface struct {
+	bpf.Target
+	ns     *namespace
+	hwaddr string
+}
+
+// target finds iface in the network namespace at netnsPath ("" for the
+// host) through a netlink socket in that namespace.
+func (m *Manager) target(netnsPath, name string, hook bpf.Hook) (iface, error) {
+	ns, err := m.namespace(netnsPath)
+	if err != nil {
+		return iface{}, err
+	}
+	h, err := ns.handle()
+	if err != nil {
+		return iface{}, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return bpf.Target{}, fmt.Errorf("interface %q: %w in this network namespace (check `ip link`)", iface, ErrNoInterface)
+			if netnsPath != "" {
+				return iface{}, fmt.Errorf("interface %q: %w in network namespace %s (check `ip -n %s link`)", name, ErrNoInterface, netnsPath, netnsPath)
+			}
+			return iface{}, fmt.Errorf("interface %q: %w in this network namespace (check `ip link`, or use --netns)", name, ErrNoInterface)
 		}
-		return bpf.Target{}, fmt.Errorf("interface %q: %w", iface, err)
+		return iface{}, fmt.Errorf("interface %q: %w", name, err)
 	}
-	return bpf.Target{Interface: iface, Ifindex: l.Attrs().Index, Hook: hook, BPFFS: m.bpffs}, nil
+	return iface{
+		Target: bpf.Target{Interface: name, Ifindex: l.Attrs().Index, Hook: hook, BPFFS: m.bpffs, Netns: ns.key},
+		ns:     ns,
+		hwaddr: l.Attrs().HardwareAddr.String(),
+	}, nil
 }
 
 // owner finds the backend whose chain runs on t, if any. A foreign program
 // that no backend claims is reported as an error wrapping
-// bpf.ErrForeignProgram.
-func (m *Manager) owner(ctx context.Context, t bpf.Target) (Backend, *bpf.Chain, error) {
+// bpf.ErrForeignProgram. The backend returned runs its calls in ns.
+func (m *Manager) owner(ctx context.Context, ns *namespace, t bpf.Target) (Backend, *bpf.Chain, error) {
 	var foreign error
 	for _, name := range preference(t.Hook) {
 		b, err := m.backend(name)
 		if err != nil {
 			continue
 		}
+		b = m.backendIn(b, ns)
 		c, err := b.Current(ctx, t)
 		switch {
 		case errors.Is(err, bpf.ErrForeignProgram):

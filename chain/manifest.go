@@ -33,6 +33,7 @@ var ErrLockMismatch = errors.New("kfm.lock does not match kfm.yaml")
 //	version: 1
 //	chains:
 //	  - interface: eth0
+//	    netns: blue            # optional: a network namespace, NAME (/run/netns/NAME) or PATH
 //	    hook: xdp
 //	    backend: auto          # optional: auto, dispatcher, tailcall, tcx, tc
 //	    mode: native           # optional, XDP only: native or skb
@@ -54,10 +55,15 @@ type Manifest struct {
 
 // ChainSpec is the chain wanted on one hook of one interface.
 type ChainSpec struct {
-	Interface string   `yaml:"interface" json:"interface"`
-	Hook      bpf.Hook `yaml:"hook" json:"hook"`
-	Backend   string   `yaml:"backend,omitempty" json:"backend,omitempty"`
-	Mode      string   `yaml:"mode,omitempty" json:"mode,omitempty"`
+	Interface string `yaml:"interface" json:"interface"`
+	// Netns is the network namespace of the interface: empty for the
+	// namespace kfm runs in, a NAME for /run/netns/NAME, or an absolute
+	// path (a bind mount or /proc/PID/ns/net). kfm keeps using the host's
+	// BPF filesystem, state and configuration for it.
+	Netns   string   `yaml:"netns,omitempty" json:"netns,omitempty"`
+	Hook    bpf.Hook `yaml:"hook" json:"hook"`
+	Backend string   `yaml:"backend,omitempty" json:"backend,omitempty"`
+	Mode    string   `yaml:"mode,omitempty" json:"mode,omitempty"`
 	// Counters switches kfm's verdict counters (see package bpf/counters)
 	// for the chain's programs; unset means on. A program's own Counters
 	// wins.
@@ -196,6 +202,13 @@ func (m *Manifest) validate(name string) error {
 			return fmt.Errorf("%s: %w: %w", where, err, ErrManifest)
 		}
 		key := c.Interface + "/" + string(c.Hook)
+		if c.Netns != "" {
+			path, err := NetnsPath(c.Netns)
+			if err != nil {
+				return fmt.Errorf("%s: %w: %w", where, err, ErrManifest)
+			}
+			key = path + ":" + key
+		}
 		if prev, dup := hooks[key]; dup {
 			return fmt.Errorf("%s: a second chain for %s (the first is on line %d): %w", where, key, prev, ErrManifest)
 		}
@@ -229,14 +242,29 @@ func (m *Manifest) validate(name string) error {
 	return nil
 }
 
-// Chain returns the chain for iface and hook, nil if there is none.
+// Chain returns the chain for iface and hook in the host's network
+// namespace, nil if there is none.
 func (m *Manifest) Chain(iface string, hook bpf.Hook) *ChainSpec {
+	return m.ChainIn("", iface, hook)
+}
+
+// ChainIn returns the chain for iface and hook in the network namespace
+// netns (a path as NetnsPath returns it, "" for the host), nil if there is
+// none.
+func (m *Manifest) ChainIn(netns, iface string, hook bpf.Hook) *ChainSpec {
 	for i := range m.Chains {
-		if m.Chains[i].Interface == iface && m.Chains[i].Hook == hook {
+		if m.Chains[i].NetnsPath() == netns && m.Chains[i].Interface == iface && m.Chains[i].Hook == hook {
 			return &m.Chains[i]
 		}
 	}
 	return nil
+}
+
+// NetnsPath is the chain's namespace as a path ("" for the host); a
+// manifest that validated has a valid one.
+func (c ChainSpec) NetnsPath() string {
+	p, _ := NetnsPath(c.Netns)
+	return p
 }
 
 // Marshal writes the manifest as YAML. A manifest read from a file is
@@ -261,6 +289,9 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	out.Version = ManifestVersion
 	out.Chains = slices.Clone(m.Chains)
 	slices.SortStableFunc(out.Chains, func(a, b ChainSpec) int {
+		if c := strings.Compare(a.Netns, b.Netns); c != 0 {
+			return c
+		}
 		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
 			return c
 		}
@@ -289,7 +320,7 @@ func (m *Manifest) edit(root *yaml.Node) error {
 		if err := cn.Decode(&old); err != nil {
 			return err
 		}
-		want := m.Chain(old.Interface, old.Hook)
+		want := m.ChainIn(old.NetnsPath(), old.Interface, old.Hook)
 		if want == nil {
 			continue // removed
 		}
@@ -297,11 +328,11 @@ func (m *Manifest) edit(root *yaml.Node) error {
 			return err
 		}
 		kept = append(kept, cn)
-		done[old.Interface+"/"+string(old.Hook)] = true
+		done[old.NetnsPath()+":"+old.Interface+"/"+string(old.Hook)] = true
 	}
 	for i := range m.Chains {
 		c := &m.Chains[i]
-		if done[c.Interface+"/"+string(c.Hook)] {
+		if done[c.NetnsPath()+":"+c.Interface+"/"+string(c.Hook)] {
 			continue
 		}
 		var n yaml.Node

@@ -133,7 +133,7 @@ func TestParseManifestErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{
-		{"unknown key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    prio: 3\n", `kfm.yaml: invalid manifest: line 5: unknown key "prio" (allowed here: interface, hook, backend, mode, counters, programs)`},
+		{"unknown key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    prio: 3\n", `kfm.yaml: invalid manifest: line 5: unknown key "prio" (allowed here: interface, netns, hook, backend, mode, counters, programs)`},
 		{"unknown program key", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - name: a\n        path: a.o\n        colour: red\n", `line 8: unknown key "colour" (allowed here: name, ref, path, function, priority, proceedOn, params, counters)`},
 		{"no version", "chains: []\n", "add `version: 1`"},
 		{"empty", "\n", "empty file"},
@@ -146,6 +146,8 @@ func TestParseManifestErrors(t *testing.T) {
 		{"mode on tc", "version: 1\nchains:\n  - {interface: eth0, hook: tc-ingress, mode: skb}\n", "only XDP chains have a mode"},
 		{"bad name", "version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - {name: a/b, path: a.o}\n", "invalid program name"},
 		{"not yaml", "version: 1\nchains: [\n", "kfm.yaml: invalid manifest: line"},
+		{"duplicate chain in a netns", "version: 1\nchains:\n  - {interface: eth0, netns: blue, hook: xdp}\n  - {interface: eth0, netns: /run/netns/blue, hook: xdp}\n", "kfm.yaml:4: a second chain for /run/netns/blue:eth0/xdp"},
+		{"relative netns path", "version: 1\nchains:\n  - {interface: eth0, netns: run/netns/blue, hook: xdp}\n", `network namespace "run/netns/blue": give a name from`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseManifest("kfm.yaml", strings.NewReader(tc.yaml))
@@ -179,4 +181,61 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatalf("valid manifest does not survive a round trip: %v\n%s", err, out)
 		}
 	})
+}
+
+// The same interface and hook in different network namespaces are
+// different chains; kfm.yaml and kfm.lock keep them apart.
+func TestManifestNetns(t *testing.T) {
+	m, err := ParseManifest("kfm.yaml", strings.NewReader(`version: 1
+chains:
+  - {interface: eth0, hook: xdp, programs: [{name: a, path: /a.o}]}
+  - {interface: eth0, netns: blue, hook: xdp, programs: [{name: b, path: /b.o}]}
+  - {interface: eth0, netns: /proc/1/ns/net, hook: xdp, programs: [{name: c, path: /c.o}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ netns, want string }{{"", "a"}, {"/run/netns/blue", "b"}, {"/proc/1/ns/net", "c"}} {
+		c := m.ChainIn(tc.netns, "eth0", bpf.HookXDP)
+		if c == nil || c.Programs[0].Name != tc.want {
+			t.Errorf("ChainIn(%q): %+v, want the chain of %s", tc.netns, c, tc.want)
+		}
+	}
+	if c := m.Chain("eth0", bpf.HookXDP); c == nil || c.Programs[0].Name != "a" {
+		t.Errorf("Chain (host): %+v", c)
+	}
+	m.putChain(ChainSpec{Interface: "eth0", Netns: "/run/netns/blue", Hook: bpf.HookXDP})
+	out, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseManifest("again", strings.NewReader(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.ChainIn("/run/netns/blue", "eth0", bpf.HookXDP) != nil || back.Chain("eth0", bpf.HookXDP) == nil || back.ChainIn("/proc/1/ns/net", "eth0", bpf.HookXDP) == nil {
+		t.Errorf("removing the blue chain:\n%s", out)
+	}
+}
+
+func TestNetnsPath(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"", "", ""},
+		{"blue", "/run/netns/blue", ""},
+		{"/run/netns/blue", "/run/netns/blue", ""},
+		{"/proc/42/ns/net/", "/proc/42/ns/net", ""},
+		{"a/b", "", "give a name"},
+		{"..", "", "give a name"},
+	} {
+		got, err := NetnsPath(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("NetnsPath(%q): %q, %v; want an error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("NetnsPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
 }

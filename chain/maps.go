@@ -20,7 +20,8 @@ var ErrMapChanged = errors.New("map definition changed")
 
 // mapStore keeps the state maps of installed programs pinned at
 //
-//	<bpffs>/kfm/maps/<ifindex>/<hook>/<element>/<map>
+//	<bpffs>/kfm/maps/<ifindex>/<hook>/<element>/<map>           (host namespace)
+//	<bpffs>/kfm/maps/ns-<cookie>/<ifindex>/<hook>/<element>/<map> (another one)
 //
 // and hands them to backends as map replacements, so that counters, rate
 // limiter buckets and the like survive reorders, reloads and upgrades. A
@@ -36,7 +37,7 @@ func newMapStore(bpffs string) mapStore {
 }
 
 func (ms mapStore) targetDir(t bpf.Target) string {
-	return filepath.Join(ms.root, strconv.Itoa(t.Ifindex), string(t.Hook))
+	return filepath.Join(ms.root, t.Netns, strconv.Itoa(t.Ifindex), string(t.Hook))
 }
 
 func (ms mapStore) elementDir(t bpf.Target, element string) string {

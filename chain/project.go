@@ -32,10 +32,15 @@ type ApplyOptions struct {
 	Update    []string
 	UpdateAll bool
 	ResetMaps bool
+	// Netns, when set (a NAME or PATH as for --netns), limits the kernel
+	// changes to the chains of that network namespace; kfm.lock is still
+	// locked as a whole. Empty applies every chain of every namespace.
+	Netns string
 }
 
 // Change is what an apply does (or, with DryRun, would do) to one hook.
 type Change struct {
+	Netns     string   `json:"netns,omitempty"`
 	Interface string   `json:"interface"`
 	Hook      bpf.Hook `json:"hook"`
 	Backend   string   `json:"backend"`
@@ -79,6 +84,13 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		return nil, err
 	}
 	defer lock.release()
+	if !opts.DryRun && !opts.LockOnly {
+		st, err := m.state.load()
+		if err != nil {
+			return nil, err
+		}
+		m.pruneFirst(st)
+	}
 	man, lk, err := m.loadProject()
 	if err != nil {
 		return nil, err
@@ -110,7 +122,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		var elements []*Element
 		var lc LockedChain
 		if opts.Locked {
-			lc = *lk.Chain(cs.Interface, cs.Hook)
+			lc = *lk.ChainIn(cs.NetnsPath(), cs.Interface, cs.Hook)
 			for _, lp := range lc.Programs {
 				e, err := m.sources.Element(ctx, &lc, lp, true)
 				if err != nil {
@@ -126,22 +138,33 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 			}
 		}
 		newLock.putLocked(lc)
-		specs = append(specs, HookSpec{Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: opts.ResetMaps})
+		specs = append(specs, HookSpec{Netns: cs.NetnsPath(), Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: opts.ResetMaps})
 	}
 
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
 	}
+	var only *string
+	if opts.Netns != "" {
+		p, err := NetnsPath(opts.Netns)
+		if err != nil {
+			return nil, err
+		}
+		only = &p
+	}
 	// Hooks kfm runs that kfm.yaml no longer names.
 	for _, hs := range st.Hooks {
-		if man.Chain(hs.Interface, hs.Hook) != nil {
+		if man.ChainIn(hs.Netns, hs.Interface, hs.Hook) != nil {
 			continue
 		}
-		if _, err := m.target(hs.Interface, hs.Hook); errors.Is(err, ErrNoInterface) {
+		if _, err := m.target(hs.Netns, hs.Interface, hs.Hook); errors.Is(err, ErrNoInterface) || errors.Is(err, ErrNoNetns) {
 			continue // the interface is gone, and its chain with it
 		}
-		specs = append(specs, HookSpec{Interface: hs.Interface, Hook: hs.Hook})
+		specs = append(specs, HookSpec{Netns: hs.Netns, Interface: hs.Interface, Hook: hs.Hook})
+	}
+	if only != nil {
+		specs = slices.DeleteFunc(specs, func(s HookSpec) bool { return s.Netns != *only })
 	}
 
 	oldText, _ := lk.Marshal()
@@ -181,7 +204,7 @@ func (m *Manager) describe(ctx context.Context, st *State, specs []HookSpec) ([]
 		if err != nil {
 			return nil, err
 		}
-		c := Change{Interface: spec.Interface, Hook: spec.Hook, Backend: p.backend.Name(), Order: []string{}}
+		c := Change{Netns: spec.Netns, Interface: spec.Interface, Hook: spec.Hook, Backend: p.backend.Name(), Order: []string{}}
 		before := map[string]int{}
 		keys := map[string]string{}
 		if p.current != nil {
@@ -268,7 +291,7 @@ func (m *Manager) Outdated(ctx context.Context) ([]Outdated, error) {
 	}
 	out := []Outdated{}
 	for _, cs := range man.Chains {
-		lc := lk.Chain(cs.Interface, cs.Hook)
+		lc := lk.ChainIn(cs.NetnsPath(), cs.Interface, cs.Hook)
 		for _, p := range cs.Programs {
 			if p.Ref == "" {
 				continue

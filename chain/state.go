@@ -30,10 +30,26 @@ type State struct {
 
 // HookState is kfm's record of one target.
 type HookState struct {
+	// Netns is the network namespace of the interface as the chain names
+	// it: "" for the namespace kfm runs in, else a path (/run/netns/NAME).
+	// NetnsID is the identity that path led to when the state was
+	// written (see netnsID): a path can later lead to another namespace,
+	// whose interfaces are not this entry's. Entries written before kfm
+	// knew namespaces have neither: they are the host's.
+	Netns     string   `json:"netns,omitempty"`
+	NetnsID   string   `json:"netnsId,omitempty"`
 	Interface string   `json:"interface"`
 	Ifindex   int      `json:"ifindex"`
 	Hook      bpf.Hook `json:"hook"`
-	Backend   string   `json:"backend"`
+	// HWAddr is the interface's hardware address when the chain was
+	// applied. With Ifindex it identifies the interface (see
+	// sameInterface): a new interface that got the same ifindex is not
+	// the one kfm chained.
+	HWAddr string `json:"hwaddr,omitempty"`
+	// RootID is the program attached to the hook ahead of the chain (the
+	// dispatcher: its libxdp pin directory is dispatch-IFINDEX-ROOTID).
+	RootID  ebpf.ProgramID `json:"rootId,omitempty"`
+	Backend string         `json:"backend"`
 	// Reason says why the backend was chosen ("auto: ..." or "requested").
 	Reason string `json:"reason,omitempty"`
 	// Mode is the XDP attach mode.
@@ -82,9 +98,9 @@ type PendingElement struct {
 	ProgramID ebpf.ProgramID `json:"programId"`
 }
 
-func (s *State) find(iface string, hook bpf.Hook) *HookState {
+func (s *State) find(netns, iface string, hook bpf.Hook) *HookState {
 	for _, h := range s.Hooks {
-		if h.Interface == iface && h.Hook == hook {
+		if h.Netns == netns && h.Interface == iface && h.Hook == hook {
 			return h
 		}
 	}
@@ -92,11 +108,16 @@ func (s *State) find(iface string, hook bpf.Hook) *HookState {
 }
 
 func (s *State) put(h *HookState) {
-	s.Hooks = slices.DeleteFunc(s.Hooks, func(o *HookState) bool { return o.Interface == h.Interface && o.Hook == h.Hook })
+	s.Hooks = slices.DeleteFunc(s.Hooks, func(o *HookState) bool {
+		return o.Netns == h.Netns && o.Interface == h.Interface && o.Hook == h.Hook
+	})
 	if len(h.Elements) > 0 || len(h.Pending) > 0 || h.Changing {
 		s.Hooks = append(s.Hooks, h)
 	}
 	slices.SortFunc(s.Hooks, func(a, b *HookState) int {
+		if c := strings.Compare(a.Netns, b.Netns); c != 0 {
+			return c
+		}
 		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
 			return c
 		}

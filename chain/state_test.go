@@ -31,7 +31,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if len(back.Hooks) != 2 || back.Hooks[0].Interface != "eth0" || back.Hooks[1].Interface != "eth1" {
 		t.Fatalf("hooks not sorted or empty hook kept: %+v", back.Hooks)
 	}
-	if back.find("eth1", bpf.HookXDP).element("b") == nil {
+	if back.find("", "eth1", bpf.HookXDP).element("b") == nil {
 		t.Error("element b lost")
 	}
 	entries, _ := os.ReadDir(st.dir)

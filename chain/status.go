@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
 
 	"github.com/kfm-project/kfm/bpf"
 )
@@ -22,6 +22,8 @@ const (
 
 // HookStatus is what runs on one hook, as `kfm status` shows it.
 type HookStatus struct {
+	// Netns is the interface's network namespace ("" for the host).
+	Netns     string   `json:"netns,omitempty"`
 	Interface string   `json:"interface"`
 	Ifindex   int      `json:"ifindex"`
 	Hook      bpf.Hook `json:"hook"`
@@ -57,18 +59,93 @@ type ProgramStatus struct {
 	Params   map[string]string `json:"params,omitempty"`
 }
 
-// Status reports the chains on iface (every interface when iface is
-// empty), hook by hook. Hooks without a chain are left out.
+// Status is StatusIn for the host's network namespace.
 func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error) {
+	return m.StatusIn(ctx, "", iface)
+}
+
+// StatusIn reports the chains on iface (every interface when iface is
+// empty) in the network namespace netns ("" for the host, else a NAME or
+// path as for --netns), hook by hook. Hooks without a chain are left out.
+// With neither netns nor iface it also reports the chains of every other
+// namespace that the host state or kfm.lock names. Unless another kfm holds
+// the host lock, it first prunes the state of interfaces that no longer
+// exist (see Prune).
+func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStatus, error) {
+	netnsPath, err := NetnsPath(netns)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureBPFFS(m.bpffs); err != nil {
+		return nil, err
+	}
+	if l, err := acquireLock(ctx, m.state.dir, time.Nanosecond, nil); err == nil {
+		st, err := m.state.load()
+		if err == nil {
+			m.pruneFirst(st)
+		}
+		l.release()
+		if err != nil {
+			return nil, err
+		}
+	}
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
 	}
+	_, lk, err := m.loadProject()
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.statusOf(ctx, st, lk, netnsPath, iface)
+	if err != nil || netnsPath != "" || iface != "" {
+		return out, err
+	}
+	var others []string
+	for _, hs := range st.Hooks {
+		others = append(others, hs.Netns)
+	}
+	for _, lc := range lk.Chains {
+		others = append(others, lc.NetnsPath())
+	}
+	slices.Sort(others)
+	for _, ns := range slices.Compact(others) {
+		if ns == "" {
+			continue
+		}
+		more, err := m.statusOf(ctx, st, lk, ns, "")
+		if errors.Is(err, ErrNoNetns) {
+			for _, lc := range lk.Chains {
+				if lc.NetnsPath() == ns {
+					out = append(out, HookStatus{Netns: ns, Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"network namespace " + ns + " does not exist"}})
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
+	}
+	return out, nil
+}
+
+// statusOf is StatusIn for one namespace.
+func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, iface string) ([]HookStatus, error) {
 	var ifaces []string
 	if iface != "" {
 		ifaces = []string{iface}
 	} else {
-		links, err := netlink.LinkList()
+		ns, err := m.namespace(netnsPath)
+		if err != nil {
+			return nil, err
+		}
+		h, err := ns.handle()
+		if err != nil {
+			return nil, err
+		}
+		links, err := h.LinkList()
+		h.Close()
 		if err != nil {
 			return nil, fmt.Errorf("list interfaces: %w", err)
 		}
@@ -77,20 +154,16 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 		}
 		slices.Sort(ifaces)
 	}
-	_, lk, err := m.loadProject()
-	if err != nil {
-		return nil, err
-	}
 	out := []HookStatus{}
 	for _, ifn := range ifaces {
 		for _, h := range bpf.Hooks {
-			hs, err := m.hookStatus(ctx, st, ifn, h)
+			hs, err := m.hookStatus(ctx, st, netnsPath, ifn, h)
 			if err != nil {
 				return nil, err
 			}
-			lc := lk.Chain(ifn, h)
+			lc := lk.ChainIn(netnsPath, ifn, h)
 			if hs == nil && lc != nil {
-				hs = &HookStatus{Interface: ifn, Hook: h, Programs: []ProgramStatus{}}
+				hs = &HookStatus{Netns: netnsPath, Interface: ifn, Hook: h, Programs: []ProgramStatus{}}
 			}
 			if hs != nil {
 				hs.Drift = drift(hs, lc)
@@ -100,8 +173,8 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 	}
 	if iface == "" {
 		for _, lc := range lk.Chains {
-			if !slices.Contains(ifaces, lc.Interface) {
-				out = append(out, HookStatus{Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"interface " + lc.Interface + " does not exist"}})
+			if lc.NetnsPath() == netnsPath && !slices.Contains(ifaces, lc.Interface) {
+				out = append(out, HookStatus{Netns: netnsPath, Interface: lc.Interface, Hook: lc.Hook, Programs: []ProgramStatus{}, Drift: []string{"interface " + lc.Interface + " does not exist"}})
 			}
 		}
 	}
@@ -160,15 +233,16 @@ func orNone(s string) string {
 
 // hookStatus combines the kernel's view of one hook with the host state.
 // It returns nil when no backend runs a chain there.
-func (m *Manager) hookStatus(ctx context.Context, st *State, iface string, hook bpf.Hook) (*HookStatus, error) {
-	t, err := m.target(iface, hook)
+func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface string, hook bpf.Hook) (*HookStatus, error) {
+	ifc, err := m.target(netnsPath, iface, hook)
 	if err != nil {
 		return nil, err
 	}
+	t := ifc.Target
 	if err := ensureBPFFS(m.bpffs); err != nil {
 		return nil, err
 	}
-	owner, c, err := m.owner(ctx, t)
+	owner, c, err := m.owner(ctx, ifc.ns, t)
 	if err != nil {
 		if errors.Is(err, bpf.ErrForeignProgram) {
 			return nil, nil
@@ -178,9 +252,9 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, iface string, hook 
 	if owner == nil {
 		return nil, nil
 	}
-	hs := &HookStatus{Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
+	hs := &HookStatus{Netns: netnsPath, Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
 	byID := map[ebpf.ProgramID]*ElementState{}
-	if old := st.find(iface, hook); old != nil {
+	if old := st.find(netnsPath, iface, hook); old != nil && sameInterface(old, ifc) {
 		if old.Backend == owner.Name() {
 			hs.Reason = old.Reason
 		}

@@ -74,6 +74,7 @@ func TestManifestSchema(t *testing.T) {
 		"version: 1\nchains:\n  - {interface: eth0, hook: ingress}\n",
 		"version: 1\nchains:\n  - interface: eth0\n    hook: xdp\n    programs:\n      - {name: a, path: a.o, ref: r/a:1}\n",
 		"version: 2\n",
+		"version: 1\nchains:\n  - {interface: eth0, netns: a/b, hook: xdp}\n",
 	} {
 		if err := s.Validate(yamlToJSONValue(t, []byte(bad))); err == nil {
 			t.Errorf("schema accepts %q", bad)
@@ -87,7 +88,7 @@ func TestManifestSchema(t *testing.T) {
 func TestLockSchema(t *testing.T) {
 	s := compile(t, "kfm.lock.schema.json")
 	off := false
-	l := &chain.Lock{Chains: []chain.LockedChain{{Interface: "eth0", Hook: "xdp", Programs: []chain.LockedProgram{
+	l := &chain.Lock{Chains: []chain.LockedChain{{Interface: "eth0", Netns: "blue", Hook: "xdp", Programs: []chain.LockedProgram{
 		{Name: "a", Path: "a.o", Object: "sha256:ab", Function: "f", Priority: 10, ProceedOn: []string{"pass"}, Signer: &chain.Signer{Unsigned: true}},
 		{Name: "b", Ref: "r/b:1", Resolved: "r/b:1", Digest: "sha256:cd", Object: "sha256:ef", Function: "g", Priority: 20, ProceedOn: []string{"pass"}, Signer: &chain.Signer{Key: "sha256:00"}, Counters: &off},
 	}}}}

@@ -36,6 +36,10 @@
 //	                    array map named kfm_meta: name, function, priority,
 //	                    proceed-on, key, program id and tag of each program)
 //
+// For an interface in another network namespace than the caller's the
+// directory is <bpffs>/kfm/tailcall/<netns>/<ifindex>/<hook> (see
+// bpf.Target.Netns), so equal ifindexes in two namespaces never share pins.
+//
 // The current generation is the one whose slot 0 holds the program in the
 // head's slot 0. Current reads the chain from there; it returns nil unless
 // the pinned root is what the hook runs. The kernel clears a PROG_ARRAY when

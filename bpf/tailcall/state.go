@@ -32,10 +32,8 @@ const (
 )
 
 // Dir is where the backend pins its objects for target t:
-// <bpffs>/kfm/tailcall/<ifindex>/<hook>.
-func Dir(t bpf.Target) string {
-	return filepath.Join(t.BPFFS, "kfm", Name, strconv.Itoa(t.Ifindex), string(t.Hook))
-}
+// <bpffs>/kfm/tailcall/[<netns>/]<ifindex>/<hook> (see bpf.Target.PinDir).
+func Dir(t bpf.Target) string { return t.PinDir(Name) }
 
 func genDir(dir string, n int) string { return filepath.Join(dir, genPrefix+strconv.Itoa(n)) }
 

@@ -123,6 +123,9 @@
 //	<bpffs>/kfm/tcx/<ifindex>/<hook>/link-<id>     one pinned TCX link per program
 //	<bpffs>/kfm/tc/<ifindex>/<hook>/meta           description (filters need no pins)
 //
+// (With <netns>/ before <ifindex> for an interface in another network
+// namespace than the caller's, see bpf.Target.Netns.)
+//
 // meta is a one-entry array map (kfm_meta) holding JSON: for each program its
 // name, function, priority, proceed-on, key, program id and tag, gate bit,
 // and its link id (tcx) or filter priority (tc); and for each gate program

@@ -3,8 +3,6 @@ package tc
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -113,10 +111,9 @@ func (b *Backend) Supports(h bpf.Hook) error {
 }
 
 // Dir is where the backend keeps its pins for t:
-// <bpffs>/kfm/tcx/<ifindex>/<hook> or <bpffs>/kfm/tc/<ifindex>/<hook>.
-func (b *Backend) Dir(t bpf.Target) string {
-	return filepath.Join(t.BPFFS, "kfm", b.Name(), strconv.Itoa(t.Ifindex), string(t.Hook))
-}
+// <bpffs>/kfm/tcx/[<netns>/]<ifindex>/<hook> or the same under
+// <bpffs>/kfm/tc (see bpf.Target.PinDir).
+func (b *Backend) Dir(t bpf.Target) string { return t.PinDir(b.Name()) }
 
 // unsupported is a probe failure ("TCX links: not supported by this
 // kernel") that also matches bpf.ErrUnsupportedKernel, without repeating

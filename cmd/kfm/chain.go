@@ -171,6 +171,7 @@ priorities run first.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&req.Interface, "iface", "", "network interface (required)")
+	fl.StringVar(&req.Netns, "netns", "", netnsUsage)
 	fl.StringVar(&hook, "hook", "", "hook: xdp, tc-ingress or tc-egress (default: from the program type)")
 	fl.StringVar(&req.Function, "function", "", "entry function (default: the object's only program)")
 	fl.StringVar(&req.Name, "name", "", "name of the program in the chain (default: the function name)")
@@ -205,6 +206,7 @@ func newRemoveCommand(g *globals) *cobra.Command {
 		f     chainFlags
 		iface string
 		hook  string
+		netns string
 	)
 	cmd := &cobra.Command{
 		Use:   "remove NAME --iface IF",
@@ -229,12 +231,12 @@ and removes every pin.`,
 			if err != nil {
 				return err
 			}
-			hs, err := m.Remove(cmd.Context(), iface, h, args[0])
+			hs, err := m.RemoveIn(cmd.Context(), netns, iface, h, args[0])
 			if err != nil {
 				return err
 			}
 			if hs == nil {
-				hs = &chain.HookStatus{Interface: iface, Hook: h, Programs: []chain.ProgramStatus{}}
+				hs = &chain.HookStatus{Netns: netns, Interface: iface, Hook: h, Programs: []chain.ProgramStatus{}}
 			}
 			return g.report(hs, func(w io.Writer) error {
 				if len(hs.Programs) == 0 {
@@ -247,22 +249,27 @@ and removes every pin.`,
 	}
 	cmd.Flags().StringVar(&iface, "iface", "", "network interface (required)")
 	cmd.Flags().StringVar(&hook, "hook", "", "hook: xdp, tc-ingress or tc-egress (default: wherever NAME runs)")
+	cmd.Flags().StringVar(&netns, "netns", "", netnsUsage)
 	f.register(cmd)
 	return cmd
 }
 
 func newStatusCommand(g *globals) *cobra.Command {
-	var iface string
+	var iface, netns string
 	cmd := &cobra.Command{
-		Use:   "status [--iface IF]",
+		Use:   "status [--iface IF] [--netns NAME|PATH]",
 		Short: "Show the chains on this host's interfaces in run order, and drift from kfm.lock",
-		Args:  exactArgs(0, "no arguments"),
+		Long: `status shows every chain on the interfaces of kfm's network namespace and of
+every other namespace that kfm.lock or the host state names, in run order, with
+the backend, program IDs and drift from kfm.lock. --iface and --netns narrow it
+to one interface or one namespace.`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager(cmd.Context(), nil)
 			if err != nil {
 				return err
 			}
-			hooks, err := m.Status(cmd.Context(), iface)
+			hooks, err := m.StatusIn(cmd.Context(), netns, iface)
 			if err != nil {
 				return err
 			}
@@ -276,6 +283,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&iface, "iface", "", "only this interface")
+	cmd.Flags().StringVar(&netns, "netns", "", "show the interfaces of this network namespace: NAME (/run/netns/NAME) or PATH, with the host's bpffs and state")
 	return cmd
 }
 
@@ -283,6 +291,9 @@ func printHooks(w io.Writer, hooks []chain.HookStatus) error {
 	for i, h := range hooks {
 		if i > 0 {
 			fmt.Fprintln(w)
+		}
+		if h.Netns != "" {
+			fmt.Fprintf(w, "[netns %s] ", h.Netns)
 		}
 		fmt.Fprintf(w, "%s %s:", h.Interface, h.Hook)
 		if h.Backend != "" {
@@ -367,9 +378,13 @@ changes nothing), and every locked signer must have signed again.`,
 	fl.BoolVar(&opts.Locked, "locked", false, "install exactly what kfm.lock pins; fail if it does not match kfm.yaml")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and change nothing")
 	fl.BoolVar(&opts.ResetMaps, "reset-maps", false, "allow upgrades that change map definitions, starting from empty maps")
+	fl.StringVar(&opts.Netns, "netns", "", "apply only the chains of this network namespace (NAME or PATH as in kfm.yaml's netns:); default: every chain")
 	f.register(cmd)
 	return cmd
 }
+
+// netnsUsage documents --netns of install and remove.
+const netnsUsage = "network namespace of the interface: NAME (/run/netns/NAME) or PATH; kfm enters it itself and keeps the host's bpffs, state and config (do not use `ip netns exec`)"
 
 func (g *globals) runApply(cmd *cobra.Command, f *chainFlags, opts chain.ApplyOptions) error {
 	m, err := g.manager(cmd.Context(), f)
@@ -386,6 +401,9 @@ func (g *globals) runApply(cmd *cobra.Command, f *chainFlags, opts chain.ApplyOp
 			verb = "would apply"
 		}
 		for _, c := range res.Changes {
+			if c.Netns != "" {
+				fmt.Fprintf(w, "[netns %s] ", c.Netns)
+			}
 			fmt.Fprintf(w, "%s %s (%s): ", c.Interface, c.Hook, c.Backend)
 			if c.Unchanged() {
 				fmt.Fprintln(w, "unchanged")
