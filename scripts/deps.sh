@@ -9,6 +9,7 @@ APT_PACKAGES=(
 	iproute2                           # netns/veth tests
 	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
 	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
+	chromium                           # kfm catalog build: the static site is tested in headless Chromium
 )
 
 missing=()
