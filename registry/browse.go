@@ -42,7 +42,6 @@ func (c *Client) Repositories(ctx context.Context, host string, fn func(repos []
 	if err != nil {
 		return err
 	}
-	reg.RepositoryListPageSize = 100
 	if err := reg.Repositories(ctx, "", fn); err != nil {
 		return classify(err, host+" catalog (/v2/_catalog)", host)
 	}
@@ -212,4 +211,3 @@ func (c *Client) FetchArtifact(ctx context.Context, ref Reference, artifactType,
 	}
 	return nil, Reference{}, fmt.Errorf("%s: %w: the artifact has no layer of type %s", ref, ErrInvalidBundle, mediaType)
 }
-

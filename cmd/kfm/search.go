@@ -130,7 +130,7 @@ func printSearch(w io.Writer, rs []catalog.Result) error {
 		if r.Config != nil {
 			desc = r.Config.Description
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Repository, oneLine(r.Latest, 24), orDash(strings.Join(r.Hooks(), ",")), oneLine(trustText(r.Trust), 48), orDash(oneLine(desc, 72)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Repository, oneLine(r.Latest, 24), orDash(strings.Join(r.Hooks(), ",")), oneLine(shortTrustText(r.Trust), 64), orDash(oneLine(desc, 72)))
 	}
 	return tw.Flush()
 }

@@ -95,7 +95,7 @@ func printPage(w io.Writer, p *catalog.Page) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nVERSIONS\n  TAG\tDIGEST\tSIGNATURE\n")
 	for _, v := range p.Versions {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Tag, v.Descriptor.Digest, oneLine(trustText(v.Trust), 80))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Tag, v.Descriptor.Digest, oneLine(trustText(v.Trust), 160))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -84,7 +84,15 @@ func firstSigner(s verify.Signature) *verify.Signer {
 	return s.Claimed
 }
 
-// trustText is the one-word-ish form of a trust status for tables.
+var longDigest = regexp.MustCompile(`(sha256:[0-9a-f]{12})[0-9a-f]{52}`)
+
+// shortTrustText is trustText with key fingerprints cut to 12 hex digits,
+// for the search table.
+func shortTrustText(t catalog.Trust) string {
+	return longDigest.ReplaceAllString(trustText(t), "$1")
+}
+
+// trustText is the one-line form of a trust status for tables.
 func trustText(t catalog.Trust) string {
 	switch t.Status {
 	case catalog.TrustAccepted:

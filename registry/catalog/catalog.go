@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -281,6 +282,10 @@ func isVersionTag(t string) bool {
 	return t != ""
 }
 
+// fullSemver: MAJOR.MINOR.PATCH with an optional "v", pre-release and build
+// (semver.NewVersion alone also accepts "1" and "1.2").
+var fullSemver = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$`)
+
 // Versions filters the version tags out of tags and orders them newest
 // first: semver tags by semver (highest first), then other tags, "latest"
 // first and the rest in reverse lexical order.
@@ -295,7 +300,7 @@ func Versions(tags []string) []string {
 		if !isVersionTag(t) {
 			continue
 		}
-		if v, err := semver.NewVersion(t); err == nil && strings.Count(strings.TrimPrefix(t, "v"), ".") == 2 {
+		if v, err := semver.NewVersion(t); err == nil && fullSemver.MatchString(t) {
 			sem = append(sem, sv{t, v})
 			continue
 		}
@@ -325,7 +330,7 @@ func Versions(tags []string) []string {
 // else the first.
 func Latest(versions []string) string {
 	for _, t := range versions {
-		if v, err := semver.NewVersion(t); err == nil && v.Prerelease() == "" && strings.Count(strings.TrimPrefix(t, "v"), ".") == 2 {
+		if v, err := semver.NewVersion(t); err == nil && v.Prerelease() == "" && fullSemver.MatchString(t) {
 			return t
 		}
 	}
