@@ -238,8 +238,8 @@ func TestCatalogSite(t *testing.T) {
 			t.Errorf("%s differs between two builds of the same registry state", name)
 		}
 	}
-	page := string(files["bundles/"+strings.ReplaceAll(strings.ReplaceAll(m.open.Host(), ":", "-"), ".", ".")+"-kfm-xdp-ratelimit.html"])
-	for _, want := range []string{"kfm install " + m.open.Host() + "/kfm/xdp-ratelimit:1.1.0 --iface IF", "<table>", "<td>rate</td>", "Capabilities", "signed by key " + m.trusted} {
+	page := string(files["bundles/"+strings.ReplaceAll(m.open.Host(), ":", "-")+"-kfm-xdp-ratelimit.html"])
+	for _, want := range []string{"kfm install " + m.open.Host() + "/kfm/xdp-ratelimit:1.1.0 --iface IF", "<table>", "<td>rate</td>", "Capabilities", "signed by <span title=\"key " + m.trusted + "\">key " + m.trusted[:19] + "…</span>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("ratelimit page lacks %q", want)
 		}
@@ -273,21 +273,29 @@ func TestCatalogSite(t *testing.T) {
 			t.Errorf("index%s: no 'No bundle matches' note", q)
 		}
 	}
-	// Every relative link and script of every page resolves to a file.
+	// Every relative link, style sheet and script resolves to a file: in
+	// the DOM Chromium built for the index and one bundle page, and in the
+	// files of every other page.
 	hrefRe := regexp.MustCompile(`(?:href|src)="([^"#?]+)`)
-	for name := range files {
+	ratelimitPage := ""
+	for name, data := range files {
 		if !strings.HasSuffix(name, ".html") {
 			continue
 		}
-		dom := dumpDOM(t, chromium, "file://"+filepath.Join(dir, name))
+		html := string(data)
+		if name == "index.html" || strings.HasSuffix(name, "-kfm-xdp-ratelimit.html") {
+			html = dumpDOM(t, chromium, "file://"+filepath.Join(dir, name))
+			if name != "index.html" {
+				ratelimitPage = filepath.Join(dir, name)
+			}
+		}
 		links := 0
-		for _, m := range hrefRe.FindAllStringSubmatch(dom, -1) {
+		for _, m := range hrefRe.FindAllStringSubmatch(html, -1) {
 			if strings.HasPrefix(m[1], "http") {
 				continue
 			}
 			links++
-			target := filepath.Join(dir, filepath.Dir(name), m[1])
-			if _, err := os.Stat(target); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, filepath.Dir(name), m[1])); err != nil {
 				t.Errorf("%s links to %s, which does not exist", name, m[1])
 			}
 		}
@@ -295,13 +303,20 @@ func TestCatalogSite(t *testing.T) {
 			t.Errorf("%s: only %d relative links", name, links)
 		}
 	}
+	if ratelimitPage == "" {
+		t.Fatalf("no page for xdp-ratelimit among %v", files)
+	}
 	shot := filepath.Join(os.Getenv("KFM_SCREENSHOT_DIR"), "index.png")
 	if os.Getenv("KFM_SCREENSHOT_DIR") == "" {
 		shot = filepath.Join(t.TempDir(), "index.png")
 	}
 	chrome(t, chromium, "--screenshot="+shot, "--window-size=1280,900", "file://"+index)
-	if st, err := os.Stat(shot); err != nil || st.Size() < 10000 {
-		t.Errorf("screenshot %s: %v", shot, err)
+	pageShot := filepath.Join(filepath.Dir(shot), "bundle.png")
+	chrome(t, chromium, "--screenshot="+pageShot, "--window-size=1280,1800", "file://"+ratelimitPage)
+	for _, s := range []string{shot, pageShot} {
+		if st, err := os.Stat(s); err != nil || st.Size() < 10000 {
+			t.Errorf("screenshot %s: %v", s, err)
+		}
 	}
 }
 

@@ -2,11 +2,16 @@ package site
 
 import (
 	"html/template"
+	"regexp"
 	"strings"
 )
 
+var longDigest = regexp.MustCompile(`(sha256:[0-9a-f]{12})[0-9a-f]{52}`)
+
 var funcs = template.FuncMap{
 	"join": strings.Join,
+	// shortKeys cuts sha256 key fingerprints to 12 hex digits.
+	"shortKeys": func(s string) string { return longDigest.ReplaceAllString(s, "$1…") },
 	"short": func(s string) string {
 		if i := strings.IndexByte(s, ':'); i >= 0 && len(s) > i+13 {
 			return s[:i+13]
@@ -28,7 +33,7 @@ const head = `<!DOCTYPE html>
 <main>
 `
 
-const trust = `{{define "trust"}}<span class="trust {{.Status}}">{{if eq .Status "accepted"}}&#10003; signed by {{.Signer}}{{else if eq .Status "unsigned"}}unsigned{{else if eq .Status "refused"}}&#10007; not accepted by the local policy{{if .Signer}} (signed by {{.Signer}}){{end}}{{else}}signatures not checked{{end}}</span>{{end}}`
+const trust = `{{define "trust"}}<span class="trust {{.Status}}">{{if eq .Status "accepted"}}&#10003; signed by <span title="{{.Signer}}">{{shortKeys .Signer}}</span>{{else if eq .Status "unsigned"}}unsigned{{else if eq .Status "refused"}}&#10007; not accepted by the local policy{{if .Signer}} (signed by <span title="{{.Signer}}">{{shortKeys .Signer}}</span>){{end}}{{else}}signatures not checked{{end}}</span>{{end}}`
 
 var indexTmpl = template.Must(template.New("index").Funcs(funcs).Parse(trust + `{{define "page"}}` + head + `
 <h1>Bundles</h1>
