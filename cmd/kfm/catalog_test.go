@@ -204,6 +204,14 @@ func TestShow(t *testing.T) {
 	if page.Shown != "1.0.0" || page.Latest != "1.1.0" || len(page.Versions) != 3 || !strings.Contains(page.Metadata.Readme, "| rate  |") {
 		t.Errorf("show -o json: shown %s latest %s versions %d readme %q", page.Shown, page.Latest, len(page.Versions), page.Metadata.Readme)
 	}
+	// kfm inspect shows the publisher's metadata too.
+	out, stderr, code = kfm(t, "", "inspect", ref+":1.1.0")
+	for _, want := range []string{"homepage:     https://github.com/kfm-project/kfm", "categories:   ratelimit, ddos", "keywords:     token-bucket, ipv4, per-source", "authors:      kfm project", "readme:       "} {
+		if code != exitOK || !strings.Contains(out, want) {
+			t.Errorf("inspect (exit %d) lacks %q:\n%s%s", code, want, out, stderr)
+		}
+	}
+
 	// An unsigned bundle shows as such, not as an error.
 	out, _, code = kfm(t, "", "show", m.open.Host()+"/kfm/xdp-count")
 	if code != exitOK || !strings.Contains(out, "unsigned") {
