@@ -220,8 +220,12 @@ func TestShow(t *testing.T) {
 }
 
 // kfm catalog build: a static site from both registries, byte-identical
-// when built twice, then opened in headless Chromium: the search box
-// filters, and every link resolves to a file of the site.
+// when built twice, then opened in headless Chromium (Debian's chromium,
+// installed by scripts/deps.sh): --dump-dom shows the script ran and the
+// ?q=/&category=/&hook= filters work; over the DevTools protocol the test
+// types into the search box, picks a hook and clicks through to a bundle
+// page; every relative link resolves to a file of the site; screenshots go
+// to $KFM_SCREENSHOT_DIR when set.
 func TestCatalogSite(t *testing.T) {
 	m := newMarketplace(t)
 	m.publishIndex(t)
@@ -281,6 +285,28 @@ func TestCatalogSite(t *testing.T) {
 			t.Errorf("index%s: no 'No bundle matches' note", q)
 		}
 	}
+	// Typing into the search box filters as the user types; the selects
+	// filter too; clicking a bundle opens its page.
+	d := openDevtools(t, chromium, "file://"+index)
+	d.typeText("#q", "fire")
+	if got := d.visible(); got != "xdp-icmpdrop xdp-portfilter" {
+		t.Errorf("after typing \"fire\": %q", got)
+	}
+	d.typeText("#q", "wall ping")
+	if got, count := d.visible(), d.eval(`document.getElementById("count").textContent`); got != "xdp-icmpdrop" || count != "1 of 5 bundles" {
+		t.Errorf("after typing \"firewall ping\": %q, %q", got, count)
+	}
+	d.eval(`document.getElementById("q").value = ""; document.getElementById("q").dispatchEvent(new Event("input"))`)
+	d.eval(`document.getElementById("hook").value = "tc-egress"; document.getElementById("hook").dispatchEvent(new Event("change"))`)
+	if got := d.visible(); got != "tc-mark" {
+		t.Errorf("hook tc-egress: %q", got)
+	}
+	d.eval(`document.querySelector("li.bundle:not([hidden]) h2 a").click()`)
+	d.waitFor(`location.pathname.endsWith("-kfm-tc-mark.html") && document.readyState === "complete"`)
+	if got := d.eval(`document.querySelector("h1").textContent + " / " + getComputedStyle(document.body).backgroundColor`); got != "tc-mark 1.0.0 / rgb(246, 247, 250)" {
+		t.Errorf("bundle page after the click: %q (heading / style sheet applied)", got)
+	}
+
 	// Every relative link, style sheet and script resolves to a file: in
 	// the DOM Chromium built for the index and one bundle page, and in the
 	// files of every other page.
