@@ -215,7 +215,14 @@ still written with every bundle that could.`,
 			for _, p := range res.Problems {
 				fmt.Fprintf(g.err, "kfm: warning: %s: %s\n", p.Repository, p.Error)
 			}
-			if err := site.Build(dir, ok, site.Options{Title: title, Namespaces: names}); err != nil {
+			siteOpts := site.Options{Title: title, Namespaces: names}
+			if _, computed := capabilitiesOf(&registry.ProgramConfig{}); computed {
+				siteOpts.Capabilities = func(_ *catalog.Page, p *registry.ProgramConfig) []string {
+					caps, _ := capabilitiesOf(p)
+					return caps
+				}
+			}
+			if err := site.Build(dir, ok, siteOpts); err != nil {
 				return err
 			}
 			if err := g.report(res, func(w io.Writer) error {
