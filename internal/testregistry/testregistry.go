@@ -70,8 +70,8 @@ type Options struct {
 	// everything else reaches Distribution unchanged.
 	RefuseCatalog int
 	// CatalogPageSize, when non-zero, caps the repositories per catalog
-	// page (Distribution's catalog.maxentries), so that clients must follow
-	// the Link header.
+	// page (Distribution's catalog.maxentries, default 1000), so that
+	// clients must follow the Link header.
 	CatalogPageSize int
 }
 
@@ -146,6 +146,9 @@ func Start(tb TB, opts Options) *Registry {
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 	}
 	cfg.HTTP.Secret = "kfm-test-secret"
+	// Distribution's YAML parser defaults catalog.maxentries to 1000; a
+	// configuration built in Go must set it, or the catalog lists nothing.
+	cfg.Catalog.MaxEntries = 1000
 	if opts.CatalogPageSize > 0 {
 		cfg.Catalog.MaxEntries = opts.CatalogPageSize
 	}
