@@ -3,6 +3,8 @@ package manifests_test
 import (
 	"encoding/json"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -44,6 +46,9 @@ func TestBundleFileSchema(t *testing.T) {
 		"hook":               "programs:\n  - function: f\n    hooks: [tc]\n",
 		"no function":        "programs:\n  - hooks: [xdp]\n",
 		"param without name": "programs:\n  - function: f\n    params:\n      - description: d\n",
+		"unknown category":   "categories: [firewal]\n",
+		"keyword with space": "keywords: [rate limit]\n",
+		"homepage not a URL": "homepage: example.com\n",
 	} {
 		if err := s.Validate(yamlToJSONValue(t, []byte(doc))); err == nil {
 			t.Errorf("%s: the schema accepts %q", name, doc)
@@ -84,5 +89,43 @@ func TestBundleConfigSchema(t *testing.T) {
 	_ = json.Unmarshal([]byte(`{"name":"x","license":"GPL","programs":[{"function":"f","type":"xdp","hooks":["tc"],"priority":1,"proceedOn":[]}]}`), &broken)
 	if err := s.Validate(broken); err == nil || !strings.Contains(err.Error(), "hooks") {
 		t.Errorf("a config with an unknown hook matches: %v", err)
+	}
+}
+
+// Every sample program's bundle.yaml matches the schema and packs with its
+// object and readme into a bundle with the publisher's metadata.
+func TestSampleBundleFiles(t *testing.T) {
+	s := compile(t, "bundle.schema.json")
+	for _, name := range programs.Names() {
+		path := filepath.Join("..", "examples", "programs", name, "bundle.yaml")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("sample program %s has no bundle.yaml: %v", name, err)
+		}
+		if err := s.Validate(yamlToJSONValue(t, data)); err != nil {
+			t.Errorf("%s does not match the schema: %v", path, err)
+		}
+		bf, err := registry.ReadBundleFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := programs.Object(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := registry.Pack(obj, registry.PackOptions{BundleFile: bf, ObjectName: name + ".o"})
+		if err != nil {
+			t.Fatalf("%s does not pack: %v", path, err)
+		}
+		c := b.Config
+		if c.Description == "" || len(c.Keywords) == 0 || len(c.Categories) == 0 || c.Homepage == "" || len(c.Authors) == 0 || b.Readme == "" {
+			t.Errorf("%s: incomplete metadata: %+v, readme %d bytes", path, c, len(b.Readme))
+		}
+		if err := registry.CheckSPDX(c.License); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
+		if len(b.Manifest.Layers) != 2 || b.Manifest.Layers[1].MediaType != registry.ReadmeMediaType {
+			t.Errorf("%s: layers %+v", path, b.Manifest.Layers)
+		}
 	}
 }

@@ -46,6 +46,9 @@ type Bundle struct {
 	ObjectDigest digest.Digest `json:"objectDigest"`
 	// Object holds the ELF bytes.
 	Object []byte `json:"-"`
+	// Readme is the markdown readme of the bundle's readme layer
+	// (ReadmeMediaType); empty when it has none.
+	Readme string `json:"readme,omitempty"`
 	// Manifest is the image manifest that holds the object (for a
 	// multi-platform bpfman image: the one chosen for this host).
 	Manifest ocispec.Manifest `json:"manifest"`

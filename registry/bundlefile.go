@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -23,6 +24,11 @@ import (
 //	description: Drops packets above a rate per source address
 //	license: GPL-2.0-only
 //	source: https://github.com/example/ratelimit
+//	homepage: https://example.com/ratelimit
+//	keywords: [token-bucket, ipv4]
+//	categories: [ratelimit, ddos]
+//	authors: ["Jane Doe <jane@example.com>"]
+//	readme: README.md
 //	programs:
 //	  - function: ratelimit
 //	    hooks: [xdp]
@@ -38,9 +44,25 @@ type BundleFile struct {
 	Description string `yaml:"description" json:"description,omitempty"`
 	// License overrides the licence string of the object (e.g. an SPDX
 	// expression for "Dual BSD/GPL"); the object must still have one.
-	License  string           `yaml:"license" json:"license,omitempty"`
-	Source   string           `yaml:"source" json:"source,omitempty"`
-	Programs []BundleFileProg `yaml:"programs" json:"programs,omitempty"`
+	// License must be an SPDX expression (syntax checked, see CheckSPDX).
+	License string `yaml:"license" json:"license,omitempty"`
+	// Source and Homepage are http(s) URLs.
+	Source   string `yaml:"source" json:"source,omitempty"`
+	Homepage string `yaml:"homepage" json:"homepage,omitempty"`
+	// Keywords are free search terms (lower case, no spaces).
+	Keywords []string `yaml:"keywords" json:"keywords,omitempty"`
+	// Categories come from the vocabulary in Categories.
+	Categories []string `yaml:"categories" json:"categories,omitempty"`
+	// Authors are free-form lines, "Name <email> (url)" by convention.
+	Authors []string `yaml:"authors" json:"authors,omitempty"`
+	// Readme is the path of a markdown file, relative to bundle.yaml's
+	// directory, published as the bundle's readme layer (ReadmeMediaType,
+	// at most MaxReadmeSize bytes of UTF-8).
+	Readme string `yaml:"readme" json:"readme,omitempty"`
+	// ReadmeData is the readme's content: ReadBundleFile reads it; callers
+	// of ParseBundleFile set it themselves.
+	ReadmeData []byte           `yaml:"-" json:"-"`
+	Programs   []BundleFileProg `yaml:"programs" json:"programs,omitempty"`
 }
 
 // BundleFileProg declares defaults for one entry function.
@@ -80,6 +102,18 @@ func ReadBundleFile(path string) (*BundleFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if bf.Readme != "" {
+		rp := bf.Readme
+		if !filepath.IsAbs(rp) {
+			rp = filepath.Join(filepath.Dir(path), rp)
+		}
+		if bf.ReadmeData, err = readCapped(rp, MaxReadmeSize); err != nil {
+			return nil, fmt.Errorf("%s: readme: %w: %w", path, ErrInvalidBundle, err)
+		}
+		if err := checkReadme(bf.ReadmeData); err != nil {
+			return nil, fmt.Errorf("%s: readme %s: %w: %w", path, rp, ErrInvalidBundle, err)
+		}
+	}
 	return bf, nil
 }
 
@@ -108,8 +142,21 @@ func ParseBundleFile(data []byte) (*BundleFile, error) {
 	return &bf, nil
 }
 
+// readCapped reads at most max+1 bytes of the file at path.
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max+1))
+}
+
 // check validates what can be checked without the object.
 func (bf *BundleFile) check() error {
+	if err := bf.checkMetadata(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, p := range bf.Programs {
 		if p.Function == "" {
@@ -119,6 +166,9 @@ func (bf *BundleFile) check() error {
 			return fmt.Errorf("program %s is declared twice", p.Function)
 		}
 		seen[p.Function] = true
+		if p.MinKernel != "" && !kernelVersionRe.MatchString(p.MinKernel) {
+			return fmt.Errorf("program %s: minKernel %q: want a kernel version such as \"5.10\"", p.Function, p.MinKernel)
+		}
 		for _, h := range p.Hooks {
 			if _, err := bpf.ParseHook(string(h)); err != nil {
 				return fmt.Errorf("program %s: %w", p.Function, err)

@@ -27,8 +27,16 @@ type Config struct {
 	// it (the kernel's view), unless the publisher gave an SPDX expression.
 	License string `json:"license"`
 	// Source is where the source code lives (a URL).
-	Source   string          `json:"source,omitempty"`
-	Programs []ProgramConfig `json:"programs"`
+	Source string `json:"source,omitempty"`
+	// Homepage, Keywords, Categories and Authors are what the publisher
+	// wrote in bundle.yaml, for search and display only: kfm decides
+	// nothing on them. Categories may hold values outside Categories
+	// (written by a newer kfm).
+	Homepage   string          `json:"homepage,omitempty"`
+	Keywords   []string        `json:"keywords,omitempty"`
+	Categories []string        `json:"categories,omitempty"`
+	Authors    []string        `json:"authors,omitempty"`
+	Programs   []ProgramConfig `json:"programs"`
 	// Extra holds unknown top-level fields.
 	Extra map[string]json.RawMessage `json:"-"`
 }

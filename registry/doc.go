@@ -8,7 +8,12 @@
 // application/vnd.kfm.bundle.config.v1+json (Config: name, version,
 // description, licence, source, and per entry function its hooks, default
 // priority and proceed-on verdicts, params and maps), and one layer of media
-// type application/vnd.kfm.bpf.object.v1+elf holding the ELF object. Pack
+// type application/vnd.kfm.bpf.object.v1+elf holding the ELF object, then
+// optionally one text/markdown layer titled README.md (ReadmeMediaType, at
+// most MaxReadmeSize). The publisher's metadata (keywords, categories from
+// the Categories vocabulary, authors, homepage, SPDX licence, readme) is for
+// display and search only. FetchMetadata reads manifest and config (and the
+// readme) without the object, for search and catalogs (package catalog). Pack
 // derives the config from the object (program types, volatile const params,
 // maps, licence, libxdp's XDP_RUN_CONFIG) and bundle.yaml (BundleFile),
 // validates it, and writes stable JSON, with the creation time taken from

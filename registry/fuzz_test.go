@@ -67,3 +67,11 @@ func FuzzParseBundleFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckSPDX: any licence string is accepted or refused without a panic.
+func FuzzCheckSPDX(f *testing.F) {
+	for _, s := range []string{"MIT", "(GPL-2.0-only OR BSD-2-Clause) AND MIT", "GPL-2.0+ WITH X", "((", "DocumentRef-a:LicenseRef-b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { _ = registry.CheckSPDX(s) })
+}

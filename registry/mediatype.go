@@ -26,4 +26,6 @@ const (
 	AnnotationLicenses    = "org.opencontainers.image.licenses"
 	AnnotationSource      = "org.opencontainers.image.source"
 	AnnotationCreated     = "org.opencontainers.image.created"
+	AnnotationURL         = "org.opencontainers.image.url"
+	AnnotationAuthors     = "org.opencontainers.image.authors"
 )

@@ -80,11 +80,23 @@ func Pack(object []byte, opts PackOptions) (*Bundle, error) {
 		return nil, err
 	}
 	objDigest := digest.FromBytes(object)
-	layer := ocispec.Descriptor{
+	layers := []ocispec.Descriptor{{
 		MediaType:   ObjectMediaType,
 		Digest:      objDigest,
 		Size:        int64(len(object)),
 		Annotations: map[string]string{AnnotationTitle: opts.ObjectName},
+	}}
+	var readme []byte
+	if opts.BundleFile != nil && len(opts.BundleFile.ReadmeData) > 0 {
+		readme = opts.BundleFile.ReadmeData
+		// The object stays the first layer: older kfm releases and
+		// tools that take layer 0 find it there.
+		layers = append(layers, ocispec.Descriptor{
+			MediaType:   ReadmeMediaType,
+			Digest:      digest.FromBytes(readme),
+			Size:        int64(len(readme)),
+			Annotations: map[string]string{AnnotationTitle: ReadmeTitle},
+		})
 	}
 	configDesc := ocispec.Descriptor{
 		MediaType: ConfigMediaType,
@@ -104,6 +116,8 @@ func Pack(object []byte, opts PackOptions) (*Bundle, error) {
 		AnnotationDescription: cfg.Description,
 		AnnotationLicenses:    cfg.License,
 		AnnotationSource:      cfg.Source,
+		AnnotationURL:         cfg.Homepage,
+		AnnotationAuthors:     strings.Join(cfg.Authors, ", "),
 	} {
 		if v != "" {
 			annotations[k] = v
@@ -114,7 +128,7 @@ func Pack(object []byte, opts PackOptions) (*Bundle, error) {
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: ArtifactType,
 		Config:       configDesc,
-		Layers:       []ocispec.Descriptor{layer},
+		Layers:       layers,
 		Annotations:  annotations,
 	}
 	manifestJSON, err := json.Marshal(manifest)
@@ -130,6 +144,7 @@ func Pack(object []byte, opts PackOptions) (*Bundle, error) {
 		ObjectName:     opts.ObjectName,
 		ObjectDigest:   objDigest,
 		Object:         object,
+		Readme:         string(readme),
 		Manifest:       manifest,
 		ManifestDigest: d,
 		manifestJSON:   manifestJSON,
@@ -162,6 +177,20 @@ func buildConfig(obj *bpf.Object, opts PackOptions) (*Config, error) {
 		Description: firstNonEmpty(opts.Description, bf.Description),
 		License:     firstNonEmpty(opts.License, bf.License, obj.License),
 		Source:      firstNonEmpty(opts.Source, bf.Source),
+		Homepage:    bf.Homepage,
+		Keywords:    slices.Clone(bf.Keywords),
+		Categories:  slices.Clone(bf.Categories),
+		Authors:     slices.Clone(bf.Authors),
+	}
+	if opts.License != "" {
+		if err := CheckSPDX(opts.License); err != nil {
+			return nil, fmt.Errorf("--license: %w", err)
+		}
+	}
+	for _, u := range []string{opts.Source} {
+		if err := checkURL(u); err != nil {
+			return nil, fmt.Errorf("--source: %w", err)
+		}
 	}
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("the bundle has no name: set name in bundle.yaml or pass --name")

@@ -436,11 +436,17 @@ func (c *Client) loadKFM(ctx context.Context, src source, b *Bundle, m anyManife
 	if m.Config.MediaType != ConfigMediaType {
 		return nil, fmt.Errorf("%w: artifactType %s but config media type %s (want %s)", ErrInvalidBundle, m.ArtifactType, m.Config.MediaType, ConfigMediaType)
 	}
-	var objects []ocispec.Descriptor
+	var objects, readmes []ocispec.Descriptor
 	for _, l := range m.Layers {
-		if l.MediaType == ObjectMediaType {
+		switch l.MediaType {
+		case ObjectMediaType:
 			objects = append(objects, l)
+		case ReadmeMediaType:
+			readmes = append(readmes, l)
 		}
+	}
+	if len(readmes) > 1 {
+		return nil, fmt.Errorf("%w: a bundle has at most one readme layer (%s), this one has %d", ErrInvalidBundle, ReadmeMediaType, len(readmes))
 	}
 	if len(objects) != 1 {
 		return nil, fmt.Errorf("%w: a bundle has exactly one layer of type %s, this one has %d (of %d layers)", ErrInvalidBundle, ObjectMediaType, len(objects), len(m.Layers))
@@ -456,8 +462,21 @@ func (c *Client) loadKFM(ctx context.Context, src source, b *Bundle, m anyManife
 		obj, err = src.fetch(gctx, layer, c.limits.MaxObjectSize, "layer")
 		return err
 	})
+	var readme []byte
+	if len(readmes) == 1 {
+		g.Go(func() (err error) {
+			readme, err = src.fetch(gctx, readmes[0], MaxReadmeSize, "readme")
+			return err
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if readme != nil {
+		if err := checkReadme(readme); err != nil {
+			return nil, fmt.Errorf("%w: readme: %w", ErrInvalidBundle, err)
+		}
+		b.Readme = string(readme)
 	}
 	cfg, err := ParseConfig(cfgData)
 	if err != nil {
@@ -475,7 +494,11 @@ func (c *Client) loadKFM(ctx context.Context, src source, b *Bundle, m anyManife
 	if err := validate(o, cfg); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidBundle, err)
 	}
-	return []blob{{desc: plain(layer), data: obj}, {desc: plain(*m.Config), data: cfgData}}, nil
+	blobs := []blob{{desc: plain(layer), data: obj}, {desc: plain(*m.Config), data: cfgData}}
+	if readme != nil {
+		blobs = append(blobs, blob{desc: plain(readmes[0]), data: readme})
+	}
+	return blobs, nil
 }
 
 // loadBpfman reads a bpfman bytecode image and derives a bundle config

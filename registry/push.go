@@ -22,11 +22,18 @@ func (c *Client) Publish(ctx context.Context, b *Bundle, ref Reference) (Referen
 	if err != nil {
 		return Reference{}, err
 	}
-	layer := b.Manifest.Layers[0]
-	for _, bl := range []struct {
+	type upload struct {
 		desc ocispec.Descriptor
 		data []byte
-	}{{layer, b.Object}, {b.Manifest.Config, b.configJSON}} {
+	}
+	uploads := []upload{{b.Manifest.Layers[0], b.Object}}
+	for _, l := range b.Manifest.Layers[1:] {
+		if l.MediaType == ReadmeMediaType {
+			uploads = append(uploads, upload{l, []byte(b.Readme)})
+		}
+	}
+	uploads = append(uploads, upload{b.Manifest.Config, b.configJSON})
+	for _, bl := range uploads {
 		ok, err := repo.Exists(ctx, bl.desc)
 		if err != nil {
 			return Reference{}, classify(err, ref.String(), ref.Registry)

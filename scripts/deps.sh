@@ -10,6 +10,7 @@ APT_PACKAGES=(
 	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
 	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
 	tmux                               # kfm top's test drives it in a terminal
+	chromium                           # kfm catalog build: the static site is tested in headless Chromium
 )
 
 missing=()

@@ -317,13 +317,31 @@ func printBundle(w io.Writer, b *registry.Bundle) error {
 	cfg := b.Config
 	fmt.Fprintf(w, "%s\n", b.Reference)
 	fmt.Fprintf(w, "  name:         %s\n  version:      %s\n  description:  %s\n  license:      %s\n  source:       %s\n",
-		cfg.Name, orDash(cfg.Version), orDash(cfg.Description), orDash(cfg.License), orDash(cfg.Source))
+		clean(cfg.Name), orDash(clean(cfg.Version)), orDash(clean(cfg.Description)), orDash(clean(cfg.License)), orDash(clean(cfg.Source)))
 	fmt.Fprintf(w, "  digest:       %s\n  format:       %s\n  object:       %s (%s, %d bytes)\n",
 		b.Digest, b.Format, b.ObjectName, b.ObjectDigest, len(b.Object))
 	if created := b.Manifest.Annotations[registry.AnnotationCreated]; created != "" {
 		fmt.Fprintf(w, "  created:      %s\n", created)
 	}
+	for _, kv := range [][2]string{
+		{"homepage", cfg.Homepage},
+		{"authors", strings.Join(cfg.Authors, ", ")},
+		{"keywords", strings.Join(cfg.Keywords, ", ")},
+		{"categories", strings.Join(cfg.Categories, ", ")},
+	} {
+		if kv[1] != "" {
+			fmt.Fprintf(w, "  %-13s %s\n", kv[0]+":", clean(kv[1]))
+		}
+	}
+	if b.Readme != "" {
+		fmt.Fprintf(w, "  readme:       %d bytes (kfm show prints it)\n", len(b.Readme))
+	}
 
+	return printConfigTables(w, cfg)
+}
+
+// printConfigTables prints the programs, params and maps of a bundle config.
+func printConfigTables(w io.Writer, cfg *registry.Config) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nPROGRAMS\n  FUNCTION\tTYPE\tHOOKS\tPRIORITY\tPROCEED-ON\tREQUIRES\n")
 	for _, p := range cfg.Programs {

@@ -119,6 +119,9 @@ inside the programs.`,
 		newLogoutCommand(g),
 		newVerifyCommand(g),
 		newVersionCommand(g),
+		newSearchCommand(g),
+		newShowCommand(g),
+		newCatalogCommand(g),
 	)
 	return root
 }

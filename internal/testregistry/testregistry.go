@@ -63,6 +63,16 @@ type Options struct {
 	// Listener, when set, is where the registry serves (e.g. a loopback
 	// socket opened inside a network namespace); default 127.0.0.1:0.
 	Listener net.Listener
+	// RefuseCatalog, when non-zero, is the HTTP status (401, 403 or 404)
+	// the registry answers GET /v2/_catalog with, as registries that do
+	// not offer their catalog do (Docker Hub, GHCR). Distribution has no
+	// setting for this, so a handler in front of it answers that path;
+	// everything else reaches Distribution unchanged.
+	RefuseCatalog int
+	// CatalogPageSize, when non-zero, caps the repositories per catalog
+	// page (Distribution's catalog.maxentries, default 1000), so that
+	// clients must follow the Link header.
+	CatalogPageSize int
 }
 
 // Registry is a running registry.
@@ -136,6 +146,12 @@ func Start(tb TB, opts Options) *Registry {
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 	}
 	cfg.HTTP.Secret = "kfm-test-secret"
+	// Distribution's YAML parser defaults catalog.maxentries to 1000; a
+	// configuration built in Go must set it, or the catalog lists nothing.
+	cfg.Catalog.MaxEntries = 1000
+	if opts.CatalogPageSize > 0 {
+		cfg.Catalog.MaxEntries = opts.CatalogPageSize
+	}
 	cfg.HTTP.Addr = r.host
 
 	switch opts.Auth {
@@ -175,6 +191,9 @@ func Start(tb TB, opts Options) *Registry {
 		r.app = handlers.NewApp(context.Background(), cfg)
 		handler = r.app
 	}()
+	if opts.RefuseCatalog != 0 {
+		handler = refuseCatalog(handler, opts.RefuseCatalog)
+	}
 	r.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	if opts.TLS {
 		cert, caPEM, err := makeCerts()
@@ -307,4 +326,25 @@ func makeCerts() (tls.Certificate, []byte, error) {
 // String describes the registry for test logs.
 func (r *Registry) String() string {
 	return fmt.Sprintf("registry %s (auth %s, tls %v)", r.host, r.opts.Auth, r.opts.TLS)
+}
+
+// refuseCatalog answers GET /v2/_catalog with status and a Distribution-style
+// error body, and passes every other request to next.
+func refuseCatalog(next http.Handler, status int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/v2/_catalog" {
+			next.ServeHTTP(w, req)
+			return
+		}
+		code := map[int]string{http.StatusUnauthorized: "UNAUTHORIZED", http.StatusForbidden: "DENIED"}[status]
+		if code == "" {
+			code = "UNSUPPORTED"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="kfm-test"`)
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"errors":[{"code":%q,"message":"the catalog API is not offered"}]}`, code)
+	})
 }
