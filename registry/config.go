@@ -53,8 +53,10 @@ type ProgramConfig struct {
 	MinKernel string `json:"minKernel,omitempty"`
 	// RequiredFeatures are kernel features the program needs
 	// ("xdp-frags", or what the publisher declared).
-	RequiredFeatures []string                   `json:"requiredFeatures,omitempty"`
-	Extra            map[string]json.RawMessage `json:"-"`
+	RequiredFeatures []string `json:"requiredFeatures,omitempty"`
+	// Metrics are the maps the publisher declared as metrics.
+	Metrics []MetricConfig             `json:"metrics,omitempty"`
+	Extra   map[string]json.RawMessage `json:"-"`
 }
 
 // ParamConfig is a parameter a user may set at install time.
