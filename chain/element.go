@@ -28,6 +28,9 @@ type Element struct {
 	// Params are the parameter values in canonical form (see
 	// bpf.Param.Canonical).
 	Params map[string]string
+	// Metrics are the maps the publisher declared as metrics (from the
+	// bundle config, or X.bundle.yaml beside a local X.o).
+	Metrics []Metric
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)

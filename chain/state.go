@@ -70,6 +70,9 @@ type ElementState struct {
 	Key string `json:"key"`
 	// ProgramID is the kernel program running this element (0: unknown).
 	ProgramID ebpf.ProgramID `json:"programId"`
+	// Metrics are the declared metrics of the program, resolved at
+	// install (read by chain/metrics).
+	Metrics []Metric `json:"metrics,omitempty"`
 }
 
 // PendingElement maps a name to a prepared program ID.

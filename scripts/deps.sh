@@ -9,6 +9,7 @@ APT_PACKAGES=(
 	iproute2                           # netns/veth tests
 	qemu-system-x86 busybox-static cpio zstd xz-utils lz4 kmod  # kernel VMs
 	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
+	prometheus                         # chain/metrics tests: a real Prometheus scrapes kfm's exporter
 )
 
 missing=()

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/spf13/cobra"
+
+	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/chain/metrics"
+)
+
+func newMetricsCommand(g *globals) *cobra.Command {
+	var (
+		listen string
+		once   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "metrics [--listen ADDR] [--once]",
+		Short: "Serve Prometheus metrics of the chains on this host (for hosts without the agent)",
+		Long: `metrics serves the chains of this host as Prometheus metrics on
+http://ADDR/metrics (default ` + metrics.DefaultListen + `, loopback only; use
+--listen :9678 to be scraped from other hosts). Every scrape reads the kernel
+and the host state afresh: chains and programs (kfm_chain_info,
+kfm_program_info), the maps publishers declared as metrics in their
+bundle.yaml, and how full the hash maps of installed programs are
+(kfm_map_fill_ratio). The node agent serves the same metrics.
+
+With --once, metrics prints one scrape to standard output (the Prometheus text
+format, or JSON with -o json) and exits.`,
+		Example: `  kfm metrics
+  kfm metrics --listen 0.0.0.0:9678
+  kfm metrics --once | grep portfilter`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, err := g.manager(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if once {
+				// Read the host here, on the command's goroutine
+				// (the registry gathers on goroutines of its own).
+				snap, err := m.Snapshot(ctx)
+				if err != nil {
+					return err
+				}
+				reg := metrics.NewRegistry(metrics.New(fixedSnapshot{snap}, nil), nil)
+				mfs, err := reg.Gather()
+				if err != nil {
+					fmt.Fprintf(g.err, "kfm: some metrics are missing: %v\n", err)
+				}
+				return g.report(mfs, func(w io.Writer) error {
+					enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+					for _, mf := range mfs {
+						if err := enc.Encode(mf); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+			reg := metrics.NewRegistry(metrics.New(m, nil), nil)
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w (choose another address with --listen)", listen, err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/metrics", metrics.Handler(reg, log.New(g.err, "kfm: metrics: ", 0)))
+			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/" {
+					http.NotFound(w, r)
+					return
+				}
+				fmt.Fprintln(w, "kfm metrics: see /metrics")
+			})
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(g.err, "kfm: serving metrics on http://%s/metrics\n", ln.Addr())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ln) }()
+			select {
+			case err := <-done:
+				return err
+			case <-ctx.Done():
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			}
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", metrics.DefaultListen, "address to serve /metrics on")
+	cmd.Flags().BoolVar(&once, "once", false, "print one scrape and exit")
+	return cmd
+}
+
+// fixedSnapshot is a metrics.Source that was read once.
+type fixedSnapshot struct{ s *chain.Snapshot }
+
+func (f fixedSnapshot) Snapshot(context.Context) (*chain.Snapshot, error) { return f.s, nil }
