@@ -46,7 +46,7 @@ func walk(m *ebpf.Map, limit int, fn func(key []byte, values [][]byte)) (int, er
 		for i := 0; i < n && total < limit; i++ {
 			key := keys.Index(i).Slice(0, ks).Bytes()
 			for c := range ncpu {
-				values[c] = vals.Index(i*ncpu + c).Slice(0, vs).Bytes()
+				values[c] = vals.Index(i*ncpu+c).Slice(0, vs).Bytes()
 			}
 			fn(key, values)
 			total++
