@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -84,7 +85,17 @@ only the cache is used. bpfman bytecode images are shown the same way.`,
 				if err != nil {
 					return err
 				}
-				return g.report(obj, func(w io.Writer) error { return printObject(w, arg, obj) })
+				declared, err := objectMetrics(obj, arg)
+				if err != nil {
+					return err
+				}
+				out := inspectedObject{Object: obj, Metrics: declared}
+				return g.report(out, func(w io.Writer) error {
+					if err := printObject(w, arg, obj); err != nil {
+						return err
+					}
+					return printMetrics(w, declared)
+				})
 			}
 			ref, err := parseRef(arg)
 			if err != nil {
@@ -296,6 +307,106 @@ func printBundle(w io.Writer, b *registry.Bundle) error {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", p.Function, m.Name, m.Type, m.Pinning)
 			}
 		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var declared []declaredMetric
+	for _, p := range cfg.Programs {
+		for _, m := range p.Metrics {
+			declared = append(declared, declaredMetric{Program: p.Function, MetricConfig: m})
+		}
+	}
+	return printMetrics(w, declared)
+}
+
+// declaredMetric is a metric a publisher declared, with its program.
+type declaredMetric struct {
+	Program string `json:"program"`
+	registry.MetricConfig
+}
+
+// MarshalJSON puts program beside the declaration's own fields.
+func (d declaredMetric) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(d.MetricConfig)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	fields["program"], _ = json.Marshal(d.Program)
+	return json.Marshal(fields)
+}
+
+// inspectedObject is what inspect reports for an object file: the object
+// and the metrics its bundle.yaml (beside it) declares.
+type inspectedObject struct {
+	*bpf.Object
+	Metrics []declaredMetric
+}
+
+// MarshalJSON writes the object's JSON with a "metrics" member.
+func (o inspectedObject) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(o.Object)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	if o.Metrics == nil {
+		o.Metrics = []declaredMetric{}
+	}
+	if fields["metrics"], err = json.Marshal(o.Metrics); err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
+}
+
+// objectMetrics reads the metric declarations of the bundle.yaml beside an
+// object (chain.BundleFileFor), checked against the object's BTF.
+func objectMetrics(obj *bpf.Object, path string) ([]declaredMetric, error) {
+	bfPath := chain.BundleFileFor(path)
+	bf, err := registry.ReadBundleFile(bfPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []declaredMetric
+	for _, p := range bf.Programs {
+		for _, m := range p.Metrics {
+			if _, err := m.Layout(obj); err != nil {
+				return nil, fmt.Errorf("%s: program %s: %w", bfPath, p.Function, err)
+			}
+			out = append(out, declaredMetric{Program: p.Function, MetricConfig: m})
+		}
+	}
+	return out, nil
+}
+
+func printMetrics(w io.Writer, ms []declaredMetric) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nMETRICS\n  PROGRAM\tNAME\tTYPE\tMAP\tVALUE\tLABELS\tHELP\n")
+	for _, m := range ms {
+		var labels []string
+		for _, l := range m.Labels {
+			switch l.Field {
+			case "", l.Name:
+				labels = append(labels, l.Name)
+			default:
+				labels = append(labels, l.Name+"="+l.Field)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Program, m.Name, m.Type, m.Map,
+			orDash(m.Value), orDash(strings.Join(labels, ",")), orDash(m.Help))
 	}
 	return tw.Flush()
 }

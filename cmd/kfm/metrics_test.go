@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,8 @@ import (
 	"github.com/kfm-project/kfm/chain/metrics"
 	"github.com/kfm-project/kfm/internal/netns"
 	"github.com/kfm-project/kfm/internal/promtest"
+	"github.com/kfm-project/kfm/internal/testregistry"
+	"github.com/kfm-project/kfm/registry"
 )
 
 // nsSource reads the chains of a test's network namespace: the exporter
@@ -254,5 +258,45 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInspectListsMetrics: kfm inspect lists the metrics a bundle declares
+// (text and -o json), for a published bundle and for an object with its
+// bundle.yaml beside it.
+func TestInspectListsMetrics(t *testing.T) {
+	cliEnv(t)
+	r := testregistry.Start(t, testregistry.Options{})
+	ref := r.Ref("net/count", "1.0.0")
+	if _, stderr, code := kfm(t, "", "publish", samplesDir+"xdp_count.o", ref, "--bundle", samplesDir+"xdp_count.bundle.yaml"); code != exitOK {
+		t.Fatalf("publish: %s", stderr)
+	}
+	for _, arg := range []string{ref, samplesDir + "xdp_count.o"} {
+		out, stderr, code := kfm(t, "", "inspect", arg)
+		if code != exitOK {
+			t.Fatalf("inspect %s: exit %d: %s", arg, code, stderr)
+		}
+		if !regexp.MustCompile(`(?m)^METRICS\n\s+PROGRAM\s+NAME\s+TYPE\s+MAP\s+VALUE\s+LABELS\s+HELP\n\s+xdp_count\s+count_packets_total\s+counter\s+counters\s+packets\s+proto\s+IPv4 and IPv6 packets seen`).MatchString(out) {
+			t.Errorf("inspect %s lists no metrics:\n%s", arg, out)
+		}
+		out, _, code = kfm(t, "", "inspect", arg, "-o", "json")
+		var doc struct {
+			Config struct {
+				Programs []struct {
+					Metrics []registry.MetricConfig `json:"metrics"`
+				} `json:"programs"`
+			} `json:"config"`
+			Metrics []registry.MetricConfig `json:"metrics"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); code != exitOK || err != nil {
+			t.Fatalf("inspect -o json: %v: %s", err, out)
+		}
+		ms := doc.Metrics
+		if len(doc.Config.Programs) > 0 {
+			ms = doc.Config.Programs[0].Metrics
+		}
+		if len(ms) != 2 || ms[0].Name != "count_packets_total" || ms[0].Map != "counters" || len(ms[0].Labels) != 1 || ms[0].Labels[0].Name != "proto" {
+			t.Errorf("inspect %s -o json: metrics %+v", arg, ms)
+		}
 	}
 }
