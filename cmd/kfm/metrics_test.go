@@ -51,7 +51,12 @@ func (h *host) serveMetrics() string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	reg := metrics.NewRegistry(metrics.New(nsSource{h.pair.B, m}, nil), nil)
+	// Applies and reconciles are the agent's to count; one of each is
+	// recorded here so that the dashboard's panels of them have series.
+	ops := metrics.NewOps()
+	ops.ObserveApply(20*time.Millisecond, nil)
+	ops.ObserveReconcile("config-dir", 30*time.Millisecond, nil)
+	reg := metrics.NewRegistry(metrics.New(nsSource{h.pair.B, m}, nil), ops)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
@@ -154,6 +159,15 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 		t.Errorf("chain programs: %v", err)
 	}
 
+	// Every query of the Grafana dashboard parses in Prometheus and has
+	// data.
+	for _, expr := range dashboardExprs(t) {
+		ss, err := prom.Query(ctx, expr)
+		if err != nil || len(ss) == 0 {
+			t.Errorf("dashboard query %s: %d samples, %v", expr, len(ss), err)
+		}
+	}
+
 	// `kfm metrics --once` (in the namespace) says the same.
 	out := h.mustKFM("metrics", "--once")
 	for _, want := range []string{
@@ -232,14 +246,22 @@ func TestMetricsOnce(t *testing.T) {
 		t.Fatalf("install with a broken bundle.yaml: exit %d: %s", code, stderr)
 	}
 	copyFile(t, samplesDir+"xdp_portfilter.bundle.yaml", filepath.Join(dir, "pf.bundle.yaml"))
-	h.mustKFM("install", obj, "--iface", h.iface, "--param", "port=7777")
+	h.mustKFM("install", obj, "--iface", h.iface, "--param", "port=7777", "--priority", "20")
+	h.mustKFM("install", samplesDir+"xdp_ratelimit.o", "--iface", h.iface, "--name", "ratelimit", "--priority", "10")
+	h.mustKFM("install", samplesDir+"xdp_count.o", "--iface", h.iface, "--name", "count", "--priority", "30")
 	const n = 25
 	if got := h.traffic(n, 7777, 7778); got[7777] != 0 || got[7778] != n {
 		t.Fatalf("received %v", got)
 	}
 	out := h.mustKFM("metrics", "--once")
+	// Every metric of the Grafana dashboard is there (the ones of
+	// applies and reconciles come from long-running processes).
+	checkDashboard(t, out+opsExposition(t))
 	for _, want := range []string{
-		fmt.Sprintf(`portfilter_dropped_packets_total{digest="",hook="xdp",interface=%q,position="0",program="xdp_portfilter"} %d`, h.iface, n),
+		fmt.Sprintf(`portfilter_dropped_packets_total{digest="",hook="xdp",interface=%q,position="1",program="xdp_portfilter"} %d`, h.iface, n),
+		fmt.Sprintf(`count_packets_total{digest="",hook="xdp",interface=%q,position="2",program="count",proto="17"} %d`, h.iface, n),
+		fmt.Sprintf(`ratelimit_passed_packets_total{digest="",hook="xdp",interface=%q,position="0",program="ratelimit"} %d`, h.iface, 2*n),
+		fmt.Sprintf(`kfm_map_entries{digest="",hook="xdp",interface=%q,map="buckets",position="0",program="ratelimit"} 1`, h.iface),
 		"# TYPE portfilter_dropped_packets_total counter",
 		"# HELP portfilter_dropped_packets_total Packets dropped because of their destination port.",
 		`kfm_exporter_errors{collector="declared"} 0`,
