@@ -67,7 +67,10 @@ format, or JSON with -o json) and exits.`,
 					return nil
 				})
 			}
-			reg := metrics.NewRegistry(metrics.New(m, nil), nil)
+			// Scrapes read the host on this goroutine (see
+			// serialSource), handlers ask it over reqs.
+			reqs := make(chan snapshotRequest)
+			reg := metrics.NewRegistry(metrics.New(serialSource{reqs, ctx.Done()}, nil), nil)
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w (choose another address with --listen)", listen, err)
@@ -85,16 +88,21 @@ format, or JSON with -o json) and exits.`,
 			fmt.Fprintf(g.err, "kfm: serving metrics on http://%s/metrics\n", ln.Addr())
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ln) }()
-			select {
-			case err := <-done:
-				return err
-			case <-ctx.Done():
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			for {
+				select {
+				case req := <-reqs:
+					snap, err := m.Snapshot(req.ctx)
+					req.reply <- snapshotReply{snap, err}
+				case err := <-done:
 					return err
+				case <-ctx.Done():
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						return err
+					}
+					return nil
 				}
-				return nil
 			}
 		},
 	}
@@ -107,3 +115,35 @@ format, or JSON with -o json) and exits.`,
 type fixedSnapshot struct{ s *chain.Snapshot }
 
 func (f fixedSnapshot) Snapshot(context.Context) (*chain.Snapshot, error) { return f.s, nil }
+
+// serialSource reads the host on the goroutine that runs the command, one
+// scrape at a time: that goroutine is the one in the network namespace kfm
+// was started in, even when only its thread was moved into it (as the tests
+// do; other threads of the process may be elsewhere).
+type serialSource struct {
+	reqs chan<- snapshotRequest
+	done <-chan struct{}
+}
+
+type snapshotRequest struct {
+	ctx   context.Context
+	reply chan snapshotReply
+}
+
+type snapshotReply struct {
+	snap *chain.Snapshot
+	err  error
+}
+
+func (s serialSource) Snapshot(ctx context.Context) (*chain.Snapshot, error) {
+	req := snapshotRequest{ctx: ctx, reply: make(chan snapshotReply, 1)}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, errors.New("kfm metrics is shutting down")
+	}
+	r := <-req.reply
+	return r.snap, r.err
+}
