@@ -42,6 +42,8 @@ func DefaultSuites() []Suite {
 		{Package: "bpf/dispatcher", Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Skip: "/^tcx$", Kernels: []string{"5.10", "6.1"}, Timeout: 10 * time.Minute},
 		{Package: "bpf/tc", Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
+		// The exporter reads a dispatcher chain's declared metrics.
+		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
 }
 
