@@ -42,17 +42,31 @@ type ProgramSnapshot struct {
 // MapPin is the pin of map mapName of a program in dir (a MapDir).
 func MapPin(dir, mapName string) string { return filepath.Join(dir, pinName(mapName)) }
 
-// Snapshot reads the chains on every interface of the network namespace
-// (see Status) and the host state. It takes no lock: the host state is
+// Snapshot reads the chains kfm manages: every hook the host state lists,
+// as the kernel runs it now (see Status; programs other tools added to such
+// a chain are included, with their origin). Hooks kfm never touched are not
+// looked at, so a snapshot costs one look at each of kfm's hooks, not one at
+// every hook of every interface. It takes no lock: the host state is
 // replaced atomically, so a snapshot sees it before or after a change.
 func (m *Manager) Snapshot(ctx context.Context) (*Snapshot, error) {
-	hooks, err := m.Status(ctx, "")
-	if err != nil {
-		return nil, err
-	}
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
+	}
+	if err := ensureBPFFS(m.bpffs); err != nil {
+		return nil, err
+	}
+	var hooks []HookStatus
+	for _, h := range st.Hooks {
+		hs, err := m.hookStatus(ctx, st, h.Interface, h.Hook)
+		switch {
+		case errors.Is(err, ErrNoInterface):
+			continue // the interface went away, and its chain with it
+		case err != nil:
+			return nil, err
+		case hs != nil:
+			hooks = append(hooks, *hs)
+		}
 	}
 	snap := &Snapshot{}
 	if b, err := os.ReadFile(m.lockPath()); err == nil {
