@@ -8,8 +8,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/spf13/cobra"
 
@@ -57,7 +59,7 @@ format, or JSON with -o json) and exits.`,
 				if err != nil {
 					fmt.Fprintf(g.err, "kfm: some metrics are missing: %v\n", err)
 				}
-				return g.report(mfs, func(w io.Writer) error {
+				return g.report(familiesJSON(mfs), func(w io.Writer) error {
 					enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
 					for _, mf := range mfs {
 						if err := enc.Encode(mf); err != nil {
@@ -146,4 +148,49 @@ func (s serialSource) Snapshot(ctx context.Context) (*chain.Snapshot, error) {
 	}
 	r := <-req.reply
 	return r.snap, r.err
+}
+
+// family is a metric family as `kfm metrics --once -o json` writes it.
+type family struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Help    string   `json:"help"`
+	Samples []sample `json:"samples"`
+}
+
+// sample is one series: its labels and value (counter, gauge), or count and
+// sum (histogram, summary).
+type sample struct {
+	Labels map[string]string `json:"labels"`
+	Value  *float64          `json:"value,omitempty"`
+	Count  *uint64           `json:"count,omitempty"`
+	Sum    *float64          `json:"sum,omitempty"`
+}
+
+func familiesJSON(mfs []*dto.MetricFamily) []family {
+	out := []family{}
+	for _, mf := range mfs {
+		f := family{Name: mf.GetName(), Type: strings.ToLower(mf.GetType().String()), Help: mf.GetHelp(), Samples: []sample{}}
+		for _, m := range mf.GetMetric() {
+			s := sample{Labels: map[string]string{}}
+			for _, l := range m.GetLabel() {
+				s.Labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				s.Value = m.Counter.Value
+			case m.Gauge != nil:
+				s.Value = m.Gauge.Value
+			case m.Untyped != nil:
+				s.Value = m.Untyped.Value
+			case m.Histogram != nil:
+				s.Count, s.Sum = m.Histogram.SampleCount, m.Histogram.SampleSum
+			case m.Summary != nil:
+				s.Count, s.Sum = m.Summary.SampleCount, m.Summary.SampleSum
+			}
+			f.Samples = append(f.Samples, s)
+		}
+		out = append(out, f)
+	}
+	return out
 }

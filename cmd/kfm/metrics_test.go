@@ -270,6 +270,23 @@ func TestMetricsOnce(t *testing.T) {
 			t.Errorf("kfm metrics --once lacks %s:\n%s", want, out)
 		}
 	}
+	var fams []family
+	if err := json.Unmarshal([]byte(h.mustKFM("metrics", "--once", "-o", "json")), &fams); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range fams {
+		if f.Name == "portfilter_dropped_packets_total" {
+			found = f.Type == "counter" && len(f.Samples) == 1 && f.Samples[0].Value != nil && *f.Samples[0].Value == n &&
+				f.Samples[0].Labels["program"] == "xdp_portfilter" && f.Samples[0].Labels["interface"] == h.iface
+			if !found {
+				t.Errorf("-o json: %+v", f)
+			}
+		}
+	}
+	if !found {
+		t.Error("-o json has no portfilter_dropped_packets_total")
+	}
 }
 
 func copyFile(t *testing.T, from, to string) {
