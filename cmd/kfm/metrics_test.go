@@ -160,11 +160,20 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	}
 
 	// Every query of the Grafana dashboard parses in Prometheus and has
-	// data.
+	// data (a rate needs two scrapes of a series that appeared with the
+	// traffic: queries are retried for a few seconds).
 	for _, expr := range dashboardExprs(t) {
-		ss, err := prom.Query(ctx, expr)
-		if err != nil || len(ss) == 0 {
-			t.Errorf("dashboard query %s: %d samples, %v", expr, len(ss), err)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			ss, err := prom.Query(ctx, expr)
+			if err == nil && len(ss) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("dashboard query %s: %d samples, %v", expr, len(ss), err)
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 
