@@ -32,6 +32,19 @@ import (
 // Reported: ms/scrape (the mean), series/scrape, and rss-MiB, the
 // exporter's resident set (VmRSS of the kfm metrics process) after the
 // scrapes.
+//
+// Measured on the 2-core development VM (kernel 6.18) while seven other
+// helpers built and tested (load average 35-40): 300 chains of 5, 4548
+// series per scrape, 5.2 s per scrape, RSS 54 MiB (the apply of the 300
+// chains took 48 s to 2 min); 60 chains: 0.6 s; 3 chains: 9-50 ms. A CPU
+// profile at 100 chains gives about 1 ms of CPU per chain and scrape, the
+// rest of the wall time is waiting for the CPU: most of the CPU goes to the
+// backends reading each chain from the kernel (tailcall's Current: the
+// generation's pins and each program's info from /proc fdinfo), then the
+// BPF_MAP_LOOKUP_BATCH walks of the declared maps and of the 16384-entry LRU
+// map (an empty hash map still costs a walk of its buckets). Before
+// Snapshot looked only at kfm's own hooks (it listed every hook of every
+// interface, 1800 with 600 veths) a scrape of 300 chains took 8.2 s.
 func BenchmarkScrape(b *testing.B) {
 	h := newHost(b)
 	n := 300
