@@ -15,9 +15,9 @@ const (
 	MetricGauge   = "gauge"
 )
 
-// ReservedLabels are the labels kfm puts on every declared metric; a
+// reservedLabels are the labels kfm puts on every declared metric; a
 // declaration may not use them.
-var ReservedLabels = []string{"interface", "hook", "position", "program", "digest"}
+var reservedLabels = []string{"interface", "hook", "position", "program", "digest"}
 
 // MetricConfig declares a map of a program as a Prometheus metric: one
 // sample per distinct combination of the labelled key fields, the value
@@ -102,7 +102,7 @@ func (m *MetricConfig) check() error {
 		case !labelName.MatchString(l.Name) || strings.HasPrefix(l.Name, "__"):
 			return fmt.Errorf("metric %s: labels[%d]: name %q: use letters, digits and '_', not starting with __", m.Name, i, l.Name)
 		case isReserved(l.Name):
-			return fmt.Errorf("metric %s: label %s is one kfm adds itself (%s): choose another name", m.Name, l.Name, strings.Join(ReservedLabels, ", "))
+			return fmt.Errorf("metric %s: label %s is one kfm adds itself (%s): choose another name", m.Name, l.Name, strings.Join(reservedLabels, ", "))
 		case seen[l.Name]:
 			return fmt.Errorf("metric %s: label %s is declared twice", m.Name, l.Name)
 		}
@@ -112,7 +112,7 @@ func (m *MetricConfig) check() error {
 }
 
 func isReserved(name string) bool {
-	for _, r := range ReservedLabels {
+	for _, r := range reservedLabels {
 		if r == name {
 			return true
 		}
