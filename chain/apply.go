@@ -521,7 +521,7 @@ func (p *hookPlan) final() *HookState {
 		hs.Elements = append(hs.Elements, &ElementState{
 			Name: e.Name, Source: e.Source, Digest: e.Digest, Object: e.Object.SHA256,
 			Function: e.Function, Priority: e.Priority, ProceedOn: e.ProceedOn.Names(p.target.Hook),
-			Params: e.Params, Key: p.comps[i].Key, ProgramID: id,
+			Params: e.Params, Key: p.comps[i].Key, ProgramID: id, Metrics: e.Metrics,
 			Counters: !e.NoCounters,
 		})
 	}

@@ -36,6 +36,10 @@ type Element struct {
 	// NoCounters loads the program without kfm's verdict counters (see
 	// package bpf/counters); the zero value counts.
 	NoCounters bool
+
+	// Metrics are the maps the publisher declared as metrics (from the
+	// bundle config, or X.bundle.yaml beside a local X.o).
+	Metrics []Metric
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)

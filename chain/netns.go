@@ -243,3 +243,17 @@ func (c nsChange) Revert(ctx context.Context) error {
 func (c nsChange) Close() error {
 	return inNetns(c.path, c.Change.Close)
 }
+
+// pinTarget is where the pins of a chain that Status reported live: its
+// interface and hook, keyed by its network namespace. A namespace that can
+// no longer be resolved keys nothing (its pins are pruned by the next
+// command that takes the lock).
+func (m *Manager) pinTarget(hs *HookStatus) bpf.Target {
+	t := bpf.Target{Interface: hs.Interface, Ifindex: hs.Ifindex, Hook: hs.Hook}
+	if hs.Netns != "" {
+		if ns, err := m.namespace(hs.Netns); err == nil {
+			t.Netns = ns.key
+		}
+	}
+	return t
+}

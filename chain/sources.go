@@ -351,6 +351,9 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 		rc, _ := obj.RunConfigFor(prog.Function)
 		e.Priority, e.ProceedOn = rc.Priority, rc.ProceedOn
 	}
+	if e.Metrics, err = s.metrics(obj, p.Path, bundle, prog.Function); err != nil {
+		return fail(err)
+	}
 	if p.Priority != nil {
 		e.Priority = *p.Priority
 	}
@@ -377,7 +380,10 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 // the registry), verified against the policy; with strict, the locked
 // signer must be among those that verified.
 func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram, strict bool) (*Element, error) {
-	var data []byte
+	var (
+		data   []byte
+		bundle *registry.Bundle
+	)
 	source := lp.Path
 	policyRef, minKernel := "", ""
 	if lp.Path != "" {
@@ -422,6 +428,7 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 		if defs, err := got.bundle.Config.Program(lp.Function); err == nil {
 			minKernel = defs.MinKernel
 		}
+		bundle = got.bundle
 	}
 	obj, err := bpf.ParseObject(source, data)
 	if err != nil {
@@ -444,10 +451,15 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", lp.Name, err)
 	}
+	metrics, err := s.metrics(obj, lp.Path, bundle, lp.Function)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", lp.Name, err)
+	}
 	return &Element{
 		Name: lp.Name, Source: source, Digest: lp.Digest, Object: obj, Data: data,
 		Function: lp.Function, Priority: lp.Priority, ProceedOn: proceed, Params: params,
 		MinKernel: minKernel,
+		Metrics:   metrics,
 	}, nil
 }
 
@@ -467,6 +479,19 @@ func (s *Sources) CheckCapabilities(ref string, obj *bpf.Object, function string
 		return err
 	}
 	return s.Policy.CheckCapabilities(ref, function, caps, hook)
+
+}
+
+// metrics finds the metric declarations of function: in the bundle's
+// config, or in the bundle.yaml beside a local object (see BundleFileFor).
+func (s *Sources) metrics(obj *bpf.Object, path string, bundle *registry.Bundle, function string) ([]Metric, error) {
+	if bundle != nil {
+		return bundleDeclarations(obj, bundle.Config, function, s.Warn), nil
+	}
+	if path == "" {
+		return nil, nil
+	}
+	return localDeclarations(obj, s.path(path), function)
 }
 
 func readObject(path string) ([]byte, error) {

@@ -89,6 +89,9 @@ type ElementState struct {
 	// Counters: the program counts its verdicts (kfm's verdict counters,
 	// pinned with its maps).
 	Counters bool `json:"counters,omitempty"`
+	// Metrics are the declared metrics of the program, resolved at
+	// install (read by chain/metrics).
+	Metrics []Metric `json:"metrics,omitempty"`
 }
 
 // PendingElement maps a name to a prepared program ID.

@@ -112,7 +112,7 @@ func (m *Manager) Stats(ctx context.Context, iface string) ([]ChainStats, error)
 				cs.Root = &rs
 			}
 		}
-		t := bpf.Target{Interface: hs.Interface, Ifindex: hs.Ifindex, Hook: hs.Hook}
+		t := m.pinTarget(&hs)
 		for _, p := range hs.Programs {
 			ps := ProgramStats{Position: p.Position, Name: p.Name, ProgramID: p.ProgramID, Digest: p.Digest, Origin: p.Origin}
 			if p.Origin == OriginKFM {

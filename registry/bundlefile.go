@@ -76,6 +76,9 @@ type BundleFileProg struct {
 	MinKernel        string            `yaml:"minKernel" json:"minKernel,omitempty"`
 	RequiredFeatures []string          `yaml:"requiredFeatures" json:"requiredFeatures,omitempty"`
 	Params           []BundleFileParam `yaml:"params" json:"params,omitempty"`
+	// Metrics declare maps as Prometheus metrics (see MetricConfig);
+	// publish checks them against the object's BTF.
+	Metrics []MetricConfig `yaml:"metrics" json:"metrics,omitempty"`
 }
 
 // BundleFileParam documents a parameter (a volatile const global).
@@ -183,6 +186,16 @@ func (bf *BundleFile) check() error {
 				return fmt.Errorf("program %s: param %s is declared twice", p.Function, pa.Name)
 			}
 			names[pa.Name] = true
+		}
+		metrics := map[string]bool{}
+		for j := range p.Metrics {
+			if err := p.Metrics[j].check(); err != nil {
+				return fmt.Errorf("program %s: %w", p.Function, err)
+			}
+			if metrics[p.Metrics[j].Name] {
+				return fmt.Errorf("program %s: metric %s is declared twice", p.Function, p.Metrics[j].Name)
+			}
+			metrics[p.Metrics[j].Name] = true
 		}
 	}
 	return nil

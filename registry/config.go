@@ -68,8 +68,10 @@ type ProgramConfig struct {
 	// instruction counts; see bpf/analyze). For display only: kfm computes
 	// them again from the object whenever it decides anything. Absent in
 	// bundles made before they existed.
-	Capabilities *analyze.Capabilities      `json:"capabilities,omitempty"`
-	Extra        map[string]json.RawMessage `json:"-"`
+	Capabilities *analyze.Capabilities `json:"capabilities,omitempty"`
+	// Metrics are the maps the publisher declared as metrics.
+	Metrics []MetricConfig             `json:"metrics,omitempty"`
+	Extra   map[string]json.RawMessage `json:"-"`
 }
 
 // ParamConfig is a parameter a user may set at install time.

@@ -304,6 +304,10 @@ func programConfig(obj *bpf.Object, spec *ebpf.CollectionSpec, p bpf.Program, de
 		}
 		pc.Params = append(pc.Params, ParamConfig{Name: op.Name, Type: op.Type, Default: op.Default, Description: descs[op.Name]})
 	}
+	if err := checkMetrics(obj, decl.Metrics); err != nil {
+		return pc, fmt.Errorf("bundle.yaml: %w", err)
+	}
+	pc.Metrics = decl.Metrics
 	for _, m := range obj.Maps {
 		if usedMaps[m.Name] {
 			pc.Maps = append(pc.Maps, MapConfig{Name: m.Name, Type: m.Type, Pinning: m.Pinning})

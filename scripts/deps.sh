@@ -11,6 +11,7 @@ APT_PACKAGES=(
 	debian-archive-keyring             # kernel VMs: verifies the bullseye/bookworm/trixie kernels apt fetches
 	tmux                               # kfm top's test drives it in a terminal
 	chromium                           # kfm catalog build: the static site is tested in headless Chromium
+	prometheus                         # chain/metrics tests: a real Prometheus scrapes kfm's exporter
 )
 
 missing=()

@@ -16,6 +16,7 @@ import (
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/analyze"
 	"github.com/kfm-project/kfm/bpf/compat"
+	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -32,12 +33,14 @@ type inspectedBundle struct {
 }
 
 // inspectedObject is what inspect reports for an object file: the object,
-// the capabilities kfm computes for each program (in program order), and
-// with --kernel whether each would run on this host.
+// the capabilities kfm computes for each program (in program order), with
+// --kernel whether each would run on this host, and the metrics its
+// bundle.yaml (beside it) declares.
 type inspectedObject struct {
 	*bpf.Object
-	Capabilities map[string]*analyze.Capabilities `json:"capabilities"`
-	Kernel       []*compat.Report                 `json:"kernel,omitempty"`
+	Capabilities map[string]*analyze.Capabilities
+	Kernel       []*compat.Report
+	Metrics      []declaredMetric
 	functions    []string
 }
 
@@ -121,7 +124,11 @@ kernel), and if not, what is missing.`,
 				if err != nil {
 					return err
 				}
-				out := inspectedObject{Object: obj}
+				declared, err := objectMetrics(obj, arg)
+				if err != nil {
+					return err
+				}
+				out := inspectedObject{Object: obj, Metrics: declared}
 				if out.functions, out.Capabilities, out.Kernel, err = programFacts(obj, nil, kernel); err != nil {
 					return err
 				}
@@ -129,7 +136,10 @@ kernel), and if not, what is missing.`,
 					if err := printObject(w, arg, obj); err != nil {
 						return err
 					}
-					return printFacts(w, out.functions, out.Capabilities, out.Kernel)
+					if err := printFacts(w, out.functions, out.Capabilities, out.Kernel); err != nil {
+						return err
+					}
+					return printMetrics(w, declared)
 				})
 			}
 			ref, err := parseRef(arg)
@@ -371,6 +381,108 @@ func printConfigTables(w io.Writer, cfg *registry.Config) error {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", p.Function, m.Name, m.Type, m.Pinning)
 			}
 		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var declared []declaredMetric
+	for _, p := range cfg.Programs {
+		for _, m := range p.Metrics {
+			declared = append(declared, declaredMetric{Program: p.Function, MetricConfig: m})
+		}
+	}
+	return printMetrics(w, declared)
+}
+
+// declaredMetric is a metric a publisher declared, with its program.
+type declaredMetric struct {
+	Program string `json:"program"`
+	registry.MetricConfig
+}
+
+// MarshalJSON puts program beside the declaration's own fields.
+func (d declaredMetric) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(d.MetricConfig)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	fields["program"], _ = json.Marshal(d.Program)
+	return json.Marshal(fields)
+}
+
+// MarshalJSON writes the object's JSON with "metrics", "capabilities" and
+// "kernel" members.
+func (o inspectedObject) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(o.Object)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	if o.Metrics == nil {
+		o.Metrics = []declaredMetric{}
+	}
+	if fields["metrics"], err = json.Marshal(o.Metrics); err != nil {
+		return nil, err
+	}
+	if fields["capabilities"], err = json.Marshal(o.Capabilities); err != nil {
+		return nil, err
+	}
+	if o.Kernel != nil {
+		if fields["kernel"], err = json.Marshal(o.Kernel); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(fields)
+}
+
+// objectMetrics reads the metric declarations of the bundle.yaml beside an
+// object (chain.BundleFileFor), checked against the object's BTF.
+func objectMetrics(obj *bpf.Object, path string) ([]declaredMetric, error) {
+	bfPath := chain.BundleFileFor(path)
+	bf, err := registry.ReadBundleFile(bfPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []declaredMetric
+	for _, p := range bf.Programs {
+		for _, m := range p.Metrics {
+			if _, err := m.Layout(obj); err != nil {
+				return nil, fmt.Errorf("%s: program %s: %w", bfPath, p.Function, err)
+			}
+			out = append(out, declaredMetric{Program: p.Function, MetricConfig: m})
+		}
+	}
+	return out, nil
+}
+
+func printMetrics(w io.Writer, ms []declaredMetric) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nMETRICS\n  PROGRAM\tNAME\tTYPE\tMAP\tVALUE\tLABELS\tHELP\n")
+	for _, m := range ms {
+		var labels []string
+		for _, l := range m.Labels {
+			switch l.Field {
+			case "", l.Name:
+				labels = append(labels, l.Name)
+			default:
+				labels = append(labels, l.Name+"="+l.Field)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Program, m.Name, m.Type, m.Map,
+			orDash(m.Value), orDash(strings.Join(labels, ",")), orDash(m.Help))
 	}
 	return tw.Flush()
 }

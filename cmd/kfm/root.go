@@ -122,6 +122,7 @@ inside the programs.`,
 		newSearchCommand(g),
 		newShowCommand(g),
 		newCatalogCommand(g),
+		newMetricsCommand(g),
 	)
 	return root
 }

@@ -49,6 +49,8 @@ func DefaultSuites() []Suite {
 		// with the helper named, accepted from 5.18.
 		{Package: "bpf/compat"},
 		{Package: "chain", Run: "^TestNetnsDispatcher$", Kernels: []string{"6.12"}},
+		// The exporter reads a dispatcher chain's declared metrics.
+		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
 }
 
