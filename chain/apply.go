@@ -30,6 +30,13 @@ type HookSpec struct {
 	// ResetMaps allows upgrades that change map definitions, starting
 	// from empty maps.
 	ResetMaps bool
+	// Owner is who manages the hook: "" for kfm.yaml (the CLI), else the
+	// agent's owner name (see ApplyLock). It is recorded in the host
+	// state; a hook recorded for another owner is refused with
+	// ErrNotOwner. An owner other than "" holds the hook whole: programs
+	// other tools added to it are dropped, and a hook that runs a chain
+	// it does not own is refused.
+	Owner string
 }
 
 // hookPlan is one hook's share of an apply.
@@ -44,6 +51,7 @@ type hookPlan struct {
 	resetMaps bool
 	current   *bpf.Chain // what the owner runs now, nil if nothing
 	noop      bool       // the hook already runs exactly this chain
+	owner     string     // HookSpec.Owner
 
 	// comps is the chain in run order; elems[i] is the kfm element behind
 	// comps[i], nil for a program another tool loaded.
@@ -248,10 +256,16 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	if err != nil {
 		return nil, err
 	}
-	p := &hookPlan{target: t, old: st.find(spec.Interface, spec.Hook), resetMaps: spec.ResetMaps}
+	p := &hookPlan{target: t, old: st.find(spec.Interface, spec.Hook), resetMaps: spec.ResetMaps, owner: spec.Owner}
+	if p.old != nil && p.old.Owner != spec.Owner {
+		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
+	}
 	owner, current, err := m.owner(ctx, t)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Owner != "" && p.old == nil && current != nil && len(current.Programs) > 0 {
+		return nil, fmt.Errorf("%s: %w: it runs a chain kfm's agent did not install (%s, id %d)", t, ErrNotOwner, current.Programs[0].Name, current.Programs[0].ID)
 	}
 	if err := m.chooseBackend(p, spec, owner, current); err != nil {
 		return nil, err
@@ -291,6 +305,9 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		}
 	}
 	foreign = slices.DeleteFunc(foreign, func(cp bpf.ChainProgram) bool { return slices.Contains(spec.DropForeign, cp.Name) })
+	if spec.Owner != "" {
+		foreign = nil // the owner's chain is put back as it wants it
+	}
 	if len(foreign) > 0 && p.previous != nil {
 		return nil, fmt.Errorf("%s: program %s (id %d) was loaded by another tool and cannot move to the %s backend: remove it first", t, foreign[0].Name, foreign[0].ID, p.backend.Name())
 	}
@@ -427,7 +444,7 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 func (p *hookPlan) draft() *HookState {
 	return &HookState{
 		Interface: p.target.Interface, Ifindex: p.target.Ifindex, Hook: p.target.Hook,
-		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode,
+		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode, Owner: p.owner,
 	}
 }
 
