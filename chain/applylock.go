@@ -21,6 +21,9 @@ type LockApplyOptions struct {
 	// name (a chain the owner no longer wants there). Hooks whose
 	// interface is gone are skipped.
 	Prune bool
+	// Keep, when set, names hooks that Prune leaves as they are (say, a
+	// hook two owners claim, which stays as it runs until one gives up).
+	Keep func(iface string, hook bpf.Hook) bool
 	// DryRun plans and reports and changes nothing.
 	DryRun    bool
 	ResetMaps bool
@@ -96,7 +99,7 @@ func (m *Manager) ApplyLock(ctx context.Context, lk *Lock, opts LockApplyOptions
 	}
 	if opts.Prune {
 		for _, hs := range st.Hooks {
-			if hs.Owner != opts.Owner || lk.Chain(hs.Interface, hs.Hook) != nil {
+			if hs.Owner != opts.Owner || lk.Chain(hs.Interface, hs.Hook) != nil || (opts.Keep != nil && opts.Keep(hs.Interface, hs.Hook)) {
 				continue
 			}
 			if _, err := m.target(hs.Interface, hs.Hook); errors.Is(err, ErrNoInterface) {

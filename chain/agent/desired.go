@@ -91,3 +91,19 @@ type ProgramResult struct {
 	Digest string
 	ID     uint32
 }
+
+// FromLock is the desired state of a kfm.lock: each locked chain, owned by
+// owner, on the interface it names (a name written /RE/ selects by regular
+// expression, as in an InterfaceSelector).
+func FromLock(owner string, generation int64, lk *chain.Lock) Desired {
+	var d Desired
+	for _, lc := range lk.Chains {
+		d.Chains = append(d.Chains, Chain{
+			Owner: owner, Generation: generation,
+			Interfaces: InterfaceSelector{Names: []string{lc.Interface}},
+			Hook:       lc.Hook, Backend: lc.Backend, Mode: lc.Mode,
+			Programs: lc.Programs,
+		})
+	}
+	return d
+}

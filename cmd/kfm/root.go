@@ -117,6 +117,7 @@ inside the programs.`,
 		newLogoutCommand(g),
 		newVerifyCommand(g),
 		newVersionCommand(g),
+		newAgentCommand(g), newPushLockCommand(g),
 	)
 	return root
 }
