@@ -230,7 +230,9 @@ func (a *Agent) loop(ctx context.Context, ns netns.NsHandle) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		failed := err != nil || slices.ContainsFunc(res.Chains, func(c ChainResult) bool { return !c.Applied && c.Reason != ReasonInterfaceMissing && c.Reason != ReasonConflict })
+		failed := err != nil || slices.ContainsFunc(res.Chains, func(c ChainResult) bool {
+			return !c.Applied && c.Reason != ReasonInterfaceMissing && c.Reason != ReasonConflict
+		})
 		attrs := []any{"trigger", why, "chains", len(res.Chains), "duration", time.Since(start).Round(time.Millisecond)}
 		switch {
 		case failed:
