@@ -39,6 +39,9 @@ type HookStatus struct {
 	// Drift lists the differences between what runs and what kfm.lock
 	// pins; empty when they agree.
 	Drift []string `json:"drift,omitempty"`
+	// Owner is the kfm agent's owner of the chain (see
+	// HookState.Owner); empty for kfm.yaml's chains.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ProgramStatus is one program of a chain, in run order.
@@ -106,6 +109,17 @@ func (m *Manager) Status(ctx context.Context, iface string) ([]HookStatus, error
 		}
 	}
 	return out, nil
+}
+
+// HookStatus reports what runs on one hook from the kernel and the host
+// state alone (no drift against kfm.lock, which a node agent does not
+// use). It returns nil when no chain runs there.
+func (m *Manager) HookStatus(ctx context.Context, iface string, hook bpf.Hook) (*HookStatus, error) {
+	st, err := m.state.load()
+	if err != nil {
+		return nil, err
+	}
+	return m.hookStatus(ctx, st, iface, hook)
 }
 
 // drift compares a hook's running chain with its locked chain.
@@ -181,6 +195,7 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, iface string, hook 
 	hs := &HookStatus{Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
 	byID := map[ebpf.ProgramID]*ElementState{}
 	if old := st.find(iface, hook); old != nil {
+		hs.Owner = old.Owner
 		if old.Backend == owner.Name() {
 			hs.Reason = old.Reason
 		}

@@ -25,10 +25,12 @@ const (
 	MaxLockSize = 4 << 20
 )
 
-// PushLock pushes lock (kfm.lock's bytes) to ref's repository and tags it
-// with ref's tag. The manifest's creation time comes from
+// PushLock pushes lock (kfm.lock's bytes) to ref's repository, calls
+// beforeTag (nil: none) with the manifest, and then tags it with ref's tag:
+// a signer signs there, so that the tag never names an unsigned lock that
+// agents would see and refuse. The manifest's creation time comes from
 // SOURCE_DATE_EPOCH, so that the same lock gives the same digest.
-func (c *Client) PushLock(ctx context.Context, ref Reference, lock []byte) (ocispec.Descriptor, error) {
+func (c *Client) PushLock(ctx context.Context, ref Reference, lock []byte, beforeTag func(ocispec.Descriptor) error) (ocispec.Descriptor, error) {
 	if ref.Tag == "" {
 		return ocispec.Descriptor{}, fmt.Errorf("%s: a lock is pushed to a tag: %w", ref, ErrInvalidReference)
 	}
@@ -54,6 +56,11 @@ func (c *Client) PushLock(ctx context.Context, ref Reference, lock []byte) (ocis
 	})
 	if err != nil {
 		return ocispec.Descriptor{}, classify(err, ref.Registry, ref.String())
+	}
+	if beforeTag != nil {
+		if err := beforeTag(desc); err != nil {
+			return ocispec.Descriptor{}, err
+		}
 	}
 	if err := repo.Tag(ctx, desc, ref.Tag); err != nil {
 		return ocispec.Descriptor{}, classify(err, ref.Registry, ref.String())

@@ -403,7 +403,6 @@ func (a *Agent) Reconcile(ctx context.Context, d Desired) (Result, error) {
 		owners = append(owners, o)
 	}
 	sort.Strings(owners)
-	statuses := map[string][]chain.HookStatus{}
 	for _, owner := range owners {
 		ins := byOwner[owner]
 		sort.Slice(ins, func(i, j int) bool {
@@ -437,21 +436,14 @@ func (a *Agent) Reconcile(ctx context.Context, d Desired) (Result, error) {
 		}
 		for _, in := range ins {
 			r := a.result(in, "", "")
-			hs, ok := statuses[in.iface]
-			if !ok {
-				hs, err = a.opts.Manager.Status(ctx, in.iface)
-				if err != nil {
-					a.log.Warn("status", "interface", in.iface, "error", err)
-				}
-				statuses[in.iface] = hs
-			}
 			r.Applied = true
-			for _, h := range hs {
-				if h.Hook != in.chain.Hook {
-					continue
-				}
-				r.Backend = h.Backend
-				for _, p := range h.Programs {
+			hs, err := a.opts.Manager.HookStatus(ctx, in.iface, in.chain.Hook)
+			if err != nil {
+				a.log.Warn("status", "interface", in.iface, "hook", in.chain.Hook, "error", err)
+			}
+			if hs != nil {
+				r.Backend = hs.Backend
+				for _, p := range hs.Programs {
 					r.Programs = append(r.Programs, ProgramResult{Name: p.Name, Digest: p.Digest, ID: uint32(p.ProgramID)})
 				}
 			}

@@ -282,3 +282,66 @@ func TestAgentConfigDir(t *testing.T) {
 		t.Errorf("host state still has %s %s (owner %q)", hs.Interface, hs.Hook, hs.Owner)
 	}
 }
+
+func TestAgentOCILock(t *testing.T) {
+	h := newHost(t)
+	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	lockRef := h.reg.Ref("fleet/edge", "prod")
+	push := func(extra ...string) {
+		t.Helper()
+		h.mustKFM(append([]string{"push-lock", lockRef}, extra...)...)
+	}
+
+	// The publisher locks and pushes; the node's agent follows the tag.
+	h.writeProject([]string{h.iface}, count)
+	push("--key", h.key)
+	// The agent reads nothing from the config directory but policy.yaml.
+	lockText := h.readConfig("kfm.lock")
+	h.writeConfig("kfm.yaml", "")
+	h.writeConfig("kfm.lock", "")
+	a := h.startAgent("--source", "oci://"+lockRef, "--poll-interval", "200ms")
+	logs := a.stderr.String
+	h.eventually(20*time.Second, "the agent applies the pushed lock", func() bool {
+		names, _ := h.xdpChain(h.iface)
+		return slices.Equal(names, []string{"count"})
+	}, logs)
+
+	// The tag moves: the agent follows.
+	h.writeConfig("kfm.lock", lockText)
+	h.writeProject([]string{h.iface}, count, filter)
+	push("--key", h.key)
+	h.eventually(20*time.Second, "the agent follows the moved tag", func() bool {
+		names, _ := h.xdpChain(h.iface)
+		return slices.Equal(names, []string{"count", "portfilter"})
+	}, logs)
+	_, ids := h.xdpChain(h.iface)
+
+	// An unsigned lock and one signed by a key the policy does not trust
+	// are refused; the chain keeps running. (Each is a lock never pushed
+	// before: a lock's digest depends only on its content, so pushing an
+	// earlier lock again would name an artifact that is signed already.)
+	h.writeProject([]string{h.iface}, agentProg{"portfilter", filter.ref, "port: '9999'"})
+	push("--insecure-unsigned")
+	h.eventually(10*time.Second, "the unsigned lock is refused", func() bool {
+		return a.metric(`kfm_agent_source_refusals_total{reason="signature"}`) >= 1
+	}, logs)
+	otherKey, _ := keyPair(t, "other-password")
+	h.writeProject([]string{h.iface}, agentProg{"portfilter", filter.ref, "port: '6666'"})
+	push("--key", otherKey)
+	h.eventually(10*time.Second, "the lock signed by an untrusted key is refused", func() bool {
+		return a.metric(`kfm_agent_source_refusals_total{reason="signature"}`) >= 2
+	}, logs)
+	if !strings.Contains(logs(), "lock refused; the running chains stay") {
+		t.Errorf("the agent's log does not say it refused the lock:\n%s", logs())
+	}
+	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
+		t.Errorf("program IDs after refused locks: %v, before %v", now, ids)
+	}
+	got := h.traffic(20, 7777, 8888)
+	if got[7777] != 0 || got[8888] != 20 {
+		t.Errorf("after refused locks: %d datagrams to the filtered port 7777 (want 0), %d to 8888 (want 20)", got[7777], got[8888])
+	}
+}

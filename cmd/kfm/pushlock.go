@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/kfm-project/kfm/chain"
@@ -81,20 +82,24 @@ policy before they apply anything. Every program must be pinned by digest
 			if err != nil {
 				return err
 			}
-			desc, err := c.PushLock(ctx, ref, data)
+			var res pushLockResult
+			desc, err := c.PushLock(ctx, ref, data, func(desc ocispec.Descriptor) error {
+				if signer == nil {
+					return nil
+				}
+				repo, err := c.Repository(ctx, ref)
+				if err != nil {
+					return err
+				}
+				if res.Signed, err = verify.Sign(ctx, repo, ref.Repo()+"@"+desc.Digest.String(), desc, signer, verify.SignOptions{Format: f}); err != nil {
+					return fmt.Errorf("sign the lock (the tag was not moved): %w", err)
+				}
+				return nil
+			})
 			if err != nil {
 				return registryError(err)
 			}
-			res := pushLockResult{Reference: ref.Pinned(desc.Digest).String(), Digest: desc.Digest.String(), Chains: len(lk.Chains)}
-			if signer != nil {
-				repo, err := c.Repository(ctx, ref)
-				if err != nil {
-					return registryError(err)
-				}
-				if res.Signed, err = verify.Sign(ctx, repo, ref.Repo()+"@"+desc.Digest.String(), desc, signer, verify.SignOptions{Format: f}); err != nil {
-					return fmt.Errorf("pushed %s, but signing failed: %w", res.Reference, err)
-				}
-			}
+			res.Reference, res.Digest, res.Chains = ref.Pinned(desc.Digest).String(), desc.Digest.String(), len(lk.Chains)
 			return g.report(res, func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, res.Reference)
 				if res.Signed != nil {

@@ -73,7 +73,8 @@ func (s *Source) Name() string { return "oci://" + s.ref.String() }
 // signature errors: those are logged, counted, and tried again.
 func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 	var (
-		seen       digest.Digest // the last manifest looked at, accepted or not
+		seen       digest.Digest // the last manifest accepted
+		refused    digest.Digest // the last manifest refused (said once)
 		last       []byte        // the last lock delivered
 		generation int64
 		wait       = s.opts.Interval
@@ -91,7 +92,13 @@ func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, errRefused):
-			seen = d // refused for good: wait for the tag to move
+			// Checked again at the next poll (a signature may come
+			// later), but said only once.
+			if d != refused {
+				refused = d
+				s.log.Error("lock refused; the running chains stay", "source", s.Name(), "digest", d.String(), "reason", reasonOf(err), "error", err)
+				s.opts.Metrics.Refused(reasonOf(err))
+			}
 			wait = s.opts.Interval
 		case err != nil:
 			s.log.Warn("check lock", "source", s.Name(), "error", err, "retry_in", wait)
@@ -117,6 +124,23 @@ func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 
 var errRefused = errors.New("lock refused")
 
+// refusal is a lock the source will not deliver: reason is "signature" or
+// "invalid".
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r *refusal) Error() string   { return r.err.Error() }
+func (r *refusal) Unwrap() []error { return []error{errRefused, r.err} }
+func reasonOf(err error) string {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return ""
+}
+
 // check resolves the tag and, when it names a manifest other than seen,
 // verifies and reads the lock there.
 func (s *Source) check(ctx context.Context, seen digest.Digest) (digest.Digest, *chain.Lock, error) {
@@ -128,9 +152,7 @@ func (s *Source) check(ctx context.Context, seen digest.Digest) (digest.Digest, 
 		return seen, nil, nil
 	}
 	refuse := func(reason string, err error) (digest.Digest, *chain.Lock, error) {
-		s.log.Error("lock refused; the running chains stay", "source", s.Name(), "digest", desc.Digest.String(), "reason", reason, "error", err)
-		s.opts.Metrics.Refused(reason)
-		return desc.Digest, nil, fmt.Errorf("%w: %w", errRefused, err)
+		return desc.Digest, nil, &refusal{reason: reason, err: err}
 	}
 	repo, err := s.opts.Client.Repository(ctx, s.ref)
 	if err != nil {
