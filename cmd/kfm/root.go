@@ -132,6 +132,7 @@ func run(ctx context.Context, args []string, io stdio) int {
 		return exitOK
 	}
 	fmt.Fprintf(io.err, "kfm: %v\n", err)
+	permissionHint(io.err, err)
 	return exitCode(err)
 }
 
