@@ -497,7 +497,7 @@ func (a *Agent) links() ([]Link, error) {
 // classify maps an apply error to a condition reason.
 func classify(err error) string {
 	switch {
-	case errors.Is(err, chain.ErrNotOwner):
+	case errors.Is(err, chain.ErrNotOwner), errors.Is(err, bpf.ErrForeignProgram):
 		return ReasonConflict
 	case errors.Is(err, verify.ErrUnsigned), errors.Is(err, verify.ErrUntrusted), errors.Is(err, verify.ErrInvalidSignature),
 		errors.Is(err, verify.ErrContent), errors.Is(err, chain.ErrSignerChanged), errors.Is(err, chain.ErrObjectChanged),
