@@ -25,18 +25,17 @@ import (
 )
 
 type agentFlags struct {
-	chain        chainFlags
-	source       string
-	listen       string
-	nodeIP       string
-	drift        time.Duration
-	poll         time.Duration
-	logFormat    string
-	logLevel     string
-	retryMin     time.Duration
-	retryMax     time.Duration
-	pollMax      time.Duration
-	readyTimeout time.Duration
+	chain     chainFlags
+	source    string
+	listen    string
+	nodeIP    string
+	drift     time.Duration
+	poll      time.Duration
+	logFormat string
+	logLevel  string
+	retryMin  time.Duration
+	retryMax  time.Duration
+	pollMax   time.Duration
 }
 
 func newAgentCommand(g *globals) *cobra.Command {
