@@ -367,7 +367,10 @@ func (p *hookPlan) restored() *HookState {
 	if p.old != nil {
 		return p.old
 	}
-	return &HookState{Interface: p.target.Interface, Hook: p.target.Hook}
+	// A new hook: marked Changing before anything is loaded, it is the
+	// owner's already, so that the owner's next run after a crash may
+	// finish the change.
+	return &HookState{Interface: p.target.Interface, Hook: p.target.Hook, Owner: p.owner}
 }
 
 // unchanged reports whether the hook already runs exactly the planned chain:

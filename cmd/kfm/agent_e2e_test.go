@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +36,12 @@ type agentProc struct {
 // startAgent starts kfm agent with args and waits until it serves --listen.
 func (h *host) startAgent(args ...string) *agentProc {
 	h.t.Helper()
-	p := h.start(nil, append([]string{"agent", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)...)
+	return h.startAgentEnv(nil, args...)
+}
+
+func (h *host) startAgentEnv(env []string, args ...string) *agentProc {
+	h.t.Helper()
+	p := h.start(env, append([]string{"agent", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, args...)...)
 	a := &agentProc{proc: p, h: h}
 	re := regexp.MustCompile(`"msg":"listening","address":"([^"]+)"`)
 	deadline := time.Now().Add(10 * time.Second)
@@ -343,5 +349,47 @@ func TestAgentOCILock(t *testing.T) {
 	got := h.traffic(20, 7777, 8888)
 	if got[7777] != 0 || got[8888] != 20 {
 		t.Errorf("after refused locks: %d datagrams to the filtered port 7777 (want 0), %d to 8888 (want 20)", got[7777], got[8888])
+	}
+}
+
+// An agent killed with -9 in the middle of an apply converges when it
+// starts again, and leaves no pins or programs behind.
+func TestAgentCrash(t *testing.T) {
+	for _, step := range []string{"prepared", "written-ahead", "committed-1"} {
+		t.Run(step, func(t *testing.T) {
+			h := newHost(t)
+			count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+			filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
+			h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+			h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+			for _, want := range [][]agentProg{{count}, {count, filter}} {
+				h.writeProject([]string{h.iface}, want...)
+				crashing := h.startAgentEnv([]string{"KFM_TEST_CRASH_AT=" + step}, "--source", h.configDir)
+				if _, sig := crashing.wait(t, 30*time.Second); sig != syscall.SIGKILL {
+					t.Fatalf("the agent was not killed at %s: %v\n%s", step, sig, crashing.stderr.String())
+				}
+				a := h.startAgent("--source", h.configDir)
+				var names []string
+				for _, p := range want {
+					names = append(names, p.name)
+				}
+				h.eventually(20*time.Second, "the restarted agent converges", func() bool {
+					code, _ := a.get("/readyz")
+					got, _ := h.xdpChain(h.iface)
+					return code == 200 && slices.Equal(got, names)
+				}, a.stderr.String)
+				h.checkKernel(h.status())
+				a.cmd.Process.Kill()
+				<-a.done
+			}
+			h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
+			h.mustKFM("lock")
+			a := h.startAgent("--source", h.configDir)
+			h.eventually(20*time.Second, "the agent removes its chain", func() bool {
+				got, _ := h.xdpChain(h.iface)
+				return got == nil
+			}, a.stderr.String)
+			h.checkEmpty()
+		})
 	}
 }
