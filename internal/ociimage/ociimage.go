@@ -3,10 +3,12 @@ package ociimage
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 	"time"
 
@@ -16,6 +18,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content/oci"
+
+	"github.com/kfm-project/kfm/registry"
 )
 
 // BinaryPath is where the kfm binary sits in the image (the entrypoint).
@@ -157,4 +163,56 @@ func WriteLayout(dir string, img v1.Image, ref string) error {
 		return err
 	}
 	return p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref}))
+}
+
+// Push copies the image named tag in the OCI layout dir to ref
+// (host/repo:tag) with kfm's registry client: Docker credentials, plain
+// HTTP for a loopback registry without TLS.
+func Push(ctx context.Context, dir, tag, ref string) (registry.Reference, error) {
+	r, err := registry.ParseReference(ref)
+	if err != nil {
+		return registry.Reference{}, err
+	}
+	if r.Tag == "" || r.Digest != "" {
+		return registry.Reference{}, fmt.Errorf("push %s: name a tag (host/repo:tag)", ref)
+	}
+	client, err := registry.NewClient(registry.Options{})
+	if err != nil {
+		return registry.Reference{}, err
+	}
+	repo, err := client.Repository(ctx, r)
+	if err != nil {
+		return registry.Reference{}, err
+	}
+	store, err := oci.New(dir)
+	if err != nil {
+		return registry.Reference{}, err
+	}
+	desc, err := oras.Copy(ctx, store, tag, repo, r.Tag, oras.DefaultCopyOptions)
+	if err != nil {
+		return registry.Reference{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	return r.Pinned(desc.Digest), nil
+}
+
+var (
+	newNameLine = regexp.MustCompile(`(?m)^([ \t]+newName:[ \t]*).*$`)
+	digestLine  = regexp.MustCompile(`(?m)^([ \t]+digest:[ \t]*)sha256:[0-9a-f]{64}[ \t]*$`)
+)
+
+// SetKustomizationImage rewrites the newName and digest of the images
+// entry of a kustomization.yaml (kfm's has one), so that the DaemonSet
+// runs exactly the pushed image.
+func SetKustomizationImage(path string, pushed registry.Reference) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	if !newNameLine.MatchString(s) || !digestLine.MatchString(s) {
+		return fmt.Errorf("%s: no images entry with newName and digest to set", path)
+	}
+	s = newNameLine.ReplaceAllString(s, "${1}"+pushed.Repo())
+	s = digestLine.ReplaceAllString(s, "${1}"+pushed.Digest.String())
+	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -3,6 +3,7 @@ package ociimage_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"oras.land/oras-go/v2/registry/remote"
+
 	"github.com/kfm-project/kfm/internal/ociimage"
+	"github.com/kfm-project/kfm/internal/testregistry"
+	"github.com/kfm-project/kfm/manifests"
 )
 
 func TestReproducible(t *testing.T) {
@@ -127,5 +132,57 @@ func readJSON(t *testing.T, path string, v any) {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// make image IMAGE=...: the layout's image goes to a registry, and the
+// kustomization then names it by that digest.
+func TestPushAndKustomization(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	reg := testregistry.Start(t, testregistry.Options{})
+	img, err := ociimage.Build(ociimage.Options{Binary: []byte("kfm"), Created: time.Unix(0, 0).UTC(), Version: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	dir := filepath.Join(t.TempDir(), "image")
+	if err := ociimage.WriteLayout(dir, img, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := ociimage.Push(context.Background(), dir, "v1", reg.Ref("kfm/kfm", "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pushed.Digest.String() != d.String() {
+		t.Errorf("pushed %s, built %s", pushed, d)
+	}
+	// The registry serves it under the tag.
+	repo, err := remote.NewRepository(reg.Host() + "/kfm/kfm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.PlainHTTP = true
+	desc, err := repo.Resolve(context.Background(), "v1")
+	if err != nil || desc.Digest.String() != d.String() {
+		t.Errorf("registry tag v1: %v %v, want %s", desc.Digest, err, d)
+	}
+
+	kust := filepath.Join(t.TempDir(), "kustomization.yaml")
+	orig, err := manifests.FS.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kust, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ociimage.SetKustomizationImage(kust, pushed); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(kust)
+	if !bytes.Contains(got, []byte("newName: "+reg.Host()+"/kfm/kfm\n")) || !bytes.Contains(got, []byte("digest: "+d.String()+"\n")) {
+		t.Errorf("kustomization after make image:\n%s", got)
+	}
+	if err := ociimage.SetKustomizationImage(filepath.Join(t.TempDir(), "none.yaml"), pushed); err == nil {
+		t.Error("a missing kustomization: no error")
 	}
 }

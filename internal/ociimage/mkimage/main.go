@@ -15,16 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"regexp"
 	"runtime"
 	"strconv"
 	"time"
 
-	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content/oci"
-
 	"github.com/kfm-project/kfm/internal/ociimage"
-	"github.com/kfm-project/kfm/registry"
 )
 
 func main() {
@@ -78,52 +73,13 @@ func run() error {
 	if *push == "" {
 		return nil
 	}
-	ctx := context.Background()
-	ref, err := registry.ParseReference(*push)
+	pushed, err := ociimage.Push(context.Background(), *dir, *version, *push)
 	if err != nil {
 		return err
 	}
-	if ref.Tag == "" {
-		return fmt.Errorf("-push %s: name a tag", *push)
-	}
-	// Push with kfm's own registry client: Docker credentials, plain
-	// HTTP for a loopback registry.
-	client, err := registry.NewClient(registry.Options{})
-	if err != nil {
-		return err
-	}
-	repo, err := client.Repository(ctx, ref)
-	if err != nil {
-		return err
-	}
-	store, err := oci.New(*dir)
-	if err != nil {
-		return err
-	}
-	if _, err := oras.Copy(ctx, store, *version, repo, ref.Tag, oras.DefaultCopyOptions); err != nil {
-		return fmt.Errorf("push %s: %w", *push, err)
-	}
-	fmt.Printf("%s@%s\n", ref.Repo(), d)
+	fmt.Println(pushed)
 	if *kust != "" {
-		return setDigest(*kust, ref.Repo(), d.String())
+		return ociimage.SetKustomizationImage(*kust, pushed)
 	}
 	return nil
-}
-
-// setDigest rewrites the newName and digest lines of the kustomization's
-// images entry.
-func setDigest(path, repo, digest string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	nn := regexp.MustCompile(`(?m)^(\s+newName:\s*).*$`)
-	dg := regexp.MustCompile(`(?m)^(\s+digest:\s*)sha256:[0-9a-f]{64}\s*$`)
-	if !nn.MatchString(s) || !dg.MatchString(s) {
-		return fmt.Errorf("%s: no images entry with newName and digest to set", path)
-	}
-	s = nn.ReplaceAllString(s, "${1}"+repo)
-	s = dg.ReplaceAllString(s, "${1}"+digest)
-	return os.WriteFile(path, []byte(s), 0o644)
 }
