@@ -230,7 +230,10 @@ func (a *Agent) loop(ctx context.Context, ns netns.NsHandle) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		failed := err != nil || slices.ContainsFunc(res.Chains, func(c ChainResult) bool {
+		// Conflicts and missing interfaces are states, not failures: they
+		// change with the source or the node, which trigger a reconcile,
+		// and the drift check looks again.
+		failed := (err != nil && classify(err) != ReasonConflict) || slices.ContainsFunc(res.Chains, func(c ChainResult) bool {
 			return !c.Applied && c.Reason != ReasonInterfaceMissing && c.Reason != ReasonConflict
 		})
 		attrs := []any{"trigger", why, "chains", len(res.Chains), "duration", time.Since(start).Round(time.Millisecond)}
