@@ -299,7 +299,11 @@ type hookKey struct {
 // namespace (Run does that).
 func (a *Agent) Reconcile(ctx context.Context, d Desired) (Result, error) {
 	var res Result
-	links, err := a.links()
+	nodeIP := a.opts.NodeIP
+	if d.NodeIP.IsValid() {
+		nodeIP = d.NodeIP
+	}
+	links, err := a.links(nodeIP)
 	if err != nil {
 		return res, err
 	}
@@ -326,7 +330,7 @@ func (a *Agent) Reconcile(ctx context.Context, d Desired) (Result, error) {
 			r.Interface, r.Reason = name, ReasonInterfaceMissing
 			r.Message = fmt.Sprintf("the node has no interface %s", name)
 			if name == "primaryNodeInterface" {
-				r.Interface, r.Message = "", fmt.Sprintf("no interface carries the node's InternalIP %v", a.opts.NodeIP)
+				r.Interface, r.Message = "", fmt.Sprintf("no interface carries the node's InternalIP %v", nodeIP)
 			}
 			res.Chains = append(res.Chains, r)
 		}
@@ -474,7 +478,7 @@ func (a *Agent) result(in instance, reason, msg string) ChainResult {
 }
 
 // links lists the node's interfaces, marking the one with the node's IP.
-func (a *Agent) links() ([]Link, error) {
+func (a *Agent) links(nodeIP netip.Addr) ([]Link, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -482,14 +486,14 @@ func (a *Agent) links() ([]Link, error) {
 	var out []Link
 	for _, l := range ls {
 		link := Link{Name: l.Attrs().Name}
-		if a.opts.NodeIP.IsValid() {
+		if nodeIP.IsValid() {
 			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 			if err != nil {
 				return nil, fmt.Errorf("addresses of %s: %w", link.Name, err)
 			}
 			link.Primary = slices.ContainsFunc(addrs, func(ad netlink.Addr) bool {
 				ip, ok := netip.AddrFromSlice(ad.IP)
-				return ok && ip.Unmap() == a.opts.NodeIP.Unmap()
+				return ok && ip.Unmap() == nodeIP.Unmap()
 			})
 		}
 		out = append(out, link)

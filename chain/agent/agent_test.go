@@ -248,3 +248,26 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// primaryNodeInterface is the interface with the node's InternalIP, as the
+// source reports it.
+func TestReconcilePrimaryNodeInterface(t *testing.T) {
+	n := newNode(t)
+	c := passChain(t, "ChainSet/a", "")
+	c.Interfaces = agent.InterfaceSelector{PrimaryNodeInterface: true}
+
+	res, err := n.reconcile(agent.Desired{Chains: []agent.Chain{c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Chains) != 1 || res.Chains[0].Reason != agent.ReasonInterfaceMissing {
+		t.Errorf("without a node IP: %+v", res.Chains)
+	}
+	res, err = n.reconcile(agent.Desired{Chains: []agent.Chain{c}, NodeIP: n.pair.BAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Chains) != 1 || !res.Chains[0].Applied || res.Chains[0].Interface != n.pair.BIf || len(n.running()) != 1 {
+		t.Errorf("with node IP %v (on %s): %+v", n.pair.BAddr, n.pair.BIf, res.Chains)
+	}
+}

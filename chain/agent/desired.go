@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/chain"
@@ -10,6 +11,10 @@ import (
 // Desired is what one source wants on this node.
 type Desired struct {
 	Chains []Chain
+	// NodeIP, when valid, is the node's InternalIP as the source knows it
+	// (the Kubernetes Node's status): it overrides the agent's
+	// Options.NodeIP for PrimaryNodeInterface.
+	NodeIP netip.Addr
 }
 
 // Chain is one hook's chain, wanted on every interface its selector picks.
