@@ -126,6 +126,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	err = <-errc
 	cancel()
+	// Wait for the others, the reconcile loop above all: an apply in
+	// progress finishes before Run returns.
+	<-errc
+	<-errc
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) || err == nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +26,7 @@ import (
 	"github.com/kfm-project/kfm/chain/agent"
 	"github.com/kfm-project/kfm/chain/agent/configdir"
 	"github.com/kfm-project/kfm/chain/agent/ocilock"
+	"github.com/kfm-project/kfm/verify"
 )
 
 type agentFlags struct {
@@ -164,10 +169,93 @@ func (g *globals) runAgent(ctx context.Context, f *agentFlags) error {
 		log.Info("listening", "address", ln.Addr().String())
 	}
 	log.Info("agent started", "source", src.Name(), "node_ip", f.nodeIP, "drift_interval", f.drift.String())
-	err = a.Run(ctx)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	policyPath := f.chain.policy
+	if policyPath == "" {
+		policyPath = filepath.Join(g.configDir, "policy.yaml")
+	}
+	changed := make(chan struct{})
+	go func() {
+		if err := watchPolicy(runCtx, policyPath, log); err == nil {
+			close(changed)
+			stopRun()
+		}
+	}()
+	err = a.Run(runCtx)
+	select {
+	case <-changed:
+		// A new trust policy: start over with it. The chains keep running
+		// (a restart changes nothing that runs) and the next reconcile
+		// verifies them under the new policy.
+		log.Info("trust policy changed: restarting the agent to use it", "policy", policyPath)
+		return fmt.Errorf("restart after the trust policy changed: %w", reexec())
+	default:
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("agent stopped")
 	return nil
+}
+
+// watchPolicy returns nil when the trust policy at path changes to one
+// that parses; a policy that does not parse is logged and the old one
+// stays. It returns ctx's error when ctx ends first, or the watch's.
+func watchPolicy(ctx context.Context, path string, log *slog.Logger) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		log.Warn("cannot watch the trust policy; restart the agent after changing it", "policy", path, "error", err)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	read := func() []byte { b, _ := os.ReadFile(path); return b }
+	last := read()
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-w.Errors:
+			log.Warn("watch the trust policy", "error", err)
+		case ev := <-w.Events:
+			if base := filepath.Base(ev.Name); base == filepath.Base(path) || base == "..data" {
+				settle = time.After(200 * time.Millisecond)
+			}
+		case <-settle:
+			settle = nil
+			now := read()
+			if bytes.Equal(now, last) {
+				continue
+			}
+			if _, err := verify.ParsePolicy(ctx, path, now, dir); err != nil {
+				log.Error("the changed trust policy does not parse; the agent keeps the one it runs with", "policy", path, "error", err)
+				last = now
+				continue
+			}
+			return nil
+		}
+	}
+}
+
+// reexec replaces the process with a fresh kfm of the same command line.
+// It runs on a thread other than the caller's: the caller may be locked
+// into another network namespace, and the new process starts in the
+// namespace of the thread that executes it.
+func reexec() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread is replaced or discarded
+		errc <- syscall.Exec(exe, os.Args, os.Environ())
+	}()
+	return <-errc
 }

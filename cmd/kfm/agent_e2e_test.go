@@ -394,3 +394,49 @@ func TestAgentCrash(t *testing.T) {
 		})
 	}
 }
+
+// A new trust policy takes effect at once (the agent restarts itself with
+// it): a signer it refuses leaves the chain running and is reported as
+// VerificationFailed; trusted again, the chain is Applied.
+func TestAgentPolicyChange(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.writeProject([]string{h.iface}, agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""})
+	a := h.startAgent("--source", h.configDir, "--drift-interval", "500ms")
+	h.eventually(20*time.Second, "the agent applies the chain", func() bool { code, _ := a.get("/readyz"); return code == 200 }, a.stderr.String)
+	_, ids := h.xdpChain(h.iface)
+
+	restarted := func(n int) {
+		t.Helper()
+		re := regexp.MustCompile(`"msg":"listening","address":"([^"]+)"`)
+		h.eventually(20*time.Second, "the agent restarts with the new policy", func() bool {
+			m := re.FindAllStringSubmatch(a.stderr.String(), -1)
+			if len(m) < n+1 {
+				return false
+			}
+			a.addr = m[n][1]
+			return true
+		}, a.stderr.String)
+	}
+	_, otherPub := keyPair(t, "other")
+	h.trust(otherPub)
+	restarted(1)
+	h.eventually(20*time.Second, "the refused signer is reported", func() bool {
+		return a.metric(`kfm_agent_chains{state="VerificationFailed"}`) == 1
+	}, a.stderr.String)
+	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
+		t.Errorf("program IDs after the policy refused the signer: %v, before %v", now, ids)
+	}
+	if code, _ := a.get("/readyz"); code == 200 {
+		t.Error("/readyz is ready while the policy refuses the chain")
+	}
+
+	h.trust(h.pub)
+	restarted(2)
+	h.eventually(20*time.Second, "the chain is applied again", func() bool {
+		return a.metric(`kfm_agent_chains{state="applied"}`) == 1
+	}, a.stderr.String)
+	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
+		t.Errorf("program IDs after the signer is trusted again: %v, before %v", now, ids)
+	}
+}
