@@ -17,7 +17,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build bpf bpf-check deps lint test test-host test-kernels bench demo clean
+.PHONY: all build image bpf bpf-check deps lint test test-host test-kernels bench demo clean
 
 all: build
 
@@ -25,6 +25,15 @@ all: build
 # user-level GOFLAGS=-buildvcs=false would hide it; outside git it is a no-op).
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm ./cmd/kfm
+
+# The container image, without a Docker engine: bin/image is an OCI layout
+# (same sources, same digest); IMAGE=host/repo:tag pushes it and writes its
+# digest into manifests/kubernetes/kustomization.yaml.
+image: build
+	$(GO) run ./internal/ociimage/mkimage -binary bin/kfm -layout bin/image \
+	  -version "$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+	  $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),-ca-bundle /etc/ssl/certs/ca-certificates.crt) \
+	  $(if $(IMAGE),-push $(IMAGE) -kustomization manifests/kubernetes/kustomization.yaml)
 
 bpf: $(BPF_OBJS)
 

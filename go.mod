@@ -6,6 +6,7 @@ require (
 	github.com/Masterminds/semver/v3 v3.5.0
 	github.com/cilium/ebpf v0.22.0
 	github.com/distribution/distribution/v3 v3.1.2
+	github.com/fsnotify/fsnotify v1.9.0
 	github.com/go-jose/go-jose/v4 v4.1.4
 	github.com/google/go-containerregistry v0.21.9
 	github.com/in-toto/attestation v1.2.0

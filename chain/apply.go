@@ -36,6 +36,13 @@ type HookSpec struct {
 	// ResetMaps allows upgrades that change map definitions, starting
 	// from empty maps.
 	ResetMaps bool
+	// Owner is who manages the hook: "" for kfm.yaml (the CLI), else the
+	// agent's owner name (see ApplyLock). It is recorded in the host
+	// state; a hook recorded for another owner is refused with
+	// ErrNotOwner. An owner other than "" holds the hook whole: programs
+	// other tools added to it are dropped, and a hook that runs a chain
+	// it does not own is refused.
+	Owner string
 }
 
 // hookPlan is one hook's share of an apply.
@@ -54,6 +61,7 @@ type hookPlan struct {
 	current   *bpf.Chain // what the owner runs now, nil if nothing
 	vanished  bool       // the state names a chain the kernel no longer runs
 	noop      bool       // the hook already runs exactly this chain
+	owner     string     // HookSpec.Owner
 
 	// comps is the chain in run order; elems[i] is the kfm element behind
 	// comps[i], nil for a program another tool loaded.
@@ -280,15 +288,21 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		return nil, err
 	}
 	t := ifc.Target
-	p := &hookPlan{target: t, ns: ifc.ns, hwaddr: ifc.hwaddr, netnsPath: spec.Netns, old: st.find(spec.Netns, spec.Interface, spec.Hook), resetMaps: spec.ResetMaps}
+	p := &hookPlan{target: t, ns: ifc.ns, hwaddr: ifc.hwaddr, netnsPath: spec.Netns, old: st.find(spec.Netns, spec.Interface, spec.Hook), resetMaps: spec.ResetMaps, owner: spec.Owner}
 	if p.old != nil && !sameInterface(p.old, ifc) {
 		// The state is another interface's that had this name or
 		// ifindex: nothing of it applies here (prune removes it).
 		p.old = nil
 	}
+	if p.old != nil && p.old.Owner != spec.Owner {
+		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
+	}
 	owner, current, err := m.owner(ctx, ifc.ns, t)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Owner != "" && p.old == nil && current != nil && len(current.Programs) > 0 {
+		return nil, fmt.Errorf("%s: %w: it runs a chain kfm's agent did not install (%s, id %d)", t, ErrNotOwner, current.Programs[0].Name, current.Programs[0].ID)
 	}
 	if err := m.chooseBackend(p, spec, owner, current); err != nil {
 		return nil, err
@@ -328,6 +342,9 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		}
 	}
 	foreign = slices.DeleteFunc(foreign, func(cp bpf.ChainProgram) bool { return slices.Contains(spec.DropForeign, cp.Name) })
+	if spec.Owner != "" {
+		foreign = nil // the owner's chain is put back as it wants it
+	}
 	if len(foreign) > 0 && p.previous != nil {
 		return nil, fmt.Errorf("%s: program %s (id %d) was loaded by another tool and cannot move to the %s backend: remove it first", t, foreign[0].Name, foreign[0].ID, p.backend.Name())
 	}
@@ -490,7 +507,7 @@ func (p *hookPlan) draft() *HookState {
 	hs := &HookState{
 		Netns: p.netnsPath, NetnsID: string(p.ns.id),
 		Interface: p.target.Interface, Ifindex: p.target.Ifindex, Hook: p.target.Hook, HWAddr: p.hwaddr,
-		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode,
+		Backend: p.backend.Name(), Reason: p.reason, Mode: p.mode, Owner: p.owner,
 	}
 	if p.current != nil {
 		hs.RootID = p.current.RootID

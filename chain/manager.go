@@ -19,7 +19,19 @@ var (
 	// ErrNotInstalled: remove was asked for a program that is not on the
 	// hook.
 	ErrNotInstalled = errors.New("program not installed")
+	// ErrNotOwner: the hook runs a chain someone else manages (kfm.yaml,
+	// another owner of the agent, or another tool), which the change must
+	// not touch.
+	ErrNotOwner = errors.New("hook managed by someone else")
 )
+
+// ownerName describes a HookState.Owner for messages.
+func ownerName(owner string) string {
+	if owner == "" {
+		return "kfm.yaml (kfm install/apply)"
+	}
+	return "the kfm agent's " + owner
+}
 
 // Options configure a Manager.
 type Options struct {

@@ -155,8 +155,8 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 	}
 	// Hooks kfm runs that kfm.yaml no longer names.
 	for _, hs := range st.Hooks {
-		if man.ChainIn(hs.Netns, hs.Interface, hs.Hook) != nil {
-			continue
+		if man.ChainIn(hs.Netns, hs.Interface, hs.Hook) != nil || hs.Owner != "" {
+			continue // named, or the agent's
 		}
 		if _, err := m.target(hs.Netns, hs.Interface, hs.Hook); errors.Is(err, ErrNoInterface) || errors.Is(err, ErrNoNetns) {
 			continue // the interface is gone, and its chain with it

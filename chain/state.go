@@ -66,6 +66,12 @@ type HookState struct {
 	// kernel already runs what is wanted: the backend's commit removes
 	// such leftovers.
 	Changing bool `json:"changing,omitempty"`
+	// Owner is who manages the hook: empty for kfm.yaml (the CLI), else
+	// the kfm agent's name for the source that asked for the chain
+	// ("ChainSet/NAME", "config:/etc/kfm", "oci://..."). kfm apply leaves
+	// the agent's hooks alone, and the agent never touches a hook it does
+	// not own.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ElementState is one program kfm installed on a target.

@@ -41,6 +41,9 @@ type HookStatus struct {
 	// Drift lists the differences between what runs and what kfm.lock
 	// pins; empty when they agree.
 	Drift []string `json:"drift,omitempty"`
+	// Owner is the kfm agent's owner of the chain (see
+	// HookState.Owner); empty for kfm.yaml's chains.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ProgramStatus is one program of a chain, in run order.
@@ -181,6 +184,18 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 	return out, nil
 }
 
+// HookStatus reports what runs on one hook from the kernel and the host
+// state alone (no drift against kfm.lock, which a node agent does not
+// use). It returns nil when no chain runs there.
+// netns is a network namespace path as NetnsPath gives it ("" for kfm's own).
+func (m *Manager) HookStatus(ctx context.Context, netns, iface string, hook bpf.Hook) (*HookStatus, error) {
+	st, err := m.state.load()
+	if err != nil {
+		return nil, err
+	}
+	return m.hookStatus(ctx, st, netns, iface, hook)
+}
+
 // drift compares a hook's running chain with its locked chain.
 func drift(hs *HookStatus, lc *LockedChain) []string {
 	var out []string
@@ -255,6 +270,7 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 	hs := &HookStatus{Netns: netnsPath, Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
 	byID := map[ebpf.ProgramID]*ElementState{}
 	if old := st.find(netnsPath, iface, hook); old != nil && sameInterface(old, ifc) {
+		hs.Owner = old.Owner
 		if old.Backend == owner.Name() {
 			hs.Reason = old.Reason
 		}

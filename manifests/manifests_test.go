@@ -119,8 +119,34 @@ func TestDeploymentFiles(t *testing.T) {
 		}
 		kinds = append(kinds, doc.Kind)
 	}
-	if strings.Join(kinds, ",") != "Namespace,DaemonSet" || !bytes.Contains(ds, []byte("kfm apply --locked")) {
+	if strings.Join(kinds, ",") != "Namespace,DaemonSet" {
 		t.Errorf("daemonset.yaml: kinds %v", kinds)
+	}
+	// The agent, by digest, probed, with capabilities instead of
+	// privileged.
+	for _, want := range []string{`args: ["agent", "--source", "kubernetes"`, "image: ghcr.io/kfm-project/kfm@sha256:", "path: /healthz", "path: /readyz", "privileged: false", "drop: [ALL]", "mountPath: /run/netns"} {
+		if !bytes.Contains(ds, []byte(want)) {
+			t.Errorf("daemonset.yaml lacks %q", want)
+		}
+	}
+	k, err := fs.ReadFile(manifests.FS, "kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kust struct {
+		Resources []string
+		Images    []struct{ Name, NewName, Digest string }
+	}
+	if err := yaml.Unmarshal(k, &kust); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range kust.Resources {
+		if _, err := fs.Stat(manifests.FS, "kubernetes/"+r); err != nil {
+			t.Errorf("kustomization.yaml lists %s: %v", r, err)
+		}
+	}
+	if len(kust.Images) != 1 || kust.Images[0].Name != "ghcr.io/kfm-project/kfm" || !strings.HasPrefix(kust.Images[0].Digest, "sha256:") {
+		t.Errorf("kustomization.yaml images: %+v", kust.Images)
 	}
 	unit, err := fs.ReadFile(manifests.FS, "systemd/kfm-apply.service")
 	if err != nil {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/chain"
@@ -10,6 +11,10 @@ import (
 // Desired is what one source wants on this node.
 type Desired struct {
 	Chains []Chain
+	// NodeIP, when valid, is the node's InternalIP as the source knows it
+	// (the Kubernetes Node's status): it overrides the agent's
+	// Options.NodeIP for PrimaryNodeInterface.
+	NodeIP netip.Addr
 }
 
 // Chain is one hook's chain, wanted on every interface its selector picks.
@@ -90,4 +95,20 @@ type ProgramResult struct {
 	Name   string
 	Digest string
 	ID     uint32
+}
+
+// FromLock is the desired state of a kfm.lock: each locked chain, owned by
+// owner, on the interface it names (a name written /RE/ selects by regular
+// expression, as in an InterfaceSelector).
+func FromLock(owner string, generation int64, lk *chain.Lock) Desired {
+	var d Desired
+	for _, lc := range lk.Chains {
+		d.Chains = append(d.Chains, Chain{
+			Owner: owner, Generation: generation,
+			Interfaces: InterfaceSelector{Names: []string{lc.Interface}},
+			Hook:       lc.Hook, Backend: lc.Backend, Mode: lc.Mode,
+			Programs: lc.Programs,
+		})
+	}
+	return d
 }

@@ -59,6 +59,9 @@ func TestMain(m *testing.M) {
 // interface in that thread's namespace) and run kfm as main does.
 func runAsKFM(nsPath string, args []string) int {
 	runtime.LockOSThread()
+	if nsPath == stayInNetns { // re-executed by execWithCaps
+		return run(context.Background(), args, stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr})
+	}
 	h, err := vnetns.GetFromPath(nsPath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kfm test child: %v\n", err)
@@ -67,6 +70,9 @@ func runAsKFM(nsPath string, args []string) int {
 	if err := vnetns.Set(h); err != nil {
 		fmt.Fprintf(os.Stderr, "kfm test child: enter %s: %v\n", nsPath, err)
 		return 125
+	}
+	if caps := os.Getenv(capsEnv); caps != "" {
+		return execWithCaps(caps)
 	}
 	return run(context.Background(), args, stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr})
 }

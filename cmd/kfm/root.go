@@ -123,6 +123,7 @@ inside the programs.`,
 		newShowCommand(g),
 		newCatalogCommand(g),
 		newMetricsCommand(g),
+		newAgentCommand(g), newPushLockCommand(g),
 	)
 	return root
 }
@@ -137,6 +138,7 @@ func run(ctx context.Context, args []string, io stdio) int {
 		return exitOK
 	}
 	fmt.Fprintf(io.err, "kfm: %v\n", err)
+	permissionHint(io.err, err)
 	return exitCode(err)
 }
 

@@ -1,0 +1,523 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/verify"
+)
+
+// Defaults of Options.
+const (
+	DefaultDriftInterval = 60 * time.Second
+	DefaultRetryMin      = time.Second
+	DefaultRetryMax      = 2 * time.Minute
+)
+
+// ErrNetnsUnsupported: a chain names a network namespace, which this agent
+// cannot act in yet.
+var ErrNetnsUnsupported = errors.New("chains in another network namespace are not supported by this agent yet")
+
+// Options configure an Agent.
+type Options struct {
+	// Manager applies the chains (its Sources verify them under the
+	// node's policy).
+	Manager *chain.Manager
+	Source  Source
+	// NodeIP is the node's InternalIP: the interface that carries it is
+	// the PrimaryNodeInterface. The zero value: none.
+	NodeIP netip.Addr
+	// DriftInterval is the period of the drift check that puts back
+	// chains changed by hand (0: DefaultDriftInterval).
+	DriftInterval time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed reconcile.
+	RetryMin, RetryMax time.Duration
+	Logger             *slog.Logger
+	Metrics            *Metrics
+	// Reconciled, when set, is called after every reconcile with its
+	// result (tests, and status pages).
+	Reconciled func(Result)
+}
+
+// Agent converges the node on its source's desired state.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	trigger chan string
+
+	mu      sync.Mutex
+	desired *Desired
+
+	ready atomic.Bool
+}
+
+// New returns an Agent.
+func New(opts Options) (*Agent, error) {
+	if opts.Manager == nil || opts.Source == nil {
+		return nil, errors.New("agent: Manager and Source are required")
+	}
+	if opts.DriftInterval <= 0 {
+		opts.DriftInterval = DefaultDriftInterval
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = DefaultRetryMin
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(DefaultRetryMax, opts.RetryMin)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{opts: opts, log: log, trigger: make(chan string, 1)}, nil
+}
+
+// Ready reports whether a reconcile has applied every chain at least once.
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// poke asks for a reconcile; pokes while one is pending merge.
+func (a *Agent) poke(why string) {
+	select {
+	case a.trigger <- why:
+	default:
+	}
+}
+
+// Run runs the agent until ctx ends or the source fails. It acts in the
+// network namespace of the calling thread (lock it with
+// runtime.LockOSThread when that is not the process's own): reconciles
+// run on a thread of their own in that namespace, and the link
+// subscription listens there.
+func (a *Agent) Run(ctx context.Context) error {
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("agent: own network namespace: %w", err)
+	}
+	defer ns.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() {
+		errc <- a.opts.Source.Run(ctx, func(d Desired) {
+			a.mu.Lock()
+			a.desired = &d
+			a.mu.Unlock()
+			a.poke("source changed")
+		})
+	}()
+	go func() { errc <- a.watchLinks(ctx, ns) }()
+	go func() { errc <- a.loop(ctx, ns) }()
+
+	err = <-errc
+	cancel()
+	// Wait for the others, the reconcile loop above all: an apply in
+	// progress finishes before Run returns.
+	<-errc
+	<-errc
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) || err == nil {
+		return nil
+	}
+	return err
+}
+
+// watchLinks pokes on every link that appears, disappears or is renamed.
+// Other link changes (up/down, our own XDP attachments) are ignored.
+func (a *Agent) watchLinks(ctx context.Context, ns netns.NsHandle) error {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("agent: netlink: %w", err)
+	}
+	defer h.Close()
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	failed := make(chan error, 1)
+	err = netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		Namespace: &ns,
+		ErrorCallback: func(err error) {
+			select {
+			case failed <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("agent: subscribe to link events: %w", err)
+	}
+	names := map[int32]string{}
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("agent: list links: %w", err)
+	}
+	for _, l := range links {
+		names[int32(l.Attrs().Index)] = l.Attrs().Name
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-failed:
+			return fmt.Errorf("agent: link events: %w", err)
+		case u, ok := <-updates:
+			if !ok {
+				return errors.New("agent: the link event subscription ended")
+			}
+			idx, name := u.Index, u.Attrs().Name
+			switch u.Header.Type {
+			case unix.RTM_DELLINK:
+				delete(names, idx)
+				a.log.Info("link removed", "interface", name)
+				a.poke("link " + name + " removed")
+			case unix.RTM_NEWLINK:
+				old, known := names[idx]
+				if known && old == name {
+					continue
+				}
+				names[idx] = name
+				if known {
+					a.log.Info("link renamed", "interface", name, "was", old)
+				} else {
+					a.log.Info("link added", "interface", name)
+				}
+				a.poke("link " + name)
+			}
+		}
+	}
+}
+
+// loop runs reconciles, one at a time, on a thread in the agent's
+// namespace: on a poke, on the drift ticker, and on retries with backoff.
+func (a *Agent) loop(ctx context.Context, ns netns.NsHandle) error {
+	runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+	if err := netns.Set(ns); err != nil {
+		return fmt.Errorf("agent: enter own network namespace: %w", err)
+	}
+	drift := time.NewTicker(a.opts.DriftInterval)
+	defer drift.Stop()
+	var retry <-chan time.Time
+	backoff := a.opts.RetryMin
+	for {
+		var why string
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case why = <-a.trigger:
+		case <-drift.C:
+			why = "drift check"
+		case <-retry:
+			why = "retry"
+		}
+		a.mu.Lock()
+		d := a.desired
+		a.mu.Unlock()
+		if d == nil {
+			continue // nothing from the source yet
+		}
+		start := time.Now()
+		res, err := a.Reconcile(ctx, *d)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// Conflicts and missing interfaces are states, not failures: they
+		// change with the source or the node, which trigger a reconcile,
+		// and the drift check looks again.
+		failed := (err != nil && classify(err) != ReasonConflict) || slices.ContainsFunc(res.Chains, func(c ChainResult) bool {
+			return !c.Applied && c.Reason != ReasonInterfaceMissing && c.Reason != ReasonConflict
+		})
+		attrs := []any{"trigger", why, "chains", len(res.Chains), "duration", time.Since(start).Round(time.Millisecond)}
+		switch {
+		case failed:
+			retry = time.After(backoff)
+			a.log.Warn("reconcile incomplete", append(attrs, "error", err, "retry_in", backoff)...)
+			backoff = min(2*backoff, a.opts.RetryMax)
+		default:
+			retry, backoff = nil, a.opts.RetryMin
+			a.log.Debug("reconciled", attrs...)
+		}
+		if m := a.opts.Metrics; m != nil {
+			m.Reconciles.Inc()
+			m.Chains.Reset()
+			for _, c := range res.Chains {
+				state := "applied"
+				if !c.Applied {
+					state = c.Reason
+				}
+				m.Chains.WithLabelValues(state).Inc()
+			}
+			if failed {
+				m.Failures.Inc()
+			} else {
+				m.LastSuccess.SetToCurrentTime()
+			}
+		}
+		if !failed {
+			a.ready.Store(true)
+		}
+		if r, ok := a.opts.Source.(Reporter); ok {
+			if err := r.Report(ctx, res); err != nil {
+				a.log.Warn("report status", "source", a.opts.Source.Name(), "error", err)
+			}
+		}
+		if a.opts.Reconciled != nil {
+			a.opts.Reconciled(res)
+		}
+	}
+}
+
+// instance is one chain on one interface.
+type instance struct {
+	chain *Chain
+	iface string
+}
+
+// hookKey names a hook of the node.
+type hookKey struct {
+	iface string
+	hook  bpf.Hook
+}
+
+// Reconcile makes the node run d once: it evaluates every chain's
+// interface selector on the node's links, sets hooks that two owners claim
+// aside (Conflict: they stay as they run), and applies each owner's chains
+// as one transaction through chain.Manager.ApplyLock, pruning the hooks
+// the owner holds and no longer wants. Owners in the host state that d no
+// longer names are pruned first, so that a hook can change hands. The
+// returned error is the first failure of an apply; the Result says, chain
+// by chain, what happened. It must run on a thread in the agent's
+// namespace (Run does that).
+func (a *Agent) Reconcile(ctx context.Context, d Desired) (Result, error) {
+	var res Result
+	nodeIP := a.opts.NodeIP
+	if d.NodeIP.IsValid() {
+		nodeIP = d.NodeIP
+	}
+	links, err := a.links(nodeIP)
+	if err != nil {
+		return res, err
+	}
+	// Which interfaces each chain gets, and which hooks are claimed twice.
+	claims := map[hookKey][]instance{}
+	for i := range d.Chains {
+		c := &d.Chains[i]
+		base := ChainResult{Owner: c.Owner, Generation: c.Generation, Netns: c.Netns, Hook: c.Hook, Backend: c.Backend}
+		if c.Netns != "" {
+			r := base
+			r.Reason, r.Message = ReasonLoadFailed, fmt.Sprintf("netns %s: %v", c.Netns, ErrNetnsUnsupported)
+			res.Chains = append(res.Chains, r)
+			continue
+		}
+		picked, missing, err := c.Interfaces.Select(links)
+		if err != nil {
+			r := base
+			r.Reason, r.Message = ReasonInterfaceMissing, err.Error()
+			res.Chains = append(res.Chains, r)
+			continue
+		}
+		for _, name := range missing {
+			r := base
+			r.Interface, r.Reason = name, ReasonInterfaceMissing
+			r.Message = fmt.Sprintf("the node has no interface %s", name)
+			if name == "primaryNodeInterface" {
+				r.Interface, r.Message = "", fmt.Sprintf("no interface carries the node's InternalIP %v", nodeIP)
+			}
+			res.Chains = append(res.Chains, r)
+		}
+		if len(picked) == 0 && len(missing) == 0 {
+			r := base
+			r.Reason, r.Message = ReasonInterfaceMissing, "the interface selector picks no interface of this node"
+			res.Chains = append(res.Chains, r)
+		}
+		for _, iface := range picked {
+			k := hookKey{iface, c.Hook}
+			claims[k] = append(claims[k], instance{chain: c, iface: iface})
+		}
+	}
+	contested := map[hookKey]bool{}
+	byOwner := map[string][]instance{}
+	for k, ins := range claims {
+		owners := map[string]bool{}
+		for _, in := range ins {
+			owners[in.chain.Owner] = true
+		}
+		if len(owners) > 1 {
+			contested[k] = true
+			var names []string
+			for o := range owners {
+				names = append(names, o)
+			}
+			sort.Strings(names)
+			for _, in := range ins {
+				res.Chains = append(res.Chains, a.result(in, ReasonConflict, fmt.Sprintf("%s %s is claimed by %v; it stays as it runs until one gives it up", k.iface, k.hook, names)))
+			}
+			continue
+		}
+		if len(ins) > 1 {
+			// One owner selects the same hook twice (two chains of one
+			// ChainSet): the first wins, the others report it.
+			for _, in := range ins[1:] {
+				res.Chains = append(res.Chains, a.result(in, ReasonConflict, fmt.Sprintf("%s %s is selected by two chains of %s", k.iface, k.hook, in.chain.Owner)))
+			}
+		}
+		byOwner[ins[0].chain.Owner] = append(byOwner[ins[0].chain.Owner], ins[0])
+	}
+	// The agent chains in its own network namespace only (ErrNetnsUnsupported).
+	keep := func(netns, iface string, hook bpf.Hook) bool { return netns == "" && contested[hookKey{iface, hook}] }
+
+	owned, err := a.opts.Manager.Owned(ctx)
+	if err != nil {
+		return res, err
+	}
+	var gone []string
+	for _, hs := range owned {
+		if _, wanted := byOwner[hs.Owner]; !wanted && !slices.Contains(gone, hs.Owner) && !slices.ContainsFunc(d.Chains, func(c Chain) bool { return c.Owner == hs.Owner }) {
+			gone = append(gone, hs.Owner)
+		}
+	}
+	var firstErr error
+	note := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	// Owners that want nothing here any more give their hooks up first.
+	for _, owner := range gone {
+		if _, err := a.opts.Manager.ApplyLock(ctx, nil, chain.LockApplyOptions{Owner: owner, Prune: true, Keep: keep}); err != nil {
+			note(fmt.Errorf("remove the chains of %s: %w", owner, err))
+			a.log.Warn("remove chains", "owner", owner, "error", err)
+		} else {
+			a.log.Info("removed chains", "owner", owner)
+		}
+	}
+	// Owners with chains but none on this node's interfaces still prune.
+	for _, c := range d.Chains {
+		if _, ok := byOwner[c.Owner]; !ok {
+			byOwner[c.Owner] = nil
+		}
+	}
+	owners := make([]string, 0, len(byOwner))
+	for o := range byOwner {
+		owners = append(owners, o)
+	}
+	sort.Strings(owners)
+	for _, owner := range owners {
+		ins := byOwner[owner]
+		sort.Slice(ins, func(i, j int) bool {
+			if ins[i].iface != ins[j].iface {
+				return ins[i].iface < ins[j].iface
+			}
+			return ins[i].chain.Hook < ins[j].chain.Hook
+		})
+		lk := &chain.Lock{Version: chain.LockVersion}
+		for _, in := range ins {
+			lk.Chains = append(lk.Chains, chain.LockedChain{
+				Interface: in.iface, Hook: in.chain.Hook, Backend: in.chain.Backend, Mode: in.chain.Mode,
+				Programs: in.chain.Programs,
+			})
+		}
+		ar, err := a.opts.Manager.ApplyLock(ctx, lk, chain.LockApplyOptions{Owner: owner, Prune: true, Keep: keep})
+		if err != nil {
+			note(err)
+			reason := classify(err)
+			a.log.Warn("apply", "owner", owner, "reason", reason, "error", err)
+			for _, in := range ins {
+				res.Chains = append(res.Chains, a.result(in, reason, err.Error()))
+			}
+			continue
+		}
+		for _, c := range ar.Changes {
+			if !c.Unchanged() {
+				a.log.Info("applied", "owner", owner, "interface", c.Interface, "hook", c.Hook, "backend", c.Backend,
+					"chain", c.Order, "added", c.Added, "removed", c.Removed, "updated", c.Updated, "moved", c.Moved, "recovered", c.Recovered)
+			}
+		}
+		for _, in := range ins {
+			r := a.result(in, "", "")
+			r.Applied = true
+			hs, err := a.opts.Manager.HookStatus(ctx, "", in.iface, in.chain.Hook)
+			if err != nil {
+				a.log.Warn("status", "interface", in.iface, "hook", in.chain.Hook, "error", err)
+			}
+			if hs != nil {
+				r.Backend = hs.Backend
+				for _, p := range hs.Programs {
+					r.Programs = append(r.Programs, ProgramResult{Name: p.Name, Digest: p.Digest, ID: uint32(p.ProgramID)})
+				}
+			}
+			res.Chains = append(res.Chains, r)
+		}
+	}
+	sort.SliceStable(res.Chains, func(i, j int) bool {
+		a, b := res.Chains[i], res.Chains[j]
+		if a.Owner != b.Owner {
+			return a.Owner < b.Owner
+		}
+		if a.Interface != b.Interface {
+			return a.Interface < b.Interface
+		}
+		return a.Hook < b.Hook
+	})
+	return res, firstErr
+}
+
+func (a *Agent) result(in instance, reason, msg string) ChainResult {
+	return ChainResult{
+		Owner: in.chain.Owner, Generation: in.chain.Generation, Interface: in.iface, Netns: in.chain.Netns,
+		Hook: in.chain.Hook, Backend: in.chain.Backend, Reason: reason, Message: msg,
+	}
+}
+
+// links lists the node's interfaces, marking the one with the node's IP.
+func (a *Agent) links(nodeIP netip.Addr) ([]Link, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []Link
+	for _, l := range ls {
+		link := Link{Name: l.Attrs().Name}
+		if nodeIP.IsValid() {
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				return nil, fmt.Errorf("addresses of %s: %w", link.Name, err)
+			}
+			link.Primary = slices.ContainsFunc(addrs, func(ad netlink.Addr) bool {
+				ip, ok := netip.AddrFromSlice(ad.IP)
+				return ok && ip.Unmap() == nodeIP.Unmap()
+			})
+		}
+		out = append(out, link)
+	}
+	return out, nil
+}
+
+// classify maps an apply error to a condition reason.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, chain.ErrNotOwner), errors.Is(err, bpf.ErrForeignProgram):
+		return ReasonConflict
+	case errors.Is(err, verify.ErrUnsigned), errors.Is(err, verify.ErrUntrusted), errors.Is(err, verify.ErrInvalidSignature),
+		errors.Is(err, verify.ErrContent), errors.Is(err, chain.ErrSignerChanged), errors.Is(err, chain.ErrObjectChanged),
+		errors.Is(err, chain.ErrNoPolicy), errors.Is(err, verify.ErrPolicy):
+		return ReasonVerificationFailed
+	case errors.Is(err, chain.ErrNoInterface):
+		return ReasonInterfaceMissing
+	default:
+		return ReasonLoadFailed
+	}
+}
