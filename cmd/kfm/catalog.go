@@ -215,12 +215,8 @@ still written with every bundle that could.`,
 			for _, p := range res.Problems {
 				fmt.Fprintf(g.err, "kfm: warning: %s: %s\n", p.Repository, p.Error)
 			}
-			siteOpts := site.Options{Title: title, Namespaces: names}
-			if _, computed := capabilitiesOf(&registry.ProgramConfig{}); computed {
-				siteOpts.Capabilities = func(_ *catalog.Page, p *registry.ProgramConfig) []string {
-					caps, _ := capabilitiesOf(p)
-					return caps
-				}
+			siteOpts := site.Options{Title: title, Namespaces: names,
+				Capabilities: func(_ *catalog.Page, p *registry.ProgramConfig) ([]string, bool) { return capabilitiesOf(p) },
 			}
 			if err := site.Build(dir, ok, siteOpts); err != nil {
 				return err

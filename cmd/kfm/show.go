@@ -111,11 +111,14 @@ func printPage(w io.Writer, p *catalog.Page) error {
 		caps, computed := capabilitiesOf(&cfg.Programs[i])
 		switch {
 		case !computed:
-			fmt.Fprintf(w, "  %s: not shown by this version of kfm\n", cfg.Programs[i].Function)
+			fmt.Fprintf(w, "  %s: not recorded (published by an older kfm; kfm inspect computes them from the object)\n", cfg.Programs[i].Function)
 		case len(caps) == 0:
 			fmt.Fprintf(w, "  %s: none\n", cfg.Programs[i].Function)
 		default:
-			fmt.Fprintf(w, "  %s: %s\n", cfg.Programs[i].Function, clean(strings.Join(caps, ", ")))
+			fmt.Fprintf(w, "  %s:\n", cfg.Programs[i].Function)
+			for _, c := range caps {
+				fmt.Fprintf(w, "    %s\n", clean(c))
+			}
 		}
 	}
 	if md.Readme != "" {
@@ -124,14 +127,53 @@ func printPage(w io.Writer, p *catalog.Page) error {
 	return nil
 }
 
-// capabilitiesOf lists what a program can do inside the kernel, as kfm
-// computed it from the bytecode, for kfm show and kfm catalog build;
-// computed is false while this kfm has no such analysis. This is the one
-// place to connect it (e.g. from a capabilities field of the program's
-// config, which kfm publish would compute).
-func capabilitiesOf(p *registry.ProgramConfig) (caps []string, computed bool) {
-	_ = p
-	return nil, false
+// capabilitiesOf lists what a program can do inside the kernel as the
+// bundle records it (kfm publish computes it from the bytecode; see
+// bpf/analyze), one line per fact, for kfm show and kfm catalog build.
+// known is false for bundles published before kfm recorded capabilities.
+// This is display only: kfm computes the facts again from the object
+// whenever it decides anything (policy, compatibility).
+func capabilitiesOf(p *registry.ProgramConfig) (lines []string, known bool) {
+	c := p.Capabilities
+	if c == nil {
+		return nil, false
+	}
+	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
+	add("program type %s, %d instructions (%d with subprograms)", c.Type, c.Instructions, c.TotalInstructions)
+	if len(c.Helpers) > 0 {
+		add("helpers: %s", strings.Join(c.Helpers, ", "))
+	}
+	if len(c.Kfuncs) > 0 {
+		add("kfuncs: %s", strings.Join(c.Kfuncs, ", "))
+	}
+	if len(c.MapTypes) > 0 {
+		add("map types: %s", strings.Join(c.MapTypes, ", "))
+	}
+	for _, f := range []struct {
+		on   bool
+		text string
+	}{
+		{c.WritesPacket, "writes packet data"},
+		{c.AdjustsPacket, "adjusts packet head, tail or metadata"},
+		{c.Redirects, "redirects packets"},
+		{c.WritesContext, "writes packet metadata"},
+		{c.TailCalls, "makes tail calls"},
+	} {
+		if f.on {
+			add("%s", f.text)
+		}
+	}
+	if c.ReturnsKnown {
+		var vs []string
+		for _, r := range c.Returns {
+			vs = append(vs, verdictText(c, r))
+		}
+		add("returns %s", strings.Join(vs, ", "))
+	}
+	if c.ReadOnlyObserver {
+		add("read-only observer (proven: never writes, never redirects, returns only pass)")
+	}
+	return lines, true
 }
 
 var (

@@ -40,9 +40,10 @@ type Options struct {
 	Namespaces []string
 	// Capabilities, when set, lists what a program can do (computed from
 	// its bytecode); each line becomes an item of the program's
-	// Capabilities section. Without it the section says that this kfm
-	// does not show capabilities.
-	Capabilities func(b *catalog.Page, p *registry.ProgramConfig) []string
+	// Capabilities section. known is false when the bundle records none
+	// (published before kfm computed them); then, as without the
+	// function, the section says that they are not shown.
+	Capabilities func(b *catalog.Page, p *registry.ProgramConfig) (lines []string, known bool)
 }
 
 // Build writes the site for pages into dir (created when missing): index.html,
@@ -244,7 +245,7 @@ func pageViewOf(p *catalog.Page, opts Options) (*pageView, error) {
 		}
 		prog := programView{ProgramConfig: *pc, HooksText: strings.Join(hooks, ", "), ProceedText: strings.Join(pc.ProceedOn, ", "), Requires: strings.Join(req, ", ")}
 		if opts.Capabilities != nil {
-			prog.Capabilities, prog.Computed = opts.Capabilities(p, pc), true
+			prog.Capabilities, prog.Computed = opts.Capabilities(p, pc)
 		}
 		pv.Programs = append(pv.Programs, prog)
 	}

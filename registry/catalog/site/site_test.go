@@ -81,7 +81,9 @@ func TestBuild(t *testing.T) {
 	}
 	// Capabilities, when the caller computes them.
 	dir2 := filepath.Join(t.TempDir(), "out")
-	err := site.Build(dir2, pages, site.Options{Capabilities: func(*catalog.Page, *registry.ProgramConfig) []string { return []string{"reads packets only"} }})
+	err := site.Build(dir2, pages, site.Options{Capabilities: func(*catalog.Page, *registry.ProgramConfig) ([]string, bool) {
+		return []string{"reads packets only"}, true
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ var pageTmpl = template.Must(template.New("bundle").Funcs(funcs).Parse(trust + `
 {{range .Maps}}<tr><td><code>{{.Name}}</code></td><td>{{.Type}}</td><td>{{.Pinning}}</td></tr>
 {{end}}</tbody></table>{{end}}
 <h3>Capabilities</h3>
-<div class="capabilities">{{if .Computed}}{{if .Capabilities}}<ul>{{range .Capabilities}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>none</p>{{end}}{{else}}<p class="placeholder">Capabilities computed from the bytecode are not shown by this version of kfm.</p>{{end}}</div>
+<div class="capabilities">{{if .Computed}}{{if .Capabilities}}<ul>{{range .Capabilities}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>none</p>{{end}}{{else}}<p class="placeholder">This bundle records no capabilities (it was published by an older kfm); <code>kfm inspect</code> computes them from the object.</p>{{end}}</div>
 </section>
 {{end}}
 {{if .Readme}}<section id="readme" class="readme"><h2>Readme</h2>
