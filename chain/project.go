@@ -103,13 +103,26 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		}
 	}
 
+	st, err := m.state.load()
+	if err != nil {
+		return nil, err
+	}
+	// An apply that only takes programs away does not ask the trust
+	// policy about those that stay (see removesOnly).
+	keptElems, keptChains, removesOnly, err := m.removesOnly(ctx, st, man, lk, opts)
+	if err != nil {
+		return nil, err
+	}
+
 	newLock := &Lock{Version: LockVersion}
 	var specs []HookSpec
 	for i := range man.Chains {
 		cs := &man.Chains[i]
 		var elements []*Element
 		var lc LockedChain
-		if opts.Locked {
+		if removesOnly {
+			elements, lc = keptElems[i], keptChains[i]
+		} else if opts.Locked {
 			lc = *lk.Chain(cs.Interface, cs.Hook)
 			for _, lp := range lc.Programs {
 				e, err := m.sources.Element(ctx, &lc, lp, true)
@@ -128,10 +141,6 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		specs = append(specs, HookSpec{Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: opts.ResetMaps})
 	}
 
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
 	// Hooks kfm runs that kfm.yaml no longer names.
 	for _, hs := range st.Hooks {
 		if man.Chain(hs.Interface, hs.Hook) != nil {

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/bpf"
@@ -378,23 +377,9 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 	} else {
 		// Pull by the locked digest only; the resolved tag stays for
 		// humans (and the cache), never to choose the content.
-		base := lp.Resolved
-		if base == "" {
-			base = lp.Ref
-			if r, _, ok := splitRange(base); ok {
-				base = r
-			}
-		}
-		ref, err := registry.ParseReference(base)
+		ref, err := lockedRef(lp)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", lp.Name, err)
-		}
-		if lp.Resolved == "" {
-			ref.Tag = ""
-		}
-		d, err := digest.Parse(lp.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("%s: locked digest %q: %w", lp.Name, lp.Digest, err)
 		}
 		var want *Signer
 		if strict {
@@ -403,34 +388,13 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 				want = &Signer{Unsigned: true}
 			}
 		}
-		got, err := s.pull(ctx, ref.Pinned(d), want)
+		got, err := s.pull(ctx, ref, want)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", lp.Name, err)
 		}
 		data, source = got.bundle.Object, lp.Ref
 	}
-	obj, err := bpf.ParseObject(source, data)
-	if err != nil {
-		return nil, err
-	}
-	if "sha256:"+obj.SHA256 != lp.Object {
-		return nil, fmt.Errorf("%s: %s has sha256:%s, the lock says %s: %w (run kfm lock if the change is expected)", lp.Name, source, obj.SHA256, lp.Object, ErrObjectChanged)
-	}
-	proceed, err := bpf.ParseActions(c.Hook, strings.Join(lp.ProceedOn, ","))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	if _, err := obj.Program(lp.Function); err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	params, err := canonicalParams(obj, lp.Params)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	return &Element{
-		Name: lp.Name, Source: source, Digest: lp.Digest, Object: obj, Data: data,
-		Function: lp.Function, Priority: lp.Priority, ProceedOn: proceed, Params: params,
-	}, nil
+	return s.lockedElement(c, lp, data, source)
 }
 
 func readObject(path string) ([]byte, error) {
