@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -63,8 +62,19 @@ func (s *Sources) warn(format string, args ...any) {
 	}
 }
 
-// ociTag is what the distribution spec allows as a tag.
-var ociTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+// ociTag reports whether tag is what the distribution spec allows as a
+// tag: ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ (no regexp compiled at start-up).
+func ociTag(tag string) bool {
+	if len(tag) == 0 || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // splitRange splits "host/repo:RANGE" into "host/repo" and the range when
 // the part after the last ':' of the last path element is not a valid tag.
@@ -78,7 +88,7 @@ func splitRange(ref string) (repo, constraint string, ok bool) {
 		return "", "", false
 	}
 	tag := ref[colon+1:]
-	if ociTag.MatchString(tag) {
+	if ociTag(tag) {
 		return "", "", false
 	}
 	return ref[:colon], tag, true
