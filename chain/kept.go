@@ -67,10 +67,12 @@ func (s *Sources) keptElement(ctx context.Context, c *LockedChain, lp LockedProg
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", lp.Name, err)
 	}
-	if err := s.Registry.Fetch(ctx, pinned, desc, opts); err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	b, err := s.Registry.Open(ctx, pinned)
+	b, err := s.memo.opened(pinned.Digest.String(), func() (*registry.Bundle, error) {
+		if err := s.Registry.Fetch(ctx, pinned, desc, opts); err != nil {
+			return nil, err
+		}
+		return s.Registry.Open(ctx, pinned)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", lp.Name, err)
 	}
@@ -105,7 +107,7 @@ func lockedRef(lp LockedProgram) (registry.Reference, error) {
 // lockedElement builds the element of a locked program from its object
 // bytes, checking them against the locked object digest.
 func (s *Sources) lockedElement(c *LockedChain, lp LockedProgram, data []byte, source string) (*Element, error) {
-	obj, err := bpf.ParseObject(source, data)
+	obj, err := s.memo.object(source, data)
 	if err != nil {
 		return nil, err
 	}

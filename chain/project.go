@@ -209,7 +209,7 @@ func (m *Manager) describe(ctx context.Context, st *State, specs []HookSpec) ([]
 			switch {
 			case !was:
 				c.Added = append(c.Added, comp.Name)
-			case comp.Spec != nil && keys[comp.Name] != comp.Key:
+			case p.elems[i] != nil && keys[comp.Name] != comp.Key:
 				c.Updated = append(c.Updated, comp.Name)
 			case pos != i:
 				c.Moved = append(c.Moved, comp.Name)

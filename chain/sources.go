@@ -54,6 +54,9 @@ type Sources struct {
 	BaseDir string
 	// Warn receives warnings for the user.
 	Warn func(msg string)
+
+	// memo keeps what one run learnt per digest (see memo.go).
+	memo memo
 }
 
 func (s *Sources) warn(format string, args ...any) {
@@ -163,6 +166,13 @@ type pulled struct {
 // opens it. strict, when set, is the signer the lock recorded and must be
 // among those that verified.
 func (s *Sources) pull(ctx context.Context, ref registry.Reference, strict *Signer) (*pulled, error) {
+	// A reference is resolved, fetched, verified and opened once per run,
+	// however many chains use it (and a tag names the same digest in
+	// all of them).
+	return s.memo.pulled(ref.String()+"\x00"+signerKey(strict), func() (*pulled, error) { return s.pullOnce(ctx, ref, strict) })
+}
+
+func (s *Sources) pullOnce(ctx context.Context, ref registry.Reference, strict *Signer) (*pulled, error) {
 	if s.Registry == nil {
 		return nil, fmt.Errorf("%s: no registry client", ref)
 	}
@@ -307,7 +317,7 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 		lp.Digest = bundle.Digest.String()
 		lp.Signer = got.signer
 	}
-	obj, err := bpf.ParseObject(source, data)
+	obj, err := s.memo.object(source, data)
 	if err != nil {
 		return LockedProgram{}, nil, "", err
 	}

@@ -23,6 +23,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -51,7 +52,12 @@ func main() {
 	}
 	kfmBin := flag.String("kfm", "bin/kfm", "the kfm binary to measure")
 	flag.IntVar(&n, "n", n, "interfaces (veth pairs), one chain of five programs each")
+	byHand := flag.Bool("byhand", false, "instead: install+remove of one signed program from a cold cache, kfm vs oras pull + cosign verify + xdp-loader load/unload, median of -rounds")
+	flag.IntVar(&rounds, "rounds", rounds, "rounds of -byhand")
 	flag.Parse()
+	if *byHand {
+		n = 0
+	}
 	os.Exit(run(*kfmBin, n))
 }
 
@@ -104,7 +110,10 @@ type bench struct {
 	bpffs string
 	conf  string
 	reg   string
+	pub   string
 	n     int
+	// digests are the published bundles' digests, by program name.
+	digests map[string]string
 }
 
 // result is one measured kfm run.
@@ -114,6 +123,9 @@ type result struct {
 	cpu    time.Duration
 	maxRSS int64 // bytes
 }
+
+// rounds is how often -byhand runs each sequence.
+var rounds = 10
 
 func run(kfmBin string, n int) (code int) {
 	if os.Geteuid() != 0 {
@@ -156,6 +168,10 @@ func run(kfmBin string, n int) (code int) {
 		e.cleanup()
 	}()
 	b.setup()
+	if n == 0 {
+		b.compare(rounds)
+		return 0
+	}
 	results := b.measure()
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "%d chains x %d programs (xdp, tailcall)\twall\tcpu\tpeak RSS\t\n", n, len(programs))
@@ -206,13 +222,23 @@ func (b *bench) setup() {
 
 	key := filepath.Join(b.dir, "bench")
 	b.mustKFM("generate-key-pair", "--output-key-prefix", key)
+	b.digests = map[string]string{}
 	for _, p := range programs {
-		b.mustKFM("publish", p.obj, b.ref(p.name), "--sign", "--key", key+".key")
+		out, err := b.kfmOutput("publish", p.obj, b.ref(p.name), "--sign", "--key", key+".key", "-o", "json")
+		if err != nil {
+			b.Fatalf("publish %s: %v", p.obj, err)
+		}
+		var res struct{ Digest string }
+		if err := json.Unmarshal(out, &res); err != nil || res.Digest == "" {
+			b.Fatalf("publish %s -o json: %v: %s", p.obj, err, out)
+		}
+		b.digests[p.name] = res.Digest
 	}
 	policy := fmt.Sprintf("version: 1\nrules:\n  - match: %s/bench/*\n    keys: [%s.pub]\n", b.reg, key)
 	if err := os.WriteFile(filepath.Join(b.conf, "policy.yaml"), []byte(policy), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	b.pub = key + ".pub"
 	fmt.Printf("set up %d veth pairs, a registry and %d signed programs in %.1fs\n", b.n, len(programs), time.Since(start).Seconds())
 }
 
@@ -268,18 +294,35 @@ func (b *bench) mustKFM(args ...string) {
 	}
 }
 
+// kfmOutput runs kfm inside the namespace and returns its standard output.
+func (b *bench) kfmOutput(args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(b.ctx, "nsenter", append([]string{"--net=" + b.pair.B.Path(), b.kfm}, args...)...)
+	cmd.Env = append(os.Environ(), b.kfmEnv()...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%w: %s", err, lastLines(stderr.String(), 5))
+	}
+	return out, nil
+}
+
+func (b *bench) kfmEnv() []string {
+	return []string{
+		"KFM_CONFIG_DIR=" + b.conf,
+		"KFM_STATE_DIR=" + filepath.Join(b.dir, "state"),
+		"KFM_CACHE_DIR=" + filepath.Join(b.dir, "cache"),
+		"KFM_BPFFS=" + b.bpffs,
+		"KFM_PASSWORD=bench",
+		"DOCKER_CONFIG=" + filepath.Join(b.dir, "docker"),
+	}
+}
+
 // kfmRun runs kfm inside the namespace (nsenter execs kfm itself, so the
 // rusage wait4 returns is kfm's).
 func (b *bench) kfmRun(what string, args ...string) (result, error) {
 	cmd := exec.CommandContext(b.ctx, "nsenter", append([]string{"--net=" + b.pair.B.Path(), b.kfm}, args...)...)
-	cmd.Env = append(os.Environ(),
-		"KFM_CONFIG_DIR="+b.conf,
-		"KFM_STATE_DIR="+filepath.Join(b.dir, "state"),
-		"KFM_CACHE_DIR="+filepath.Join(b.dir, "cache"),
-		"KFM_BPFFS="+b.bpffs,
-		"KFM_PASSWORD=bench",
-		"DOCKER_CONFIG="+filepath.Join(b.dir, "docker"),
-	)
+	cmd.Env = append(os.Environ(), b.kfmEnv()...)
 	var outBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
 	start := time.Now()
