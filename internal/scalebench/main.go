@@ -281,6 +281,16 @@ func (b *bench) measure() []result {
 	step("cold apply", "apply")
 	step("no-op apply --locked", "apply", "--locked")
 	step("status", "status")
+	if f := os.Getenv("BENCH_SCALE_PAUSE"); f != "" {
+		// For profiling by hand: the chains stay up until f exists.
+		fmt.Printf("paused until %s exists; namespace %s, environment:\n  %s\n", f, b.pair.B.Path(), strings.Join(b.kfmEnv(), "\n  "))
+		for {
+			if _, err := os.Stat(f); err == nil || b.ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+	}
 	b.writeManifest(b.manifest(true))
 	step("change every chain", "apply")
 	b.writeManifest("version: 1\nchains: []\n")
