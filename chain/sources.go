@@ -55,7 +55,10 @@ type Sources struct {
 	// Warn receives warnings for the user.
 	Warn func(msg string)
 
-	// memo keeps what one run learnt per digest (see memo.go).
+	// memo keeps what one run learnt per reference and object (see
+	// memo.go) for as long as this Sources lives: make a Sources per
+	// command or per reconcile, never one for a process's lifetime, or a
+	// changed trust policy or tag would not be seen.
 	memo memo
 }
 
