@@ -152,9 +152,14 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		specs = append(specs, HookSpec{Interface: hs.Interface, Hook: hs.Hook})
 	}
 
-	oldText, _ := lk.Marshal()
-	newText, _ := newLock.Marshal()
-	res := &ApplyResult{Lock: newLock, LockChanged: string(oldText) != string(newText)}
+	res := &ApplyResult{Lock: newLock}
+	if !opts.Locked {
+		// apply --locked never rewrites kfm.lock (and encoding two
+		// locks of 300 chains was a third of a no-op's time).
+		oldText, _ := lk.Marshal()
+		newText, _ := newLock.Marshal()
+		res.LockChanged = string(oldText) != string(newText)
+	}
 	if opts.LockOnly {
 		if !opts.DryRun && res.LockChanged {
 			if err := m.saveProject(nil, newLock); err != nil {
