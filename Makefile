@@ -17,7 +17,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build image bpf bpf-check deps lint test test-host test-kernels bench demo clean
+.PHONY: all build image bpf bpf-check deps lint test test-host test-kernels bench bench-scale demo clean
 
 all: build
 
@@ -77,6 +77,19 @@ test: deps lint bpf-check test-host test-kernels
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# kfm at the scale of a big host (issue 11), as root: a namespace with
+# BENCH_SCALE_N veth pairs (default 300), five signed programs in a local
+# registry, one chain each; prints wall time, CPU and peak RSS of cold apply,
+# no-op apply --locked, status, changing every chain and teardown; then
+# install+remove of a signed program from a cold cache, kfm vs oras pull +
+# cosign verify + xdp-loader load/unload by hand, median of 10.
+BENCH_SCALE_N ?= 300
+bench-scale: build deps
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-scale: run it as root" >&2; exit 1; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./internal/scalebench
+	BENCH_SCALE_N=$(BENCH_SCALE_N) bin/scalebench -kfm bin/kfm
+	bin/scalebench -kfm bin/kfm -byhand -rounds 10
 
 # A short, real tour (as root): registry, signed programs, a chain on a veth
 # pair in network namespaces, reordered under traffic, restored from kfm.lock.

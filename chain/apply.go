@@ -366,27 +366,12 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		if slices.ContainsFunc(foreign, func(cp bpf.ChainProgram) bool { return cp.Name == e.Name }) {
 			return nil, fmt.Errorf("%s: the name %q is taken by a program another tool loaded: choose another --name", t, e.Name)
 		}
-		cs, err := e.Object.Spec(e.Params)
-		if err != nil {
-			return nil, err
-		}
-		// What the kernel lacks is said before the verifier runs.
-		rep, err := compat.Check(cs, e.Function, e.MinKernel)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", t, e.Name, err)
-		}
-		if err := rep.Err(); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", t, e.Name, err)
-		}
-		for name := range cs.Programs {
-			if name != e.Function {
-				delete(cs.Programs, name)
-			}
-		}
+		// The CollectionSpec is made in prepare, for hooks that change
+		// only: a hook that stays as it is needs no copy of it.
 		key := e.key()
 		entries = append(entries, entry{elem: e, comp: bpf.Component{
 			Name: e.Name, Priority: e.Priority, ProceedOn: e.ProceedOn,
-			Spec: cs, Function: e.Function, Key: key,
+			Function: e.Function, Key: key,
 			Running: running[e.Name+"\x00"+key],
 		}})
 	}
@@ -479,9 +464,29 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 	}
 	for i := range p.comps {
 		c := &p.comps[i]
-		if c.Spec == nil {
-			continue
+		e := p.elems[i]
+		if e == nil {
+			continue // another tool's program, running already
 		}
+		cs, err := e.Object.Spec(e.Params)
+		if err != nil {
+			return withTarget(p.target, err)
+		}
+		// What the kernel lacks is said before the verifier runs (and
+		// before any hook of the transaction switches).
+		rep, err := compat.Check(cs, e.Function, e.MinKernel)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", p.target, e.Name, err)
+		}
+		if err := rep.Err(); err != nil {
+			return fmt.Errorf("%s: %s: %w", p.target, e.Name, err)
+		}
+		for name := range cs.Programs {
+			if name != e.Function {
+				delete(cs.Programs, name)
+			}
+		}
+		c.Spec = cs
 		em, err := m.maps.prepare(p.target, c.Name, c.Spec, p.resetMaps)
 		if err != nil {
 			return withTarget(p.target, err)

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"regexp"
 	"slices"
 
 	"github.com/kfm-project/kfm/bpf"
@@ -42,12 +41,29 @@ type Element struct {
 	Metrics []Metric
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
+// nameOK is the pattern ^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$ without a
+// regexp compiled at start-up (every kfm command, even kfm version, would
+// pay for it).
+func nameOK(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isAlnum(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
 
 // ValidateName checks an element name: letters, digits, '_' and '-', at
 // most 63 characters (names become pin directory names).
 func ValidateName(name string) error {
-	if !namePattern.MatchString(name) {
+	if !nameOK(name) {
 		return fmt.Errorf("invalid program name %q: use letters, digits, '_' and '-' (at most 63 characters)", name)
 	}
 	return nil

@@ -168,6 +168,16 @@ const (
 func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fresh map[string]lockedElement, relock func(string) bool, mode lockMode) ([]*Element, LockedChain, error) {
 	lc := LockedChain{Interface: cs.Interface, Netns: cs.Netns, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode}
 	old := lk.ChainIn(cs.NetnsPath(), cs.Interface, cs.Hook)
+	// Programs that stay running by their locked digest are not verified
+	// again (see keptElement).
+	var running map[string]string
+	if mode == keepLocked {
+		st, err := m.state.load()
+		if err != nil {
+			return nil, lc, err
+		}
+		running = runningDigests(st, cs.NetnsPath(), cs.Interface, cs.Hook)
+	}
 	var elements []*Element
 	add := func(lp LockedProgram, e *Element) {
 		i := slices.IndexFunc(cs.Programs, func(p ProgramSpec) bool { return p.Name == lp.Name })
@@ -203,7 +213,13 @@ func (m *Manager) chainElements(ctx context.Context, cs *ChainSpec, lk *Lock, fr
 			add(lp, e)
 			continue
 		case locked != nil:
-			e, err := m.sources.Element(ctx, old, *locked, false)
+			var e *Element
+			var err error
+			if runsNow(running, *locked) {
+				e, err = m.sources.keptElement(ctx, old, *locked)
+			} else {
+				e, err = m.sources.Element(ctx, old, *locked, false)
+			}
 			if err == nil {
 				add(*locked, e)
 				continue

@@ -115,13 +115,26 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		}
 	}
 
+	st, err := m.state.load()
+	if err != nil {
+		return nil, err
+	}
+	// An apply that only takes programs away does not ask the trust
+	// policy about those that stay (see removesOnly).
+	keptElems, keptChains, removesOnly, err := m.removesOnly(ctx, st, man, lk, opts)
+	if err != nil {
+		return nil, err
+	}
+
 	newLock := &Lock{Version: LockVersion}
 	var specs []HookSpec
 	for i := range man.Chains {
 		cs := &man.Chains[i]
 		var elements []*Element
 		var lc LockedChain
-		if opts.Locked {
+		if removesOnly {
+			elements, lc = keptElems[i], keptChains[i]
+		} else if opts.Locked {
 			lc = *lk.ChainIn(cs.NetnsPath(), cs.Interface, cs.Hook)
 			for _, lp := range lc.Programs {
 				e, err := m.sources.Element(ctx, &lc, lp, true)
@@ -141,10 +154,6 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		specs = append(specs, HookSpec{Netns: cs.NetnsPath(), Interface: cs.Interface, Hook: cs.Hook, Backend: cs.Backend, Mode: cs.Mode, Elements: elements, ResetMaps: opts.ResetMaps})
 	}
 
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
 	var only *string
 	if opts.Netns != "" {
 		p, err := NetnsPath(opts.Netns)
@@ -167,9 +176,14 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		specs = slices.DeleteFunc(specs, func(s HookSpec) bool { return s.Netns != *only })
 	}
 
-	oldText, _ := lk.Marshal()
-	newText, _ := newLock.Marshal()
-	res := &ApplyResult{Lock: newLock, LockChanged: string(oldText) != string(newText)}
+	res := &ApplyResult{Lock: newLock}
+	if !opts.Locked {
+		// apply --locked never rewrites kfm.lock (and encoding two
+		// locks of 300 chains was a third of a no-op's time).
+		oldText, _ := lk.Marshal()
+		newText, _ := newLock.Marshal()
+		res.LockChanged = string(oldText) != string(newText)
+	}
 	if opts.LockOnly {
 		if !opts.DryRun && res.LockChanged {
 			if err := m.saveProject(nil, newLock); err != nil {
@@ -224,7 +238,7 @@ func (m *Manager) describe(ctx context.Context, st *State, specs []HookSpec) ([]
 			switch {
 			case !was:
 				c.Added = append(c.Added, comp.Name)
-			case comp.Spec != nil && keys[comp.Name] != comp.Key:
+			case p.elems[i] != nil && keys[comp.Name] != comp.Key:
 				c.Updated = append(c.Updated, comp.Name)
 			case pos != i:
 				c.Moved = append(c.Moved, comp.Name)

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/bpf"
@@ -57,6 +55,12 @@ type Sources struct {
 	BaseDir string
 	// Warn receives warnings for the user.
 	Warn func(msg string)
+
+	// memo keeps what one run learnt per reference and object (see
+	// memo.go) for as long as this Sources lives: make a Sources per
+	// command or per reconcile, never one for a process's lifetime, or a
+	// changed trust policy or tag would not be seen.
+	memo memo
 }
 
 func (s *Sources) warn(format string, args ...any) {
@@ -65,8 +69,19 @@ func (s *Sources) warn(format string, args ...any) {
 	}
 }
 
-// ociTag is what the distribution spec allows as a tag.
-var ociTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+// ociTag reports whether tag is what the distribution spec allows as a
+// tag: ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ (no regexp compiled at start-up).
+func ociTag(tag string) bool {
+	if len(tag) == 0 || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // splitRange splits "host/repo:RANGE" into "host/repo" and the range when
 // the part after the last ':' of the last path element is not a valid tag.
@@ -80,7 +95,7 @@ func splitRange(ref string) (repo, constraint string, ok bool) {
 		return "", "", false
 	}
 	tag := ref[colon+1:]
-	if ociTag.MatchString(tag) {
+	if ociTag(tag) {
 		return "", "", false
 	}
 	return ref[:colon], tag, true
@@ -155,6 +170,13 @@ type pulled struct {
 // opens it. strict, when set, is the signer the lock recorded and must be
 // among those that verified.
 func (s *Sources) pull(ctx context.Context, ref registry.Reference, strict *Signer) (*pulled, error) {
+	// A reference is resolved, fetched, verified and opened once per run,
+	// however many chains use it (and a tag names the same digest in
+	// all of them).
+	return s.memo.pulled(ref.String()+"\x00"+signerKey(strict), func() (*pulled, error) { return s.pullOnce(ctx, ref, strict) })
+}
+
+func (s *Sources) pullOnce(ctx context.Context, ref registry.Reference, strict *Signer) (*pulled, error) {
 	if s.Registry == nil {
 		return nil, fmt.Errorf("%s: no registry client", ref)
 	}
@@ -299,7 +321,7 @@ func (s *Sources) lockProgram(ctx context.Context, hook bpf.Hook, p ProgramSpec)
 		lp.Digest = bundle.Digest.String()
 		lp.Signer = got.signer
 	}
-	obj, err := bpf.ParseObject(source, data)
+	obj, err := s.memo.object(source, data)
 	if err != nil {
 		return LockedProgram{}, nil, "", err
 	}
@@ -385,7 +407,7 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 		bundle *registry.Bundle
 	)
 	source := lp.Path
-	policyRef, minKernel := "", ""
+	policyRef := ""
 	if lp.Path != "" {
 		var err error
 		if data, err = readObject(s.path(lp.Path)); err != nil {
@@ -394,23 +416,9 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 	} else {
 		// Pull by the locked digest only; the resolved tag stays for
 		// humans (and the cache), never to choose the content.
-		base := lp.Resolved
-		if base == "" {
-			base = lp.Ref
-			if r, _, ok := splitRange(base); ok {
-				base = r
-			}
-		}
-		ref, err := registry.ParseReference(base)
+		ref, err := lockedRef(lp)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", lp.Name, err)
-		}
-		if lp.Resolved == "" {
-			ref.Tag = ""
-		}
-		d, err := digest.Parse(lp.Digest)
-		if err != nil {
-			return nil, fmt.Errorf("%s: locked digest %q: %w", lp.Name, lp.Digest, err)
 		}
 		var want *Signer
 		if strict {
@@ -419,48 +427,15 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 				want = &Signer{Unsigned: true}
 			}
 		}
-		got, err := s.pull(ctx, ref.Pinned(d), want)
+		got, err := s.pull(ctx, ref, want)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", lp.Name, err)
 		}
 		data, source = got.bundle.Object, lp.Ref
-		policyRef = ref.Pinned(d).String()
-		if defs, err := got.bundle.Config.Program(lp.Function); err == nil {
-			minKernel = defs.MinKernel
-		}
+		policyRef = ref.String()
 		bundle = got.bundle
 	}
-	obj, err := bpf.ParseObject(source, data)
-	if err != nil {
-		return nil, err
-	}
-	if "sha256:"+obj.SHA256 != lp.Object {
-		return nil, fmt.Errorf("%s: %s has sha256:%s, the lock says %s: %w (run kfm lock if the change is expected)", lp.Name, source, obj.SHA256, lp.Object, ErrObjectChanged)
-	}
-	proceed, err := bpf.ParseActions(c.Hook, strings.Join(lp.ProceedOn, ","))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	if _, err := obj.Program(lp.Function); err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	if err := s.CheckCapabilities(policyRef, obj, lp.Function, c.Hook); err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	params, err := canonicalParams(obj, lp.Params)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	metrics, err := s.metrics(obj, lp.Path, bundle, lp.Function)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp.Name, err)
-	}
-	return &Element{
-		Name: lp.Name, Source: source, Digest: lp.Digest, Object: obj, Data: data,
-		Function: lp.Function, Priority: lp.Priority, ProceedOn: proceed, Params: params,
-		MinKernel: minKernel,
-		Metrics:   metrics,
-	}, nil
+	return s.lockedElement(c, lp, data, source, lockedFrom{policyRef: policyRef, bundle: bundle, checkCapabilities: true})
 }
 
 // CheckCapabilities analyses function of obj (the bytes that will load)

@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -42,17 +42,21 @@ func PinDir(bpffs string, ifindex int, id ebpf.ProgramID) string {
 func progPin(dir string, n int) string { return filepath.Join(dir, fmt.Sprintf("prog%d-prog", n)) }
 func linkPin(dir string, n int) string { return filepath.Join(dir, fmt.Sprintf("prog%d-link", n)) }
 
-var pinDirName = regexp.MustCompile(`^dispatch-([0-9]+)-([0-9]+)$`)
-
 // parsePinDir returns the interface index and dispatcher ID a directory
 // name encodes.
 func parsePinDir(name string) (ifindex int, id ebpf.ProgramID, ok bool) {
-	m := pinDirName.FindStringSubmatch(name)
-	if m == nil {
+	// dispatch-<digits>-<digits>, parsed without a regexp compiled at
+	// start-up.
+	rest, ok := strings.CutPrefix(name, "dispatch-")
+	if !ok {
 		return 0, 0, false
 	}
-	i, err1 := strconv.Atoi(m[1])
-	d, err2 := strconv.ParseUint(m[2], 10, 32)
+	a, b, ok := strings.Cut(rest, "-")
+	if !ok || !allDigits(a) || !allDigits(b) {
+		return 0, 0, false
+	}
+	i, err1 := strconv.Atoi(a)
+	d, err2 := strconv.ParseUint(b, 10, 32)
 	if err1 != nil || err2 != nil {
 		return 0, 0, false
 	}
@@ -153,4 +157,13 @@ func removePinDir(dir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -76,6 +76,9 @@ type bundleSignatures struct {
 	// Refused is empty when a signature verified under the policy, else
 	// why the bundle would be refused.
 	Refused string `json:"refused,omitempty"`
+	// CacheOnly is set when the registry could not be asked for the
+	// signatures (it names why): those shown are the ones in the cache.
+	CacheOnly string `json:"cacheOnly,omitempty"`
 }
 
 func newInspectCommand(g *globals) *cobra.Command {
@@ -100,7 +103,9 @@ with defaults and descriptions, and maps, and the signatures found for its
 digest, checked against the trust policy (<config-dir>/policy.yaml, or
 --policy) when there is one. The reference is looked up in the local cache
 first, then in the registry (which pulls it into the cache); with --offline
-only the cache is used. bpfman bytecode images are shown the same way.
+only the cache is used. When the registry cannot be reached, the signatures
+cached with the bundle are checked and the output says that they come from
+the cache only. bpfman bytecode images are shown the same way.
 
 Both show each program's capabilities, computed by kfm from the object's
 bytecode (never taken from the bundle): helpers and kfuncs called, map
@@ -193,16 +198,24 @@ kernel), and if not, what is missing.`,
 // there is no policy.
 func (g *globals) bundleSignatures(cmd *cobra.Command, c *registry.Client, b *registry.Bundle, policyPath string, offline bool) (*bundleSignatures, error) {
 	ctx := cmd.Context()
+	var cacheOnly string
 	if !offline {
+		// A registry that cannot be reached does not hide what the
+		// cache holds (signatures are cached with the bundle): the
+		// signatures are checked from there, and the output says so.
 		if _, err := c.FetchReferrers(ctx, b.Reference); err != nil {
-			return nil, fmt.Errorf("fetch the signatures of %s: %w", b.Reference, err)
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("fetch the signatures of %s: %w", b.Reference, err)
+			}
+			cacheOnly = fmt.Sprintf("the registry could not be asked (%v)", err)
+			fmt.Fprintf(cmd.ErrOrStderr(), "kfm: %s: signatures from the cache only: %s\n", b.Reference, cacheOnly)
 		}
 	}
 	explicit := policyPath != ""
 	if !explicit {
 		policyPath = filepath.Join(g.configDir, "policy.yaml")
 	}
-	out := &bundleSignatures{Policy: policyPath}
+	out := &bundleSignatures{Policy: policyPath, CacheOnly: cacheOnly}
 	policy, err := verify.LoadPolicy(ctx, policyPath)
 	switch {
 	case err == nil:
@@ -225,6 +238,9 @@ func printSignatures(w io.Writer, s *bundleSignatures) error {
 		fmt.Fprintf(w, "\nSIGNATURES (no trust policy: listed, not checked)\n")
 	} else {
 		fmt.Fprintf(w, "\nSIGNATURES (checked against %s)\n", s.Policy)
+	}
+	if s.CacheOnly != "" {
+		fmt.Fprintf(w, "  from the cache only: %s\n", s.CacheOnly)
 	}
 	if len(s.Signatures) == 0 {
 		fmt.Fprintln(w, "  none: the bundle is unsigned")
