@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -302,10 +302,10 @@ func statusName(cs, node string) string {
 
 func ownerRefs(refs []metav1.OwnerReference, cs *v1alpha1.ChainSet) []metav1.OwnerReference {
 	ref := metav1.OwnerReference{
-		APIVersion:         v1alpha1.GroupVersion.String(),
-		Kind:               "ChainSet",
-		Name:               cs.Name,
-		UID:                cs.UID,
+		APIVersion: v1alpha1.GroupVersion.String(),
+		Kind:       "ChainSet",
+		Name:       cs.Name,
+		UID:        cs.UID,
 	}
 	out := slices.DeleteFunc(slices.Clone(refs), func(r metav1.OwnerReference) bool {
 		return r.APIVersion == ref.APIVersion && r.Kind == ref.Kind

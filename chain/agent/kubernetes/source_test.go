@@ -195,7 +195,9 @@ func (e *env) testAdmission(t *testing.T) {
 		}), "a keyless signer needs both subject and issuer"},
 		{"selector picks nothing", edit(func(cs *v1alpha1.ChainSet) { cs.Spec.Chains[0].InterfaceSelector = v1alpha1.InterfaceSelector{} }),
 			"interfaceSelector picks nothing"},
-		{"bad interface name", edit(func(cs *v1alpha1.ChainSet) { cs.Spec.Chains[0].InterfaceSelector.Names = []string{"a-name-longer-than-15"} }),
+		{"bad interface name", edit(func(cs *v1alpha1.ChainSet) {
+			cs.Spec.Chains[0].InterfaceSelector.Names = []string{"a-name-longer-than-15"}
+		}),
 			"each name is an interface name (at most 15 characters) or a regular expression written /RE/"},
 		{"regex", edit(func(cs *v1alpha1.ChainSet) { cs.Spec.Chains[0].InterfaceSelector.Names = []string{"/^veth[0-9a-f]+$/"} }), ""},
 		{"primary interface in a netns", edit(func(cs *v1alpha1.ChainSet) {

@@ -26,7 +26,7 @@ type ChainSet struct {
 
 // ChainSetSpec is what a ChainSet wants.
 //
-// +kubebuilder:validation:XValidation:rule="self.chains.all(c, self.chains.filter(d, d.hook == c.hook && (has(d.netns) ? d.netns : '') == (has(c.netns) ? c.netns : '')).size() == 1)",message="two chains of one ChainSet on the same hook and network namespace: merge them into one chain, or use two ChainSets"
+// +kubebuilder:validation:XValidation:rule="self.chains.all(c, self.chains.filter(d, d.hook == c.hook && has(d.netns) == has(c.netns) && (!has(d.netns) || d.netns == c.netns)).size() == 1)",message="two chains of one ChainSet on the same hook and network namespace: merge them into one chain, or use two ChainSets"
 type ChainSetSpec struct {
 	// NodeSelector picks the nodes by their labels. Empty or absent selects
 	// every node.
