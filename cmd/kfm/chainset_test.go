@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,6 +92,10 @@ chains:
 	})
 
 	// A program from a local object cannot go into a ChainSet.
+	local, err := filepath.Abs(samplesDir + "xdp_count.o")
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.writeConfig("kfm.yaml", fmt.Sprintf(`version: 1
 chains:
   - interface: %s
@@ -98,7 +103,7 @@ chains:
     programs:
       - name: local
         path: %s
-`, h.iface, samplesDir+"xdp_count.o"))
+`, h.iface, local))
 	_, stderr, code := h.kfm("lock", "--chainset", "web")
 	if code != exitFailure || !strings.Contains(stderr, `program "local" is a local object`) {
 		t.Errorf("a local object: exit %d, %s", code, stderr)
