@@ -52,4 +52,13 @@
 // both as Conflict (agent.ReasonConflict), and both status objects say
 // Degraded/Conflict. The outcome depends only on the objects, not on the
 // order of events, so it does not flap.
+//
+// # Start-up cost
+//
+// The source uses controller-runtime (cache, client) and client-go. Linking
+// it adds about 140 packages to those of package chain (425 instead of 285)
+// and, measured with GODEBUG=inittrace=1 on a loaded 2-core machine, about
+// 2.6 MB and 19,000 allocations and 30-40 ms of package initialisation. Only
+// the kfm agent command should import it; `kfm lock --chainset` imports the
+// API types alone (package api/v1alpha1: 24 packages, about 2 ms).
 package kubernetes
