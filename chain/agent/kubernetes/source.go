@@ -177,6 +177,9 @@ func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 	var last *agent.Desired
 	for {
 		d, err := s.desired(ctx, c)
+		if ctx.Err() != nil {
+			return nil // ended while reading: not a failure
+		}
 		if err != nil {
 			return err
 		}
