@@ -9,7 +9,8 @@
 #   $KFM_CONTROLPLANE_DIR (default ~/.cache/kfm/controlplane/v1.37.2)/{kube-apiserver,etcd}
 #
 # Tests find them there (internal/testenv.ControlPlane) or through
-# KUBEBUILDER_ASSETS. A binary that is already there is not rebuilt. A cold
+# KUBEBUILDER_ASSETS (set it to $KFM_CONTROLPLANE_DIR when that is set). A
+# binary that is already there is not rebuilt. A cold
 # kube-apiserver build is 15-20 minutes of CPU on 2 cores and about 2.4 GB of
 # RAM; it runs at the lowest CPU priority.
 set -euo pipefail
