@@ -17,7 +17,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build image bpf bpf-check deps lint test test-host test-kernels bench bench-scale demo clean
+.PHONY: all build image bpf bpf-check deps generate lint test test-host test-kernels bench bench-scale demo clean
 
 all: build
 
@@ -52,6 +52,13 @@ bpf-check:
 
 deps:
 	@scripts/deps.sh
+
+# The Kubernetes API's deepcopy code and CRDs, from the Go types; a test in
+# chain/agent/kubernetes/api/v1alpha1 fails when the committed ones differ.
+KUBE_API     := ./chain/agent/kubernetes/api/...
+generate: deps
+	controller-gen object paths=$(KUBE_API)
+	controller-gen crd paths=$(KUBE_API) output:crd:artifacts:config=manifests/kubernetes/crds
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -58,3 +58,10 @@ go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchm
 # five minutes each to build the first time.
 go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3
 go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+# Generates the Kubernetes API's deepcopy code and CRDs (make generate) and
+# checks that the committed ones are current (chain/agent/kubernetes/api).
+go_tool controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+# kube-apiserver and etcd for the control-plane tests, built from source and
+# cached by version (15-20 minutes of CPU the first time).
+"$(dirname "$0")/controlplane.sh"

@@ -440,7 +440,10 @@ func (g *globals) runApply(cmd *cobra.Command, f *chainFlags, opts chain.ApplyOp
 }
 
 func newLockCommand(g *globals) *cobra.Command {
-	var f chainFlags
+	var (
+		f  chainFlags
+		cf chainSetFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "lock",
 		Short: "Resolve kfm.yaml and write kfm.lock, without touching the kernel",
@@ -449,6 +452,9 @@ and semver ranges to digests), pulls and verifies them, and writes kfm.lock.
 Programs the lock already pins stay as they are: use kfm update to move them.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cf.check(); err != nil {
+				return err
+			}
 			m, err := g.manager(cmd.Context(), &f)
 			if err != nil {
 				return err
@@ -456,6 +462,9 @@ Programs the lock already pins stay as they are: use kfm update to move them.`,
 			res, err := m.Apply(cmd.Context(), chain.ApplyOptions{LockOnly: true})
 			if err != nil {
 				return err
+			}
+			if cf.name != "" {
+				return cf.write(g, res.Lock)
 			}
 			return g.report(res.Lock, func(w io.Writer) error {
 				if res.LockChanged {
@@ -468,6 +477,7 @@ Programs the lock already pins stay as they are: use kfm update to move them.`,
 		},
 	}
 	f.register(cmd)
+	cf.register(cmd)
 	return cmd
 }
 

@@ -101,3 +101,30 @@ func RequireTool(tb testing.TB, name string) string {
 	skipOrFail(tb, EnvRequireTools, name+" is not installed (run `make deps`, which installs it into $HOME/.cache/kfm/bin)")
 	return ""
 }
+
+// ControlPlaneVersion is the Kubernetes version of the control plane that
+// scripts/controlplane.sh (run by `make deps`) builds for tests.
+const ControlPlaneVersion = "v1.37.2"
+
+// ControlPlane returns the directory holding the kube-apiserver and etcd
+// binaries for controller-runtime's envtest: KUBEBUILDER_ASSETS when set,
+// else $HOME/.cache/kfm/controlplane/<ControlPlaneVersion>, where `make deps`
+// builds them. When they are missing the test skips, or fails under
+// KFM_REQUIRE_TOOLS=1.
+func ControlPlane(tb testing.TB) string {
+	tb.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			dir = filepath.Join(home, ".cache", "kfm", "controlplane", ControlPlaneVersion)
+		}
+	}
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+			skipOrFail(tb, EnvRequireTools, name+" "+ControlPlaneVersion+" is not built in "+dir+" (run `make deps`, which builds the control plane with scripts/controlplane.sh, or set KUBEBUILDER_ASSETS)")
+			return ""
+		}
+	}
+	return dir
+}
