@@ -17,7 +17,7 @@ const (
 
 // reservedLabels are the labels kfm puts on every declared metric; a
 // declaration may not use them.
-var reservedLabels = []string{"interface", "hook", "position", "program", "digest"}
+var reservedLabels = []string{"interface", "hook", "position", "program", "digest", "netns"}
 
 // MetricConfig declares a map of a program as a Prometheus metric: one
 // sample per distinct combination of the labelled key fields, the value

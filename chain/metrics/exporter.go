@@ -29,7 +29,7 @@ type Collector interface {
 
 // DefaultCollectors are what `kfm metrics` exposes.
 func DefaultCollectors() []Collector {
-	return []Collector{ChainInfo{}, Declared{}, MapFill{}}
+	return []Collector{ChainInfo{}, Verdicts{}, Declared{}, MapFill{}}
 }
 
 // Exporter is a prometheus.Collector reading the host on every scrape.
@@ -99,10 +99,13 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 
 // ProgramLabelNames are the labels of every per-program metric, in the
 // order ProgramLabels returns their values.
-var ProgramLabelNames = []string{"interface", "hook", "position", "program", "digest"}
+var ProgramLabelNames = []string{"interface", "hook", "position", "program", "digest", "netns"}
 
 // ProgramLabels are the values of ProgramLabelNames for program p of chain
-// h. digest is the bundle's manifest digest ("" for local objects).
+// h. digest is the bundle's manifest digest ("" for local objects); netns
+// the chain's network namespace path ("" for the host's, which Prometheus
+// shows as no label: the same interface name in two namespaces, eth0 of
+// every pod, stays two series).
 func ProgramLabels(h *chain.HookSnapshot, p *chain.ProgramSnapshot) []string {
-	return []string{h.Interface, string(h.Hook), strconv.Itoa(p.Position), p.Name, p.Digest}
+	return []string{h.Interface, string(h.Hook), strconv.Itoa(p.Position), p.Name, p.Digest, h.Netns}
 }

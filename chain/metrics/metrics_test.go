@@ -140,19 +140,19 @@ func TestDeclaredStructKey(t *testing.T) {
 	const want = `
 # HELP all_packets All packets.
 # TYPE all_packets gauge
-all_packets{digest="sha256:abc",hook="xdp",interface="eth0",position="0",program="flows"} 19
+all_packets{digest="sha256:abc",hook="xdp",interface="eth0",netns="",position="0",program="flows"} 19
 # HELP flow_packets_total Packets per flow.
 # TYPE flow_packets_total counter
-flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",port="53",position="0",program="flows",proto="17"} 7
-flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",port="80",position="0",program="flows",proto="17"} 5
-flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",port="80",position="0",program="flows",proto="6"} 7
+flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",netns="",port="53",position="0",program="flows",proto="17"} 7
+flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",netns="",port="80",position="0",program="flows",proto="17"} 5
+flow_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",netns="",port="80",position="0",program="flows",proto="6"} 7
 # HELP port_packets_total Packets per port.
 # TYPE port_packets_total counter
-port_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",port="53",position="0",program="flows"} 7
-port_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",port="80",position="0",program="flows"} 12
+port_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",netns="",port="53",position="0",program="flows"} 7
+port_packets_total{digest="sha256:abc",hook="xdp",interface="eth0",netns="",port="80",position="0",program="flows"} 12
 # HELP kfm_map_fill_ratio Entries divided by capacity of a hash map of an installed program (0 to 1).
 # TYPE kfm_map_fill_ratio gauge
-kfm_map_fill_ratio{digest="sha256:abc",hook="xdp",interface="eth0",map="flows",position="0",program="flows"} 0.046875
+kfm_map_fill_ratio{digest="sha256:abc",hook="xdp",interface="eth0",map="flows",netns="",position="0",program="flows"} 0.046875
 `
 	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "all_packets", "flow_packets_total", "port_packets_total", "kfm_map_fill_ratio"); err != nil {
 		t.Error(err)

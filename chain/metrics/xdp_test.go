@@ -98,10 +98,10 @@ func testXDPChainMetrics(t *testing.T, name string, backend chain.Backend) {
 	want := fmt.Sprintf(`
 # HELP kfm_chain_programs Programs in a chain.
 # TYPE kfm_chain_programs gauge
-kfm_chain_programs{hook="xdp",interface=%[1]q} 2
+kfm_chain_programs{hook="xdp",interface=%[1]q,netns=""} 2
 # HELP portfilter_dropped_packets_total Packets dropped because of their destination port.
 # TYPE portfilter_dropped_packets_total counter
-portfilter_dropped_packets_total{digest="",hook="xdp",interface=%[1]q,position="0",program="portfilter"} %[2]d
+portfilter_dropped_packets_total{digest="",hook="xdp",interface=%[1]q,netns="",position="0",program="portfilter"} %[2]d
 `, pair.BIf, n)
 	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "portfilter_dropped_packets_total", "kfm_chain_programs"); err != nil {
 		t.Error(err)
@@ -109,9 +109,16 @@ portfilter_dropped_packets_total{digest="",hook="xdp",interface=%[1]q,position="
 	// The counter also sees what the kernel sends on its own (ICMPv6 of
 	// neighbour discovery, proto 58): only UDP (17) is compared.
 	out, err := testutil.CollectAndFormat(e, expfmt.TypeTextPlain, "count_packets_total")
-	udp := fmt.Sprintf(`count_packets_total{digest="",hook="xdp",interface=%q,position="1",program="count",proto="17"} %d`, pair.BIf, n)
+	udp := fmt.Sprintf(`count_packets_total{digest="",hook="xdp",interface=%q,netns="",position="1",program="count",proto="17"} %d`, pair.BIf, n)
 	if err != nil || !strings.Contains(string(out), udp+"\n") {
 		t.Errorf("want %s in:\n%s (%v)", udp, out, err)
+	}
+	// kfm's own verdict counter of the filter (injected at load, on this
+	// backend too) counts the same drops.
+	out, err = testutil.CollectAndFormat(e, expfmt.TypeTextPlain, "kfm_program_packets_total")
+	drops := fmt.Sprintf(`kfm_program_packets_total{digest="",hook="xdp",interface=%q,netns="",position="0",program="portfilter",verdict="drop"} %d`, pair.BIf, n)
+	if err != nil || !strings.Contains(string(out), drops+"\n") {
+		t.Errorf("want %s in:\n%s (%v)", drops, out, err)
 	}
 	if n := testutil.CollectAndCount(e, "kfm_chain_info"); n != 1 {
 		t.Errorf("%d chains", n)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,24 +24,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/kfm-project/kfm/bpf/counters"
 	"github.com/kfm-project/kfm/chain/agent"
 	"github.com/kfm-project/kfm/chain/agent/configdir"
+	"github.com/kfm-project/kfm/chain/agent/kubernetes"
 	"github.com/kfm-project/kfm/chain/agent/ocilock"
+	kfmmetrics "github.com/kfm-project/kfm/chain/metrics"
 	"github.com/kfm-project/kfm/verify"
 )
 
 type agentFlags struct {
-	chain     chainFlags
-	source    string
-	listen    string
-	nodeIP    string
-	drift     time.Duration
-	poll      time.Duration
-	logFormat string
-	logLevel  string
-	retryMin  time.Duration
-	retryMax  time.Duration
-	pollMax   time.Duration
+	chain      chainFlags
+	source     string
+	listen     string
+	nodeIP     string
+	drift      time.Duration
+	poll       time.Duration
+	logFormat  string
+	logLevel   string
+	nodeName   string
+	kubeconfig string
+	retryMin   time.Duration
+	retryMax   time.Duration
+	pollMax    time.Duration
 }
 
 func newAgentCommand(g *globals) *cobra.Command {
@@ -62,6 +68,8 @@ reconcile) and /metrics.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.source, "source", "", "desired state: a config directory, oci://REGISTRY/REPO:TAG (a lock pushed with kfm lock --push), or kubernetes")
 	fl.StringVar(&f.listen, "listen", "", "address for /healthz, /readyz and /metrics (e.g. :9465; empty: none)")
+	fl.StringVar(&f.nodeName, "node-name", envOr("KFM_NODE_NAME", os.Getenv(kubernetes.EnvNodeName)), "kubernetes source: this node's name (env KFM_NODE_NAME or NODE_NAME)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubernetes source: kubeconfig file (default $KUBECONFIG, else the pod's service account)")
 	fl.StringVar(&f.nodeIP, "node-ip", os.Getenv("KFM_NODE_IP"), "the node's InternalIP: its interface is primaryNodeInterface (env KFM_NODE_IP)")
 	fl.DurationVar(&f.drift, "drift-interval", agent.DefaultDriftInterval, "how often to check that the chains still run as wanted")
 	fl.DurationVar(&f.poll, "poll-interval", ocilock.DefaultInterval, "oci:// source: how often to check the tag")
@@ -105,14 +113,33 @@ func (g *globals) runAgent(ctx context.Context, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
+	// /metrics also serves what `kfm metrics` does (chains, verdict
+	// counters, run statistics, declared map metrics), read on each scrape
+	// through a Manager of its own (a Manager serves one caller at a time).
+	expMgr, err := g.manager(ctx, &f.chain)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(kfmmetrics.New(expMgr, nil))
+	if stats := holdStats(log.Warn); stats != nil {
+		defer stats.Close()
+	}
 	var src agent.Source
 	switch {
 	case f.source == "":
 		return usageErrorf("--source is required: a config directory, oci://REF or kubernetes")
 	case f.source == "kubernetes":
-		// The Kubernetes source (chain/agent/kubernetes) is wired in here
-		// when it is merged.
-		return usageErrorf("--source kubernetes: this build of kfm has no Kubernetes source yet; use a config directory or oci://REF")
+		node, err := kubernetes.NodeName(f.nodeName)
+		if err != nil {
+			return usageErrorf("--source kubernetes: %v (pass --node-name, or set KFM_NODE_NAME from the downward API)", err)
+		}
+		cfg, err := kubernetes.Config(f.kubeconfig)
+		if err != nil {
+			return err
+		}
+		if src, err = kubernetes.New(kubernetes.Options{Config: cfg, NodeName: node}); err != nil {
+			return err
+		}
 	case strings.HasPrefix(f.source, "oci://"):
 		client, err := g.registryClient(ctx, &f.chain.registry, true)
 		if err != nil {
@@ -258,4 +285,20 @@ func reexec() error {
 		errc <- syscall.Exec(exe, os.Args, os.Environ())
 	}()
 	return <-errc
+}
+
+// holdStats turns the kernel's BPF run statistics on for as long as the
+// process lives (BPF_ENABLE_STATS: they go off again when its file
+// descriptor closes, so a crashed kfm leaves nothing switched on), so that
+// kfm_program_run_seconds_total and kfm_chain_run_seconds_total count.
+// A kernel or sandbox that refuses it is reported once; the counters that
+// kfm injects do not need it. The caller keeps the returned closer until it
+// exits (nil when refused).
+func holdStats(warn func(msg string, args ...any)) io.Closer {
+	c, err := counters.EnableStats()
+	if err != nil {
+		warn("kernel run statistics stay off (BPF_ENABLE_STATS refused): run counts and times are not exported", "error", err)
+		return nil
+	}
+	return c
 }

@@ -69,6 +69,9 @@ format, or JSON with -o json) and exits.`,
 					return nil
 				})
 			}
+			if stats := holdStats(func(msg string, args ...any) { fmt.Fprintf(g.err, "kfm: warning: %s: %v\n", msg, args[len(args)-1]) }); stats != nil {
+				defer stats.Close()
+			}
 			// Scrapes read the host on this goroutine (see
 			// serialSource), handlers ask it over reqs.
 			reqs := make(chan snapshotRequest)

@@ -158,7 +158,31 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`kfm_chain_programs{%s}`, sel), 20*time.Second, equals(3)); err != nil {
 		t.Errorf("chain programs: %v", err)
 	}
-
+	// kfm's own verdict counters say the same, for every program. The
+	// kernel may send a packet of its own on the link (they count every
+	// packet, the declared maps above only IPv4 or UDP), so what passed is
+	// checked along the chain: the filter saw what the rate limiter
+	// passed and dropped exactly the N to its port, the counter saw what
+	// the filter passed; nobody else dropped anything.
+	verdict := func(program, v string) float64 {
+		t.Helper()
+		q := fmt.Sprintf(`kfm_program_packets_total{%s,program=%q,verdict=%q}`, sel, program, v)
+		got, err := prom.WaitFor(ctx, q, 20*time.Second, func(float64) bool { return true })
+		if err != nil || len(got) != 1 {
+			t.Fatalf("verdict counter %s: %v %v", q, got, err)
+		}
+		return got[0].Value
+	}
+	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`kfm_program_packets_total{%s,program="portfilter",verdict="drop"}`, sel), 20*time.Second, equals(n)); err != nil {
+		t.Errorf("port filter's drop counter: %v", err)
+	}
+	if d := verdict("ratelimit", "drop") + verdict("count", "drop"); d != 0 {
+		t.Errorf("rate limiter and counter dropped %v packets, want 0", d)
+	}
+	rlPass, pfPass, cPass := verdict("ratelimit", "pass"), verdict("portfilter", "pass"), verdict("count", "pass")
+	if rlPass < 2*n || pfPass != rlPass-n || cPass != pfPass {
+		t.Errorf("passes along the chain: ratelimit %v (want >= %d), portfilter %v (want %v), count %v (want %v)", rlPass, 2*n, pfPass, rlPass-n, cPass, pfPass)
+	}
 	// Every query of the Grafana dashboard parses in Prometheus and has
 	// data (a rate needs two scrapes of a series that appeared with the
 	// traffic: queries are retried for a few seconds).
@@ -180,8 +204,9 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	// `kfm metrics --once` (in the namespace) says the same.
 	out := h.mustKFM("metrics", "--once")
 	for _, want := range []string{
-		fmt.Sprintf(`portfilter_dropped_packets_total{digest=%q,hook="xdp",interface=%q,position="1",program="portfilter"} %d`, digest, h.iface, n),
-		fmt.Sprintf(`kfm_chain_info{backend="tailcall",hook="xdp",interface=%q,lock_digest=%q} 1`, h.iface, lockDigest),
+		fmt.Sprintf(`portfilter_dropped_packets_total{digest=%q,hook="xdp",interface=%q,netns="",position="1",program="portfilter"} %d`, digest, h.iface, n),
+		fmt.Sprintf(`kfm_chain_info{backend="tailcall",hook="xdp",interface=%q,lock_digest=%q,netns=""} 1`, h.iface, lockDigest),
+		fmt.Sprintf(`kfm_program_packets_total{digest=%q,hook="xdp",interface=%q,netns="",position="1",program="portfilter",verdict="drop"} %d`, digest, h.iface, n),
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kfm metrics --once lacks %s:\n%s", want, out)
@@ -231,7 +256,7 @@ func TestPrometheusScrapesTCChain(t *testing.T) {
 			if _, err := prom.WaitFor(ctx, q, 20*time.Second, equals(float64(after))); err != nil {
 				t.Errorf("%v\nscrape:\n%s", err, scrape(t, addr))
 			}
-			if !strings.Contains(scrape(t, addr), `kfm_program_info{digest="",hook="tc-ingress",interface="`+h.iface+`",origin="kfm",position="0",program="tc-count"`) {
+			if !strings.Contains(scrape(t, addr), `kfm_program_info{digest="",hook="tc-ingress",interface="`+h.iface+`",netns="",origin="kfm",position="0",program="tc-count"`) {
 				t.Errorf("program info missing:\n%s", scrape(t, addr))
 			}
 		})
@@ -267,10 +292,10 @@ func TestMetricsOnce(t *testing.T) {
 	// applies and reconciles come from long-running processes).
 	checkDashboard(t, out+opsExposition(t))
 	for _, want := range []string{
-		fmt.Sprintf(`portfilter_dropped_packets_total{digest="",hook="xdp",interface=%q,position="1",program="xdp_portfilter"} %d`, h.iface, n),
-		fmt.Sprintf(`count_packets_total{digest="",hook="xdp",interface=%q,position="2",program="count",proto="17"} %d`, h.iface, n),
-		fmt.Sprintf(`ratelimit_passed_packets_total{digest="",hook="xdp",interface=%q,position="0",program="ratelimit"} %d`, h.iface, 2*n),
-		fmt.Sprintf(`kfm_map_entries{digest="",hook="xdp",interface=%q,map="buckets",position="0",program="ratelimit"} 1`, h.iface),
+		fmt.Sprintf(`portfilter_dropped_packets_total{digest="",hook="xdp",interface=%q,netns="",position="1",program="xdp_portfilter"} %d`, h.iface, n),
+		fmt.Sprintf(`count_packets_total{digest="",hook="xdp",interface=%q,netns="",position="2",program="count",proto="17"} %d`, h.iface, n),
+		fmt.Sprintf(`ratelimit_passed_packets_total{digest="",hook="xdp",interface=%q,netns="",position="0",program="ratelimit"} %d`, h.iface, 2*n),
+		fmt.Sprintf(`kfm_map_entries{digest="",hook="xdp",interface=%q,map="buckets",netns="",position="0",program="ratelimit"} 1`, h.iface),
 		"# TYPE portfilter_dropped_packets_total counter",
 		"# HELP portfilter_dropped_packets_total Packets dropped because of their destination port.",
 		`kfm_exporter_errors{collector="declared"} 0`,
