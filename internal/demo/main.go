@@ -33,6 +33,7 @@ import (
 
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/internal/netns"
+	"github.com/kfm-project/kfm/internal/progenv"
 	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
@@ -40,38 +41,6 @@ func main() {
 	kfmBin := flag.String("kfm", "bin/kfm", "the kfm binary to demonstrate")
 	flag.Parse()
 	os.Exit(run(*kfmBin))
-}
-
-// fatal carries a demo failure up to run, which cleans up.
-type fatal struct{ msg string }
-
-// env collects what the demo creates, to remove it in reverse order. It is
-// the TB that the netns and testregistry helpers expect.
-type env struct {
-	dir      string
-	cleanups []func()
-}
-
-func (e *env) Helper()                           {}
-func (e *env) Fatal(args ...any)                 { panic(fatal{fmt.Sprint(args...)}) }
-func (e *env) Fatalf(format string, args ...any) { panic(fatal{fmt.Sprintf(format, args...)}) }
-func (e *env) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "demo: warning: "+format+"\n", args...)
-}
-func (e *env) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
-func (e *env) TempDir() string {
-	d, err := os.MkdirTemp(e.dir, "tmp")
-	if err != nil {
-		e.Fatal(err)
-	}
-	return d
-}
-
-func (e *env) cleanup() {
-	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
-	}
-	e.cleanups = nil
 }
 
 func run(kfmBin string) (code int) {
@@ -92,12 +61,12 @@ func run(kfmBin string) (code int) {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
 	}
-	e := &env{dir: dir}
+	e := progenv.New("demo", dir)
 	e.Cleanup(func() { os.RemoveAll(dir) })
-	d := &demo{env: e, ctx: ctx, kfm: abs, start: time.Now()}
+	d := &demo{Env: e, ctx: ctx, kfm: abs, start: time.Now()}
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(fatal)
+			f, ok := r.(progenv.Failure)
 			if !ok {
 				panic(r)
 			}
@@ -105,12 +74,12 @@ func run(kfmBin string) (code int) {
 				fmt.Fprintln(os.Stderr, "\ndemo: interrupted; cleaning up")
 				code = 130
 			} else {
-				fmt.Fprintf(os.Stderr, "\ndemo: %s\n", f.msg)
+				fmt.Fprintf(os.Stderr, "\ndemo: %s\n", f.Msg)
 				code = 1
 			}
 		}
 		d.step("Clean up: chains, pins, namespaces, registry, temporary files")
-		e.cleanup()
+		e.Close()
 		fmt.Printf("  done in %.1fs\n", time.Since(d.start).Seconds())
 	}()
 	d.tour()
@@ -123,7 +92,7 @@ func isExecutable(p string) bool {
 }
 
 type demo struct {
-	*env
+	*progenv.Env
 	ctx   context.Context
 	kfm   string
 	start time.Time
@@ -165,11 +134,11 @@ func (d *demo) kfmTry(show bool, args ...string) (string, error) {
 	cmd := exec.CommandContext(d.ctx, "nsenter", append([]string{"--net=" + d.pair.B.Path(), d.kfm}, args...)...)
 	cmd.Env = append(os.Environ(),
 		"KFM_CONFIG_DIR="+d.conf,
-		"KFM_STATE_DIR="+filepath.Join(d.dir, "state"),
-		"KFM_CACHE_DIR="+filepath.Join(d.dir, "cache"),
+		"KFM_STATE_DIR="+filepath.Join(d.Dir(), "state"),
+		"KFM_CACHE_DIR="+filepath.Join(d.Dir(), "cache"),
 		"KFM_BPFFS="+d.bpffs,
 		"KFM_PASSWORD=demo",
-		"DOCKER_CONFIG="+filepath.Join(d.dir, "docker"),
+		"DOCKER_CONFIG="+filepath.Join(d.Dir(), "docker"),
 	)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -190,8 +159,8 @@ func (d *demo) kfmTry(show bool, args ...string) (string, error) {
 
 func (d *demo) tour() {
 	d.step("Set up: two network namespaces joined by a veth pair, a private bpffs, a registry")
-	d.pair = netns.NewPair(d.env)
-	d.bpffs = filepath.Join(d.dir, "bpffs")
+	d.pair = netns.NewPair(d.Env)
+	d.bpffs = filepath.Join(d.Dir(), "bpffs")
 	if err := os.Mkdir(d.bpffs, 0o700); err != nil {
 		d.Fatal(err)
 	}
@@ -199,7 +168,7 @@ func (d *demo) tour() {
 		d.Fatalf("mount bpffs: %v", err)
 	}
 	d.Cleanup(func() { unix.Unmount(d.bpffs, unix.MNT_DETACH) })
-	d.conf = filepath.Join(d.dir, "etc-kfm")
+	d.conf = filepath.Join(d.Dir(), "etc-kfm")
 	if err := os.MkdirAll(d.conf, 0o755); err != nil {
 		d.Fatal(err)
 	}
@@ -210,14 +179,14 @@ func (d *demo) tour() {
 	}); err != nil {
 		d.Fatal(err)
 	}
-	r := testregistry.Start(d.env, testregistry.Options{Listener: ln})
+	r := testregistry.Start(d.Env, testregistry.Options{Listener: ln})
 	d.reg = r.Host()
 	d.say("sender %s (%s) -> receiver %s (%s, interface %s)", d.pair.A.Name, d.pair.AAddr, d.pair.B.Name, d.pair.BAddr, d.pair.BIf)
 	d.say("CNCF Distribution registry at %s (inside the receiver's namespace)", d.reg)
 	d.say("kfm runs there too, with config %s", d.conf)
 
 	d.step("A publisher makes a signing key and publishes three signed programs")
-	key := filepath.Join(d.dir, "demo")
+	key := filepath.Join(d.Dir(), "demo")
 	d.kfmCmd("generate-key-pair", "--output-key-prefix", key)
 	programs := []struct{ obj, repo string }{
 		{"xdp_ratelimit", "xdp-ratelimit"},
@@ -249,8 +218,8 @@ func (d *demo) tour() {
 	d.kfmCmd("status")
 
 	d.step("Traffic: 600 datagrams to port 7000 at once, then 100 to port 9")
-	recv := netns.Listen(d.env, d.pair.B, d.pair.BAddr, 7000)
-	send := netns.NewSender(d.env, d.pair.A)
+	recv := netns.Listen(d.Env, d.pair.B, d.pair.BAddr, 7000)
+	send := netns.NewSender(d.Env, d.pair.A)
 	if _, err := send.Send(netip.AddrPortFrom(d.pair.BAddr, 7000), 600, []byte("hello")); err != nil {
 		d.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func (b *bench) compare(rounds int) {
 	iface := b.pair.BIf
 	var kfmTimes, handTimes []time.Duration
 	for i := range rounds {
-		dir := filepath.Join(b.dir, fmt.Sprintf("round%d", i))
+		dir := filepath.Join(b.Dir(), fmt.Sprintf("round%d", i))
 		for _, d := range []string{"cache", "conf", "state", "pull"} {
 			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 				b.Fatal(err)
@@ -56,7 +56,7 @@ func (b *bench) compare(rounds int) {
 			"KFM_STATE_DIR=" + filepath.Join(dir, "state"),
 			"KFM_CACHE_DIR=" + filepath.Join(dir, "cache"),
 			"KFM_BPFFS=" + b.bpffs,
-			"DOCKER_CONFIG=" + filepath.Join(b.dir, "docker"),
+			"DOCKER_CONFIG=" + filepath.Join(b.Dir(), "docker"),
 			"LIBXDP_BPFFS=" + b.bpffs,
 		}
 		start := time.Now()

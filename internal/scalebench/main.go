@@ -40,6 +40,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/internal/netns"
+	"github.com/kfm-project/kfm/internal/progenv"
 	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
@@ -61,38 +62,6 @@ func main() {
 	os.Exit(run(*kfmBin, n))
 }
 
-// fatal carries a failure up to run, which cleans up.
-type fatal struct{ msg string }
-
-// env is the TB the netns and testregistry helpers expect; it collects
-// cleanups and runs them in reverse order.
-type env struct {
-	dir      string
-	cleanups []func()
-}
-
-func (e *env) Helper()                           {}
-func (e *env) Fatal(args ...any)                 { panic(fatal{fmt.Sprint(args...)}) }
-func (e *env) Fatalf(format string, args ...any) { panic(fatal{fmt.Sprintf(format, args...)}) }
-func (e *env) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench-scale: warning: "+format+"\n", args...)
-}
-func (e *env) Cleanup(f func()) { e.cleanups = append(e.cleanups, f) }
-func (e *env) TempDir() string {
-	d, err := os.MkdirTemp(e.dir, "tmp")
-	if err != nil {
-		e.Fatal(err)
-	}
-	return d
-}
-
-func (e *env) cleanup() {
-	for i := len(e.cleanups) - 1; i >= 0; i-- {
-		e.cleanups[i]()
-	}
-	e.cleanups = nil
-}
-
 // programs are the five programs of every chain, in priority order.
 var programs = []struct{ obj, name string }{
 	{"examples/programs/xdp_ratelimit.o", "ratelimit"},
@@ -103,7 +72,7 @@ var programs = []struct{ obj, name string }{
 }
 
 type bench struct {
-	*env
+	*progenv.Env
 	ctx   context.Context
 	kfm   string
 	pair  *netns.Pair
@@ -148,16 +117,16 @@ func run(kfmBin string, n int) (code int) {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		return 1
 	}
-	e := &env{dir: dir}
+	e := progenv.New("bench-scale", dir)
 	e.Cleanup(func() { os.RemoveAll(dir) })
-	b := &bench{env: e, ctx: ctx, kfm: abs, n: n}
+	b := &bench{Env: e, ctx: ctx, kfm: abs, n: n}
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(fatal)
+			f, ok := r.(progenv.Failure)
 			if !ok {
 				panic(r)
 			}
-			fmt.Fprintf(os.Stderr, "bench-scale: %s\n", f.msg)
+			fmt.Fprintf(os.Stderr, "bench-scale: %s\n", f.Msg)
 			code = 1
 		}
 		// Chains first (an apply with no chains), then the rest.
@@ -165,7 +134,7 @@ func run(kfmBin string, n int) (code int) {
 			os.WriteFile(filepath.Join(b.conf, "kfm.yaml"), []byte("version: 1\nchains: []\n"), 0o644)
 			b.kfmRun("cleanup", "apply")
 		}
-		e.cleanup()
+		e.Close()
 	}()
 	b.setup()
 	if n == 0 {
@@ -186,8 +155,8 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (b *bench) setup() {
 	start := time.Now()
-	b.pair = netns.NewPair(b.env)
-	b.bpffs = filepath.Join(b.dir, "bpffs")
+	b.pair = netns.NewPair(b.Env)
+	b.bpffs = filepath.Join(b.Dir(), "bpffs")
 	if err := os.Mkdir(b.bpffs, 0o700); err != nil {
 		b.Fatal(err)
 	}
@@ -195,7 +164,7 @@ func (b *bench) setup() {
 		b.Fatalf("mount bpffs: %v", err)
 	}
 	b.Cleanup(func() { unix.Unmount(b.bpffs, unix.MNT_DETACH) })
-	b.conf = filepath.Join(b.dir, "etc-kfm")
+	b.conf = filepath.Join(b.Dir(), "etc-kfm")
 	if err := os.MkdirAll(b.conf, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -218,9 +187,9 @@ func (b *bench) setup() {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	b.reg = testregistry.Start(b.env, testregistry.Options{Listener: ln}).Host()
+	b.reg = testregistry.Start(b.Env, testregistry.Options{Listener: ln}).Host()
 
-	key := filepath.Join(b.dir, "bench")
+	key := filepath.Join(b.Dir(), "bench")
 	b.mustKFM("generate-key-pair", "--output-key-prefix", key)
 	b.digests = map[string]string{}
 	for _, p := range programs {
@@ -320,11 +289,11 @@ func (b *bench) kfmOutput(args ...string) ([]byte, error) {
 func (b *bench) kfmEnv() []string {
 	return []string{
 		"KFM_CONFIG_DIR=" + b.conf,
-		"KFM_STATE_DIR=" + filepath.Join(b.dir, "state"),
-		"KFM_CACHE_DIR=" + filepath.Join(b.dir, "cache"),
+		"KFM_STATE_DIR=" + filepath.Join(b.Dir(), "state"),
+		"KFM_CACHE_DIR=" + filepath.Join(b.Dir(), "cache"),
 		"KFM_BPFFS=" + b.bpffs,
 		"KFM_PASSWORD=bench",
-		"DOCKER_CONFIG=" + filepath.Join(b.dir, "docker"),
+		"DOCKER_CONFIG=" + filepath.Join(b.Dir(), "docker"),
 	}
 }
 
