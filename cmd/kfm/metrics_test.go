@@ -256,6 +256,13 @@ func TestPrometheusScrapesTCChain(t *testing.T) {
 			if _, err := prom.WaitFor(ctx, q, 20*time.Second, equals(float64(after))); err != nil {
 				t.Errorf("%v\nscrape:\n%s", err, scrape(t, addr))
 			}
+			// kfm's verdict counter of the program saw every packet the
+			// program's own map counted (one scrape: the same instant),
+			// and it returned ok for each.
+			q = fmt.Sprintf(`sum(kfm_program_packets_total{%[1]s,program="tc-count",verdict="ok"}) - sum(tc_count_packets_total{%[1]s}) == 0 and sum(kfm_program_packets_total{%[1]s,program="tc-count"}) >= %[2]d`, sel, n)
+			if _, err := prom.WaitFor(ctx, q, 20*time.Second, equals(0)); err != nil {
+				t.Errorf("verdict counter: %v\nscrape:\n%s", err, scrape(t, addr))
+			}
 			if !strings.Contains(scrape(t, addr), `kfm_program_info{digest="",hook="tc-ingress",interface="`+h.iface+`",netns="",origin="kfm",position="0",program="tc-count"`) {
 				t.Errorf("program info missing:\n%s", scrape(t, addr))
 			}
