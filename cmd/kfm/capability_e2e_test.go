@@ -89,14 +89,19 @@ func TestCapabilityPolicyInstall(t *testing.T) {
 		t.Fatalf("chain %v, want count and probe", got)
 	}
 
-	// The policy is checked again on every apply, for the programs a
-	// chain already runs: with the lift gone, a change to the chain is
-	// refused until the program goes.
+	// With the lift gone, the programs a chain already runs are not judged
+	// again when another program joins or leaves it (no more than their
+	// signatures are: removal never depends on the policy), but
+	// `kfm apply --locked`, which verifies every program as at boot,
+	// refuses the one the policy no longer allows.
 	policy("    capabilities: {readOnlyObserver: true}\n")
-	refused([]string{"xdp_probe_read calls helper bpf_probe_read_kernel"},
-		"install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count2")
-	policy("    capabilities: {allowHelpers: [bpf_probe_read_kernel]}\n")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--name", "count2")
+	refused([]string{"xdp_probe_read calls helper bpf_probe_read_kernel"}, "apply", "--locked")
 	h.mustKFM("remove", "probe", "--iface", h.iface)
+	h.mustKFM("remove", "count2", "--iface", h.iface)
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 1 {
+		t.Fatalf("chain %v, want count alone", got)
+	}
 
 	// readOnlyObserver: the port filter drops, the counter only looks.
 	policy("    capabilities: {readOnlyObserver: true}\n")

@@ -76,7 +76,7 @@ func TestBuild(t *testing.T) {
 	if bytes.Contains(b, []byte("<script>alert")) || bytes.Contains(b, []byte("<b>bold")) || !bytes.Contains(b, []byte("a &lt;b&gt;bold&lt;/b&gt; claim")) {
 		t.Errorf("bundle page is not escaped:\n%s", b)
 	}
-	if !bytes.Contains(b, []byte("not shown by this version of kfm")) {
+	if !bytes.Contains(b, []byte("This bundle records no capabilities")) {
 		t.Errorf("no capabilities placeholder")
 	}
 	// Capabilities, when the caller computes them.
