@@ -1,0 +1,312 @@
+package main
+
+// End-to-end tests of kfm agent --source kubernetes: a real control plane
+// (etcd and kube-apiserver through envtest, with kfm's CRDs) and one agent
+// process per simulated node. Each node is a network namespace of its own
+// with a veth pair (the agent runs in one end's namespace, the test sends
+// packets from the other), its own config directory (policy.yaml), state
+// directory, cache and bpffs. The veth end of every node is renamed to the
+// same name, as a fleet's nodes all have an eth0, so that one ChainSet
+// names it for all of them.
+//
+// The agents reach the API server on 127.0.0.1 of the test's namespace:
+// the test child enters the node's namespace on its main thread only (see
+// runAsKFM), and client-go's connections go out from other threads.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/chain/agent/kubernetes"
+	"github.com/kfm-project/kfm/chain/agent/kubernetes/api/v1alpha1"
+	"github.com/kfm-project/kfm/internal/controlplane"
+	"github.com/kfm-project/kfm/internal/netns"
+	"github.com/kfm-project/kfm/internal/testenv"
+)
+
+// nodeIface is the name every simulated node's managed interface gets.
+const nodeIface = "kfmeth0"
+
+// k8sNode is one simulated node: a host view of its own namespace and
+// directories, sharing the test's registry and signing key.
+type k8sNode struct {
+	*host
+	name  string
+	agent *agentProc
+}
+
+// kfmFlags point a kfm run at the node's own directories.
+func (n *k8sNode) kfmFlags() []string {
+	return []string{"--config-dir", n.configDir, "--state-dir", n.stateDir, "--bpffs", n.bpffs}
+}
+
+// chain is the names and kernel program IDs of the chain on the node's
+// XDP hook (nil when nothing runs), from kfm status.
+func (n *k8sNode) chain() ([]string, []int64) {
+	n.t.Helper()
+	out := n.mustKFM(append([]string{"status", "-o", "json"}, n.kfmFlags()...)...)
+	var all []chain.HookStatus
+	if err := json.Unmarshal([]byte(out), &all); err != nil {
+		n.t.Fatalf("%s: status -o json: %v\n%s", n.name, err, out)
+	}
+	hs := hookOf(all, nodeIface, "xdp")
+	if hs == nil {
+		return nil, nil
+	}
+	var names []string
+	var ids []int64
+	for _, p := range hs.Programs {
+		names = append(names, p.Name)
+		ids = append(ids, int64(p.ProgramID))
+	}
+	return names, ids
+}
+
+// pins lists the pins kfm keeps under the node's bpffs.
+func (n *k8sNode) pins() []string {
+	var out []string
+	filepath.WalkDir(filepath.Join(n.bpffs, "kfm"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
+}
+
+// newK8sNode makes node name: a namespace pair with the managed end
+// renamed to nodeIface, directories, and a policy trusting pubs.
+func newK8sNode(t *testing.T, h *host, name string) *k8sNode {
+	t.Helper()
+	nh := *h
+	nh.sender, nh.receivers = nil, nil
+	nh.pair = netns.NewPair(t)
+	nh.bpffs = testenv.BPFFS(t)
+	nh.configDir, nh.stateDir, nh.cacheDir = t.TempDir(), t.TempDir(), t.TempDir()
+	if err := nh.pair.B.Do(func() error {
+		l, err := netlink.LinkByName(nh.pair.BIf)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetName(l, nodeIface); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	}); err != nil {
+		t.Fatalf("rename %s to %s: %v", nh.pair.BIf, nodeIface, err)
+	}
+	nh.pair.BIf, nh.iface = nodeIface, nodeIface
+	nh.trust(h.pub)
+	return &k8sNode{host: &nh, name: name}
+}
+
+// startAgent starts the node's agent with the kubernetes source.
+func (n *k8sNode) startAgent(kubeconfig string) {
+	n.t.Helper()
+	env := []string{"KFM_CONFIG_DIR=" + n.configDir, "KFM_STATE_DIR=" + n.stateDir, "KFM_BPFFS=" + n.bpffs, "KFM_CACHE_DIR=" + n.cacheDir}
+	n.agent = n.startAgentEnv(env, "--source", "kubernetes", "--node-name", n.name, "--kubeconfig", kubeconfig,
+		"--drift-interval", "2s", "--retry-min", "200ms", "--retry-max", "2s")
+}
+
+// writeKubeconfig writes a kubeconfig file for cfg (envtest's admin user).
+func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// fleet is the control plane and the simulated nodes.
+type fleet struct {
+	t     *testing.T
+	h     *host
+	c     client.Client
+	nodes []*k8sNode
+}
+
+func (f *fleet) ctx() context.Context { return context.Background() }
+
+// nodeStatus is the ChainSetNodeStatus of chainset on node (nil if none).
+func (f *fleet) nodeStatus(chainset, node string) *v1alpha1.ChainSetNodeStatus {
+	f.t.Helper()
+	var l v1alpha1.ChainSetNodeStatusList
+	if err := f.c.List(f.ctx(), &l, client.MatchingLabels{kubernetes.LabelChainSet: chainset, kubernetes.LabelNode: node}); err != nil {
+		f.t.Fatal(err)
+	}
+	if len(l.Items) == 0 {
+		return nil
+	}
+	return &l.Items[0]
+}
+
+// chainSet reads a ChainSet.
+func (f *fleet) chainSet(name string) *v1alpha1.ChainSet {
+	f.t.Helper()
+	var cs v1alpha1.ChainSet
+	if err := f.c.Get(f.ctx(), client.ObjectKey{Name: name}, &cs); err != nil {
+		f.t.Fatal(err)
+	}
+	return &cs
+}
+
+// reportsApplied reports whether node's status for cs says Applied at the
+// ChainSet's generation, with the programs names, and the kernel IDs the
+// node runs.
+func (f *fleet) reportsApplied(cs *v1alpha1.ChainSet, n *k8sNode, names []string) bool {
+	st := f.nodeStatus(cs.Name, n.name)
+	if st == nil || st.Status.ObservedGeneration != cs.Generation || !meta.IsStatusConditionTrue(st.Status.Conditions, v1alpha1.ConditionApplied) {
+		return false
+	}
+	if len(st.Status.Chains) != 1 || !st.Status.Chains[0].Applied {
+		return false
+	}
+	running, ids := n.chain()
+	var gotNames []string
+	var gotIDs []int64
+	for _, p := range st.Status.Chains[0].Programs {
+		gotNames = append(gotNames, p.Name)
+		gotIDs = append(gotIDs, p.ID)
+	}
+	return slices.Equal(gotNames, names) && slices.Equal(running, names) && slices.Equal(gotIDs, ids)
+}
+
+// logs is every agent's log.
+func (f *fleet) logs() string {
+	var b strings.Builder
+	for _, n := range f.nodes {
+		if n.agent != nil {
+			fmt.Fprintf(&b, "--- %s ---\n%s\n", n.name, n.agent.stderr.String())
+		}
+	}
+	return b.String()
+}
+
+// rollout waits until every node of nodes reports cs (at its current
+// generation) Applied with names, and returns how long it took.
+func (f *fleet) rollout(name string, nodes []*k8sNode, names []string) time.Duration {
+	f.t.Helper()
+	start := time.Now()
+	f.h.eventually(60*time.Second, fmt.Sprintf("ChainSet %s rolls out %v", name, names), func() bool {
+		cs := f.chainSet(name)
+		for _, n := range nodes {
+			if !f.reportsApplied(cs, n, names) {
+				return false
+			}
+		}
+		return true
+	}, f.logs)
+	return time.Since(start)
+}
+
+func TestAgentKubernetes(t *testing.T) {
+	h := newHost(t)
+	cfg := controlplane.Start(t)
+	kubeconfig := writeKubeconfig(t, cfg)
+	scheme, err := kubernetes.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fleet{t: t, h: h, c: c}
+	ctx := context.Background()
+
+	// Signed programs in the registry, and a ChainSet pinning them by
+	// digest and signer, written by kfm lock --chainset.
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
+	chainSetOf := func(name string, progs ...agentProg) *v1alpha1.ChainSet {
+		t.Helper()
+		h.writeProject([]string{nodeIface}, progs...)
+		out := h.mustKFM("lock", "--chainset", name, "--node-selector", "role=edge")
+		var cs v1alpha1.ChainSet
+		if err := yaml.UnmarshalStrict([]byte(out), &cs); err != nil {
+			t.Fatalf("kfm lock --chainset: %v\n%s", err, out)
+		}
+		return &cs
+	}
+
+	for i := range 3 {
+		name := fmt.Sprintf("node-%d", i)
+		n := newK8sNode(t, h, name)
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"role": "edge"}}}
+		if err := c.Create(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.pair.BAddr.String()}}
+		if err := c.Status().Update(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Delete(context.Background(), node) })
+		f.nodes = append(f.nodes, n)
+	}
+	for _, n := range f.nodes {
+		n.startAgent(kubeconfig)
+	}
+
+	// 1. A ChainSet selecting the three nodes rolls out to all of them.
+	web := chainSetOf("web", filter)
+	if err := c.Create(ctx, web); err != nil {
+		t.Fatalf("create ChainSet: %v", err)
+	}
+	d := f.rollout("web", f.nodes, []string{"portfilter"})
+	t.Logf("first rollout to %d nodes: %v", len(f.nodes), d.Round(time.Millisecond))
+	f.h.eventually(20*time.Second, "the ChainSet counts 3 nodes applied", func() bool {
+		st := f.chainSet("web").Status
+		return st.SelectedNodes == 3 && st.AppliedNodes == 3 && st.FailedNodes == 0
+	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
+	n0 := f.nodes[0]
+	if got := n0.traffic(20, 7777, 8888); got[7777] != 0 || got[8888] != 20 {
+		t.Errorf("%s after the rollout: %d datagrams to the filtered port 7777 (want 0), %d to 8888 (want 20)", n0.name, got[7777], got[8888])
+	}
+
+	// A new generation: a second program before the filter.
+	next := chainSetOf("web", count, filter)
+	web = f.chainSet("web")
+	gen := web.Generation
+	web.Spec = next.Spec
+	start := time.Now()
+	if err := c.Update(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	if web.Generation == gen {
+		t.Fatalf("the update did not make a new generation (%d)", gen)
+	}
+	f.rollout("web", f.nodes, []string{"count", "portfilter"})
+	t.Logf("rollout of generation %d to %d nodes: %v from the update until every node reported Applied", web.Generation, len(f.nodes), time.Since(start).Round(time.Millisecond))
+	if got := n0.traffic(20, 7777, 8888); got[7777] != 0 || got[8888] != 20 {
+		t.Errorf("%s after the second rollout: %d datagrams to port 7777 (want 0), %d to 8888 (want 20)", n0.name, got[7777], got[8888])
+	}
+}
