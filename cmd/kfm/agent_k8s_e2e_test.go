@@ -247,10 +247,10 @@ func TestAgentKubernetes(t *testing.T) {
 	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
 	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
 	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
-	chainSetOf := func(name string, progs ...agentProg) *v1alpha1.ChainSet {
+	chainSetOf := func(name, selector string, progs ...agentProg) *v1alpha1.ChainSet {
 		t.Helper()
 		h.writeProject([]string{nodeIface}, progs...)
-		out := h.mustKFM("lock", "--chainset", name, "--node-selector", "role=edge")
+		out := h.mustKFM("lock", "--chainset", name, "--node-selector", selector)
 		var cs v1alpha1.ChainSet
 		if err := yaml.UnmarshalStrict([]byte(out), &cs); err != nil {
 			t.Fatalf("kfm lock --chainset: %v\n%s", err, out)
@@ -261,7 +261,7 @@ func TestAgentKubernetes(t *testing.T) {
 	for i := range 3 {
 		name := fmt.Sprintf("node-%d", i)
 		n := newK8sNode(t, h, name)
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"role": "edge"}}}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"role": "edge", "kubernetes.io/hostname": name}}}
 		if err := c.Create(ctx, node); err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +277,7 @@ func TestAgentKubernetes(t *testing.T) {
 	}
 
 	// 1. A ChainSet selecting the three nodes rolls out to all of them.
-	web := chainSetOf("web", filter)
+	web := chainSetOf("web", "role=edge", filter)
 	if err := c.Create(ctx, web); err != nil {
 		t.Fatalf("create ChainSet: %v", err)
 	}
@@ -293,7 +293,7 @@ func TestAgentKubernetes(t *testing.T) {
 	}
 
 	// A new generation: a second program before the filter.
-	next := chainSetOf("web", count, filter)
+	next := chainSetOf("web", "role=edge", count, filter)
 	web = f.chainSet("web")
 	gen := web.Generation
 	web.Spec = next.Spec
@@ -309,4 +309,141 @@ func TestAgentKubernetes(t *testing.T) {
 	if got := n0.traffic(20, 7777, 8888); got[7777] != 0 || got[8888] != 20 {
 		t.Errorf("%s after the second rollout: %d datagrams to port 7777 (want 0), %d to 8888 (want 20)", n0.name, got[7777], got[8888])
 	}
+
+	// 2. A node whose policy refuses the signer keeps its chain and says
+	// why; the others apply the next generation.
+	n2 := f.nodes[2]
+	_, before := n2.chain()
+	_, otherPub := keyPair(t, "other-password")
+	n2.trust(otherPub)
+	refused := func() bool {
+		st := f.nodeStatus("web", n2.name)
+		if st == nil || st.Status.ObservedGeneration != f.chainSet("web").Generation {
+			return false
+		}
+		d := meta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionDegraded)
+		return d != nil && d.Status == metav1.ConditionTrue && d.Reason == "VerificationFailed" &&
+			!meta.IsStatusConditionTrue(st.Status.Conditions, v1alpha1.ConditionApplied)
+	}
+	// The agent restarts with the new policy and judges what runs again.
+	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed under its new policy", refused, f.logs)
+	next = chainSetOf("web", "role=edge", count, agentProg{"portfilter", filter.ref, "port: '9999'"})
+	web = f.chainSet("web")
+	web.Spec = next.Spec
+	if err := c.Update(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	f.rollout("web", f.nodes[:2], []string{"count", "portfilter"})
+	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed for the new generation", refused, f.logs)
+	if _, now := n2.chain(); !slices.Equal(now, before) {
+		t.Errorf("%s: program IDs after its policy refused the signer: %v, before %v", n2.name, now, before)
+	}
+	if got := n2.traffic(20, 7777, 9999); got[7777] != 0 || got[9999] != 20 {
+		t.Errorf("%s keeps the old filter: %d datagrams to port 7777 (want 0), %d to 9999 (want 20)", n2.name, got[7777], got[9999])
+	}
+	if got := n0.traffic(20, 7777, 9999); got[7777] != 20 || got[9999] != 0 {
+		t.Errorf("%s runs the new filter: %d datagrams to port 7777 (want 20), %d to 9999 (want 0)", n0.name, got[7777], got[9999])
+	}
+	f.h.eventually(20*time.Second, "the ChainSet counts 2 applied, 1 failed", func() bool {
+		st := f.chainSet("web").Status
+		return st.SelectedNodes == 3 && st.AppliedNodes == 2 && st.FailedNodes == 1
+	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
+	// Trusted again, it catches up.
+	n2.trust(h.pub)
+	f.rollout("web", f.nodes, []string{"count", "portfilter"})
+
+	// 3. A node whose labels no longer match loses the chain, and gets it
+	// back when they match again.
+	n1 := f.nodes[1]
+	relabel := func(role string) {
+		t.Helper()
+		var node corev1.Node
+		if err := c.Get(ctx, client.ObjectKey{Name: n1.name}, &node); err != nil {
+			t.Fatal(err)
+		}
+		node.Labels["role"] = role
+		if err := c.Update(ctx, &node); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(n1.pinTree()) == 0 {
+		t.Fatalf("no pins under %s while %s runs the chain", n1.bpffs, n1.name)
+	}
+	relabel("core")
+	f.h.eventually(30*time.Second, n1.name+" loses the chain when its labels no longer match", func() bool {
+		names, _ := n1.chain()
+		return names == nil && f.nodeStatus("web", n1.name) == nil && len(n1.pinTree()) == 0
+	}, func() string { return fmt.Sprintf("pins %v\n%s", n1.pinTree(), f.logs()) })
+	f.h.eventually(20*time.Second, "the ChainSet counts 2 nodes", func() bool {
+		st := f.chainSet("web").Status
+		return st.SelectedNodes == 2 && st.AppliedNodes == 2
+	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
+	if names, _ := f.nodes[0].chain(); !slices.Equal(names, []string{"count", "portfilter"}) {
+		t.Errorf("%s runs %v after %s was relabelled", f.nodes[0].name, names, n1.name)
+	}
+	relabel("edge")
+	f.rollout("web", f.nodes, []string{"count", "portfilter"})
+
+	// 5. Two ChainSets claiming the same hook on one node: both report
+	// Conflict there, steadily, and what ran keeps running.
+	_, before = n0.chain()
+	clash := chainSetOf("clash", "kubernetes.io/hostname="+n0.name, count)
+	if err := c.Create(ctx, clash); err != nil {
+		t.Fatal(err)
+	}
+	conflict := func(cs string) (string, bool) {
+		st := f.nodeStatus(cs, n0.name)
+		if st == nil {
+			return "", false
+		}
+		d := meta.FindStatusCondition(st.Status.Conditions, v1alpha1.ConditionDegraded)
+		return st.ResourceVersion, d != nil && d.Status == metav1.ConditionTrue && d.Reason == "Conflict"
+	}
+	f.h.eventually(30*time.Second, "both ChainSets report Conflict on "+n0.name, func() bool {
+		_, a := conflict("web")
+		_, b := conflict("clash")
+		return a && b
+	}, f.logs)
+	rvWeb, _ := conflict("web")
+	rvClash, _ := conflict("clash")
+	// Three drift intervals: the agent reconciles and reports again.
+	for range 3 {
+		time.Sleep(2 * time.Second)
+		rw, a := conflict("web")
+		rc, b := conflict("clash")
+		if !a || !b || rw != rvWeb || rc != rvClash {
+			t.Fatalf("the conflict flaps: web Conflict=%v (resourceVersion %s, was %s), clash Conflict=%v (%s, was %s)\n%s", a, rw, rvWeb, b, rc, rvClash, f.logs())
+		}
+	}
+	if _, now := n0.chain(); !slices.Equal(now, before) {
+		t.Errorf("%s: program IDs during the conflict: %v, before %v", n0.name, now, before)
+	}
+	for _, n := range f.nodes[1:] {
+		if st := f.nodeStatus("clash", n.name); st != nil {
+			t.Errorf("ChainSet clash has a status on %s, which it does not select", n.name)
+		}
+	}
+	if err := c.Delete(ctx, clash); err != nil {
+		t.Fatal(err)
+	}
+	f.rollout("web", f.nodes, []string{"count", "portfilter"})
+
+	// 4. Deleting the ChainSet cleans every node: chains, pins, and the
+	// status objects (the agents delete them; envtest runs no garbage
+	// collector).
+	if err := c.Delete(ctx, f.chainSet("web")); err != nil {
+		t.Fatal(err)
+	}
+	f.h.eventually(30*time.Second, "every node is clean after the ChainSet is deleted", func() bool {
+		for _, n := range f.nodes {
+			if names, _ := n.chain(); names != nil || len(n.pinTree()) != 0 {
+				return false
+			}
+		}
+		var l v1alpha1.ChainSetNodeStatusList
+		if err := c.List(ctx, &l); err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items) == 0
+	}, f.logs)
 }
