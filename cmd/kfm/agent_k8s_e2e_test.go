@@ -94,7 +94,7 @@ func (n *k8sNode) pins() []string {
 
 // newK8sNode makes node name: a namespace pair with the managed end
 // renamed to nodeIface, directories, and a policy trusting pubs.
-func newK8sNode(t *testing.T, h *host, name string) *k8sNode {
+func newK8sNode(t testing.TB, h *host, name string) *k8sNode {
 	t.Helper()
 	nh := *h
 	nh.sender, nh.receivers = nil, nil
@@ -130,7 +130,7 @@ func (n *k8sNode) startAgent(kubeconfig string) {
 }
 
 // writeKubeconfig writes a kubeconfig file for cfg (envtest's admin user).
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
+func writeKubeconfig(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
@@ -146,7 +146,7 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 
 // fleet is the control plane and the simulated nodes.
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	h     *host
 	c     client.Client
 	nodes []*k8sNode
@@ -226,7 +226,10 @@ func (f *fleet) rollout(name string, nodes []*k8sNode, names []string) time.Dura
 	return time.Since(start)
 }
 
-func TestAgentKubernetes(t *testing.T) {
+// newFleet starts a control plane and n nodes labelled role=edge, each
+// with its agent running, and publishes the sample programs count and
+// portfilter, signed.
+func newFleet(t testing.TB, n int) *fleet {
 	h := newHost(t)
 	cfg := controlplane.Start(t)
 	kubeconfig := writeKubeconfig(t, cfg)
@@ -240,25 +243,9 @@ func TestAgentKubernetes(t *testing.T) {
 	}
 	f := &fleet{t: t, h: h, c: c}
 	ctx := context.Background()
-
-	// Signed programs in the registry, and a ChainSet pinning them by
-	// digest and signer, written by kfm lock --chainset.
 	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
 	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
-	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
-	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
-	chainSetOf := func(name, selector string, progs ...agentProg) *v1alpha1.ChainSet {
-		t.Helper()
-		h.writeProject([]string{nodeIface}, progs...)
-		out := h.mustKFM("lock", "--chainset", name, "--node-selector", selector)
-		var cs v1alpha1.ChainSet
-		if err := yaml.UnmarshalStrict([]byte(out), &cs); err != nil {
-			t.Fatalf("kfm lock --chainset: %v\n%s", err, out)
-		}
-		return &cs
-	}
-
-	for i := range 3 {
+	for i := range n {
 		name := fmt.Sprintf("node-%d", i)
 		n := newK8sNode(t, h, name)
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"role": "edge", "kubernetes.io/hostname": name}}}
@@ -269,12 +256,34 @@ func TestAgentKubernetes(t *testing.T) {
 		if err := c.Status().Update(ctx, node); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Delete(context.Background(), node) })
 		f.nodes = append(f.nodes, n)
 	}
 	for _, n := range f.nodes {
 		n.startAgent(kubeconfig)
 	}
+	return f
+}
+
+// chainSetOf writes kfm.yaml with one XDP chain of progs on nodeIface,
+// locks it, and returns the ChainSet kfm lock --chainset makes of it:
+// programs pinned by digest and signer.
+func (f *fleet) chainSetOf(name, selector string, progs ...agentProg) *v1alpha1.ChainSet {
+	f.t.Helper()
+	f.h.writeProject([]string{nodeIface}, progs...)
+	out := f.h.mustKFM("lock", "--chainset", name, "--node-selector", selector)
+	var cs v1alpha1.ChainSet
+	if err := yaml.UnmarshalStrict([]byte(out), &cs); err != nil {
+		f.t.Fatalf("kfm lock --chainset: %v\n%s", err, out)
+	}
+	return &cs
+}
+
+func TestAgentKubernetes(t *testing.T) {
+	f := newFleet(t, 3)
+	h, c, ctx := f.h, f.c, context.Background()
+	chainSetOf := f.chainSetOf
+	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
 
 	// 1. A ChainSet selecting the three nodes rolls out to all of them.
 	web := chainSetOf("web", "role=edge", filter)
@@ -446,4 +455,35 @@ func TestAgentKubernetes(t *testing.T) {
 		}
 		return len(l.Items) == 0
 	}, f.logs)
+}
+
+// BenchmarkAgentKubernetesRollout measures the time from an update of a
+// ChainSet (a param change, so every node loads a new program) until all
+// three nodes report the new generation Applied with the programs they run.
+func BenchmarkAgentKubernetesRollout(b *testing.B) {
+	f := newFleet(b, 3)
+	ctx := context.Background()
+	ref := f.h.reg.Ref("net/portfilter", "1.0.0")
+	specs := []v1alpha1.ChainSetSpec{
+		f.chainSetOf("web", "role=edge", agentProg{"portfilter", ref, "port: '7777'"}).Spec,
+		f.chainSetOf("web", "role=edge", agentProg{"portfilter", ref, "port: '9999'"}).Spec,
+	}
+	cs := f.chainSetOf("web", "role=edge", agentProg{"portfilter", ref, "port: '7777'"})
+	if err := f.c.Create(ctx, cs); err != nil {
+		b.Fatal(err)
+	}
+	f.rollout("web", f.nodes, []string{"portfilter"})
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cs := f.chainSet("web")
+		cs.Spec = specs[(i+1)%2]
+		start := time.Now()
+		if err := f.c.Update(ctx, cs); err != nil {
+			b.Fatal(err)
+		}
+		f.rollout("web", f.nodes, []string{"portfilter"})
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/rollout")
 }
