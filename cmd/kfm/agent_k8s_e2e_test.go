@@ -17,7 +17,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -80,20 +79,9 @@ func (n *k8sNode) chain() ([]string, []int64) {
 	return names, ids
 }
 
-// pins lists the pins kfm keeps under the node's bpffs.
-func (n *k8sNode) pins() []string {
-	var out []string
-	filepath.WalkDir(filepath.Join(n.bpffs, "kfm"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			out = append(out, path)
-		}
-		return nil
-	})
-	return out
-}
-
 // newK8sNode makes node name: a namespace pair with the managed end
-// renamed to nodeIface, directories, and a policy trusting pubs.
+// renamed to nodeIface, its own directories and bpffs, and a policy
+// trusting h.pub.
 func newK8sNode(t testing.TB, h *host, name string) *k8sNode {
 	t.Helper()
 	nh := *h
