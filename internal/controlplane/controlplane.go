@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kfm-project/kfm/chain/agent/kubernetes/api/v1alpha1"
 	"github.com/kfm-project/kfm/internal/testenv"
@@ -29,6 +31,10 @@ func CRDDir() string {
 func Start(tb testing.TB) *rest.Config {
 	tb.Helper()
 	dir := testenv.ControlPlane(tb)
+	// envtest logs through controller-runtime's logger, which prints a
+	// stack trace to stderr unless someone sets one: kfm's tests want
+	// neither.
+	ctrllog.SetLogger(logr.Discard())
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: dir,
 		CRDDirectoryPaths:     []string{CRDDir()},
