@@ -118,13 +118,7 @@ key is opened before anything is pushed, so a wrong password pushes nothing.`,
 					return fmt.Errorf("published %s, but signing failed: %w", res.Reference, err)
 				}
 			}
-			return g.report(res, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, res.Reference)
-				if res.Signed != nil {
-					fmt.Fprintf(w, "Signed (%s signature, key %s)\n", res.Signed.Format, res.Signed.Key)
-				}
-				return err
-			})
+			return g.report(res, func(w io.Writer) error { return printPushed(w, res.Reference, res.Signed) })
 		},
 	}
 	rf.add(cmd, false)
@@ -139,4 +133,17 @@ key is opened before anything is pushed, so a wrong password pushes nothing.`,
 	fl.StringVar(&key, "key", "", "private key for --sign: cosign key file or KMS URI")
 	fl.StringVar(&format, "signature-format", string(verify.FormatBundle), "with --sign: bundle (sigstore bundle referrer) or legacy (cosign .sig tag)")
 	return cmd
+}
+
+// printPushed says what publish and push-lock pushed: the pinned reference,
+// and the signature when there is one.
+func printPushed(w io.Writer, ref string, signed *verify.Signed) error {
+	if _, err := fmt.Fprintln(w, ref); err != nil {
+		return err
+	}
+	if signed != nil {
+		_, err := fmt.Fprintf(w, "Signed (%s signature, key %s)\n", signed.Format, signed.Key)
+		return err
+	}
+	return nil
 }

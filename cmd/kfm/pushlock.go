@@ -100,13 +100,7 @@ policy before they apply anything. Every program must be pinned by digest
 				return registryError(err)
 			}
 			res.Reference, res.Digest, res.Chains = ref.Pinned(desc.Digest).String(), desc.Digest.String(), len(lk.Chains)
-			return g.report(res, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, res.Reference)
-				if res.Signed != nil {
-					fmt.Fprintf(w, "Signed (%s signature, key %s)\n", res.Signed.Format, res.Signed.Key)
-				}
-				return err
-			})
+			return g.report(res, func(w io.Writer) error { return printPushed(w, res.Reference, res.Signed) })
 		},
 	}
 	rf.add(cmd, false)
