@@ -68,15 +68,11 @@ func (m *Manager) ApplyLock(ctx context.Context, lk *Lock, opts LockApplyOptions
 		}
 	}
 
-	lock, err := m.lock(ctx)
+	st, release, err := m.lockState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release()
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
+	defer release()
 
 	var specs []HookSpec
 	for i := range lk.Chains {
@@ -125,15 +121,11 @@ func (m *Manager) ApplyLock(ctx context.Context, lk *Lock, opts LockApplyOptions
 // Owned lists the hooks the host state records for an owner other than
 // kfm.yaml, that is the hooks a kfm agent manages, whatever the owner.
 func (m *Manager) Owned(ctx context.Context) ([]HookState, error) {
-	lock, err := m.lock(ctx)
+	st, release, err := m.lockState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release()
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
+	defer release()
 	var out []HookState
 	for _, hs := range st.Hooks {
 		if hs.Owner != "" {

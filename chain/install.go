@@ -280,15 +280,11 @@ func (m *Manager) Install(ctx context.Context, r InstallRequest) (*HookStatus, e
 	if err != nil {
 		return nil, err
 	}
-	lock, err := m.lock(ctx)
+	st, release, err := m.lockState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release()
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
+	defer release()
 	m.pruneFirst(st)
 	man, lk, err := m.loadProject()
 	if err != nil {

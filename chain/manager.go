@@ -123,6 +123,20 @@ func (m *Manager) lock(ctx context.Context) (*hostLock, error) {
 	return l, nil
 }
 
+// lockState takes the host lock and reads the host state under it; release
+// gives the lock back.
+func (m *Manager) lockState(ctx context.Context) (st *State, release func(), err error) {
+	l, err := m.lock(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st, err = m.state.load(); err != nil {
+		l.release()
+		return nil, nil, err
+	}
+	return st, func() { l.release() }, nil
+}
+
 // iface is an interface kfm acts on: where it is and what identifies it.
 type iface struct {
 	bpf.Target

@@ -107,15 +107,11 @@ func (m *Manager) pruneFirst(st *State) {
 }
 
 func (m *Manager) pruneLocked(ctx context.Context, only func(netns string, ifindex int) bool) ([]Pruned, error) {
-	lock, err := m.lock(ctx)
+	st, release, err := m.lockState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.release()
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
-	}
+	defer release()
 	return m.prune(st, only)
 }
 
