@@ -81,7 +81,7 @@ func (c *Client) FetchMetadata(ctx context.Context, ref Reference, readme bool) 
 	if err != nil {
 		return nil, err
 	}
-	src := &remoteSource{repo: repo, ref: ref.String()}
+	src := &remoteSource{repo: repo, ref: ref.String(), retry: c.retry}
 	if !isImageManifest(desc.MediaType) {
 		return nil, fmt.Errorf("%s: %w: it is a %s", ref, ErrNotBundle, desc.MediaType)
 	}
@@ -190,7 +190,7 @@ func (c *Client) FetchArtifact(ctx context.Context, ref Reference, artifactType,
 	if err != nil {
 		return nil, Reference{}, err
 	}
-	src := &remoteSource{repo: repo, ref: ref.String()}
+	src := &remoteSource{repo: repo, ref: ref.String(), retry: c.retry}
 	data, err := src.fetch(ctx, desc, c.limits.MaxManifestSize, "manifest")
 	if err != nil {
 		return nil, Reference{}, fmt.Errorf("%s: %w", ref, err)

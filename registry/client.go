@@ -15,7 +15,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/kfm-project/kfm/registry/bpfman"
 	"github.com/kfm-project/kfm/registry/cache"
@@ -81,6 +80,9 @@ type Options struct {
 	Concurrency int
 	// UserAgent is sent to registries (default "kfm").
 	UserAgent string
+	// Retry bounds retries, waits and the time of each registry
+	// operation; zero fields take DefaultRetryPolicy's.
+	Retry RetryPolicy
 }
 
 // Client talks to OCI registries through oras-go and keeps what it pulls in
@@ -89,6 +91,7 @@ type Options struct {
 type Client struct {
 	opts   Options
 	limits Limits
+	retry  RetryPolicy
 	creds  credentials.Store
 	http   *http.Client
 
@@ -102,7 +105,7 @@ type Client struct {
 // NewClient makes a Client. It reads the CA file and opens the credential
 // store; it does not contact any registry.
 func NewClient(opts Options) (*Client, error) {
-	c := &Client{opts: opts, limits: opts.Limits.withDefaults(), auths: map[string]*auth.Client{}, plain: map[string]bool{}, tokenTTL: auth.NewCache()}
+	c := &Client{opts: opts, limits: opts.Limits.withDefaults(), retry: opts.Retry.withDefaults(), auths: map[string]*auth.Client{}, plain: map[string]bool{}, tokenTTL: auth.NewCache()}
 	if c.opts.Concurrency <= 0 {
 		c.opts.Concurrency = 8
 	}
@@ -125,7 +128,7 @@ func NewClient(opts Options) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	c.http = &http.Client{Transport: retry.NewTransport(tr)}
+	c.http = &http.Client{Transport: &retryTransport{base: tr, policy: c.retry}}
 	c.creds = opts.Credentials
 	if c.creds == nil {
 		store, err := DockerCredentials()

@@ -44,6 +44,11 @@ var (
 	// ErrUnreachable: the registry could not be reached (connection, DNS,
 	// TLS).
 	ErrUnreachable = errors.New("registry unreachable")
+	// ErrUnavailable: the registry kept failing (5xx, 429, broken
+	// transfers) on every try the RetryPolicy allowed, or an operation
+	// ran out of its time bound. The error is a *RetryError in the first
+	// case.
+	ErrUnavailable = errors.New("registry unavailable")
 )
 
 // classify wraps err from oras-go with the sentinel it stands for and adds
@@ -53,8 +58,14 @@ func classify(err error, what, host string) error {
 	if err == nil {
 		return nil
 	}
-	for _, s := range []error{ErrInvalidReference, ErrNotFound, ErrUnauthorized, ErrNotBundle, ErrInvalidBundle, ErrDigestMismatch, ErrTooLarge, ErrNotCached, ErrUnreachable} {
+	for _, s := range []error{ErrInvalidReference, ErrNotFound, ErrUnauthorized, ErrNotBundle, ErrInvalidBundle, ErrDigestMismatch, ErrTooLarge, ErrNotCached, ErrUnreachable, ErrUnavailable} {
 		if errors.Is(err, s) {
+			var re *RetryError
+			if errors.As(err, &re) {
+				// Without the url.Error around it: the message
+				// names the registry already.
+				return fmt.Errorf("%s: %w", what, re)
+			}
 			return err
 		}
 	}
@@ -84,11 +95,8 @@ func classify(err error, what, host string) error {
 	case errors.Is(err, errdef.ErrInvalidReference):
 		return fmt.Errorf("%s: %w: %w", what, ErrInvalidReference, err)
 	}
-	var certErr *tls.CertificateVerificationError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	if errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
-		return fmt.Errorf("%s: %w: the registry's TLS certificate is not trusted (%v); pass --ca-file with the CA that signed it", what, ErrUnreachable, err)
+	if msg := tlsAdvice(err, host); msg != "" {
+		return fmt.Errorf("%s: %w: %s (TLS errors are not retried): %w", what, ErrUnreachable, msg, err)
 	}
 	var netErr net.Error
 	var opErr *net.OpError
@@ -96,6 +104,29 @@ func classify(err error, what, host string) error {
 		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// tlsAdvice says what is wrong with a registry's certificate and what to
+// do about it ("" for errors that are not about certificates).
+func tlsAdvice(err error, host string) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownCA):
+		return fmt.Sprintf("registry %s presented a TLS certificate signed by an authority kfm does not trust; pass --ca-file with the PEM certificate of the CA that signed it (or add that CA to the system's trust store)", host)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("registry %s presented a TLS certificate that is not valid for that name; use the host name the certificate was issued for", host)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Sprintf("registry %s presented a TLS certificate that has expired or is not yet valid; the registry must renew it (or this host's clock is wrong)", host)
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("registry %s presented an invalid TLS certificate", host)
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return fmt.Sprintf("registry %s presented a TLS certificate kfm cannot verify; pass --ca-file with the CA that signed it", host)
+	}
+	return ""
 }
 
 func loginHint(host string) string {

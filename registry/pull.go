@@ -7,18 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"path"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/registry/bpfman"
@@ -69,7 +74,11 @@ func (c *Client) Resolve(ctx context.Context, ref Reference, opts PullOptions) (
 	if err != nil {
 		return Reference{}, ocispec.Descriptor{}, err
 	}
-	desc, err := repo.Resolve(ctx, ref.orasRef().Reference)
+	var desc ocispec.Descriptor
+	err = c.bound(ctx, ref.String(), func(ctx context.Context) (err error) {
+		desc, err = repo.Resolve(ctx, ref.orasRef().Reference)
+		return err
+	})
 	if err != nil {
 		return Reference{}, ocispec.Descriptor{}, classify(err, ref.String(), ref.Registry)
 	}
@@ -107,8 +116,10 @@ func (c *Client) resolveCached(ctx context.Context, ref Reference) (Reference, o
 // only then is anything written to the cache, so a refused bundle leaves no
 // trace there.
 func (c *Client) Fetch(ctx context.Context, ref Reference, desc ocispec.Descriptor, opts PullOptions) error {
-	_, err := c.fetch(ctx, ref, desc, opts)
-	return err
+	return c.bound(ctx, ref.String(), func(ctx context.Context) error {
+		_, err := c.fetch(ctx, ref, desc, opts)
+		return err
+	})
 }
 
 // fetch is Fetch; it returns the bundle it validated (nil when the cache
@@ -135,7 +146,7 @@ func (c *Client) fetch(ctx context.Context, ref Reference, desc ocispec.Descript
 	if err != nil {
 		return nil, err
 	}
-	src := &remoteSource{repo: repo, progress: opts.Progress, ref: ref.String()}
+	src := &remoteSource{repo: repo, progress: opts.Progress, ref: ref.String(), retry: c.retry}
 	b, blobs, err := c.load(ctx, src, ref, desc)
 	if err != nil {
 		return nil, err
@@ -237,7 +248,11 @@ func (c *Client) Pull(ctx context.Context, ref Reference, opts PullOptions) (*Bu
 	if err != nil {
 		return nil, err
 	}
-	b, err := c.fetch(ctx, pinned, desc, opts)
+	var b *Bundle
+	err = c.bound(ctx, pinned.String(), func(ctx context.Context) (err error) {
+		b, err = c.fetch(ctx, pinned, desc, opts)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -277,13 +292,18 @@ type source interface {
 }
 
 type remoteSource struct {
+	retry    RetryPolicy
 	repo     *remote.Repository
 	ref      string
 	progress func(Progress)
 }
 
 // fetch reads desc from the registry, refusing it unread when desc is
-// larger than max, and verifying size and digest while reading.
+// larger than max, and verifying size and digest before it returns. A
+// transfer that breaks off, stalls or arrives with a wrong length is tried
+// again under the client's RetryPolicy, from where it stopped (HTTP Range)
+// for a blob. What it returns is whole and verified; nothing partial leaves
+// this function.
 func (s *remoteSource) fetch(ctx context.Context, desc ocispec.Descriptor, max int64, kind string) ([]byte, error) {
 	if desc.Size > max {
 		return nil, fmt.Errorf("%s %s: %w: %d bytes, kfm accepts at most %d", kind, desc.Digest, ErrTooLarge, desc.Size, max)
@@ -294,40 +314,191 @@ func (s *remoteSource) fetch(ctx context.Context, desc ocispec.Descriptor, max i
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("%s %s: %w: %v", kind, desc.Digest, ErrInvalidBundle, err)
 	}
-	rc, err := s.repo.Fetch(ctx, desc)
-	if err != nil {
-		return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)
-	}
-	defer rc.Close()
-	var r io.Reader = rc
-	if s.progress != nil {
-		r = &progressReader{r: rc, p: Progress{Reference: s.ref, Kind: kind, Digest: desc.Digest, Total: desc.Size}, fn: s.progress}
-	}
-	// ReadAll stops after desc.Size bytes and fails on a size or digest
-	// mismatch.
-	data, err := content.ReadAll(r, desc)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: the registry served different bytes (%v); nothing was cached", kind, desc.Digest, ErrDigestMismatch, err)
+	b := newBudget(s.retry)
+	ctx = withBudget(ctx, b)
+	t := &transfer{src: s, desc: desc, kind: kind, data: make([]byte, 0, desc.Size), ranges: !isManifestKind(kind)}
+	for {
+		f, err := t.try(ctx)
+		if err == nil && f == nil {
+			break
+		}
+		if err != nil {
+			return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)
+		}
+		if err := b.fail(ctx, *f); err != nil {
+			return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)
+		}
 	}
 	if s.progress != nil {
 		s.progress(Progress{Reference: s.ref, Kind: kind, Digest: desc.Digest, Done: desc.Size, Total: desc.Size, Finished: true})
 	}
-	return data, nil
+	return t.data, nil
 }
 
-type progressReader struct {
-	r  io.Reader
-	p  Progress
-	fn func(Progress)
+func isManifestKind(kind string) bool { return kind == "manifest" || kind == "index" }
+
+// transfer is one blob or manifest on its way from the registry: the bytes
+// received so far (not yet verified) and whether the registry may be asked
+// for the rest with a Range request.
+type transfer struct {
+	src     *remoteSource
+	desc    ocispec.Descriptor
+	kind    string
+	data    []byte
+	ranges  bool // a Range request may continue data
+	resumed bool // data holds bytes of more than one response
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.p.Done += int64(n)
-		p.fn(p.p)
+// try makes one request for what is missing. It returns (nil, nil) when
+// data is complete and verified, a failure worth another try, or an error
+// that ends the transfer.
+func (t *transfer) try(ctx context.Context) (*failure, error) {
+	repo := t.src.repo
+	ref := repo.Reference
+	endpoint := "blobs"
+	if isManifestKind(t.kind) {
+		endpoint = "manifests"
 	}
-	return n, err
+	scheme := "https"
+	if repo.PlainHTTP {
+		scheme = "http"
+	}
+	u := fmt.Sprintf("%s://%s/v2/%s/%s/%s", scheme, ref.Host(), ref.Repository, endpoint, t.desc.Digest)
+	ctx = auth.AppendRepositoryScope(ctx, ref, auth.ActionPull)
+	// A try that receives nothing for StallTimeout is cancelled.
+	tryCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stalled atomic.Bool
+	stall := time.AfterFunc(t.src.retry.StallTimeout, func() { stalled.Store(true); cancel() })
+	defer stall.Stop()
+
+	req, err := http.NewRequestWithContext(tryCtx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if isManifestKind(t.kind) {
+		req.Header.Set("Accept", t.desc.MediaType)
+	}
+	offset := int64(len(t.data))
+	if offset > 0 && t.ranges {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, t.desc.Size-1))
+	} else {
+		t.data, offset = t.data[:0], 0
+	}
+	host := ref.Registry
+	fail := func(resp *http.Response, format string, args ...any) *failure {
+		f := &failure{host: host, err: fmt.Errorf(format, args...)}
+		if resp != nil && resp.Request != nil && resp.Request.URL.Host != host {
+			f.host, f.redirectedFrom = resp.Request.URL.Host, host
+		}
+		return f
+	}
+	stalledErr := func(err error) (*failure, error) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if stalled.Load() {
+			return fail(nil, "%s %s: nothing arrived for %s (after %d of %d bytes)", t.kind, t.desc.Digest, t.src.retry.StallTimeout, len(t.data), t.desc.Size), nil
+		}
+		return nil, err
+	}
+	resp, err := repo.Client.Do(req)
+	if err != nil {
+		return stalledErr(err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if offset > 0 {
+			// The registry ignored the Range header: start over.
+			t.data, offset = t.data[:0], 0
+			t.ranges = false
+		}
+		if cl := resp.ContentLength; cl != -1 && cl != t.desc.Size {
+			return fail(resp, "%s %s: the registry announced %d bytes (Content-Length), the manifest says %d", t.kind, t.desc.Digest, cl, t.desc.Size), nil
+		}
+	case http.StatusPartialContent:
+		if offset == 0 || !validContentRange(resp, offset, t.desc.Size) {
+			// A range kfm did not ask for: start over without.
+			cr := resp.Header.Get("Content-Range")
+			t.data, t.ranges = t.data[:0], false
+			return fail(resp, "%s %s: asked for bytes %d-%d, the registry answered Content-Range %q with %d bytes", t.kind, t.desc.Digest, offset, t.desc.Size-1, cr, resp.ContentLength), nil
+		}
+		t.resumed = true
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%s: %w", t.desc.Digest, errdef.ErrNotFound)
+	default:
+		return nil, errorResponse(resp)
+	}
+	want := t.desc.Size - offset
+	n, err := io.Copy(&appendWriter{t: t, stall: stall}, io.LimitReader(resp.Body, want+1))
+	switch {
+	case err != nil:
+		f, ferr := stalledErr(err)
+		if f == nil && ferr == err {
+			f = fail(resp, "%s %s: the transfer broke off after %d of %d bytes: %v", t.kind, t.desc.Digest, len(t.data), t.desc.Size, err)
+			ferr = nil
+		}
+		return f, ferr
+	case n < want:
+		return fail(resp, "%s %s: the body ended after %d of %d bytes", t.kind, t.desc.Digest, len(t.data), t.desc.Size), nil
+	case n > want:
+		t.data = t.data[:0]
+		return nil, fmt.Errorf("%s %s: %w: the registry sent more than the %d bytes of the descriptor; nothing was cached", t.kind, t.desc.Digest, ErrDigestMismatch, t.desc.Size)
+	}
+	if got := t.desc.Digest.Algorithm().FromBytes(t.data); got != t.desc.Digest {
+		t.data = t.data[:0]
+		if t.resumed {
+			// Pieces of different responses may not fit together:
+			// one more try, whole.
+			t.resumed, t.ranges = false, false
+			return fail(resp, "%s %s: the resumed transfer does not match its digest (got %s)", t.kind, t.desc.Digest, got), nil
+		}
+		return nil, fmt.Errorf("%s %s: %w: the registry served different bytes (digest %s); nothing was cached", t.kind, t.desc.Digest, ErrDigestMismatch, got)
+	}
+	return nil, nil
+}
+
+// appendWriter collects a body into a transfer, reports progress and
+// keeps the stall timer from firing while bytes arrive.
+type appendWriter struct {
+	t     *transfer
+	stall *time.Timer
+}
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.t.data = append(w.t.data, p...)
+	w.stall.Reset(w.t.src.retry.StallTimeout)
+	if fn := w.t.src.progress; fn != nil {
+		fn(Progress{Reference: w.t.src.ref, Kind: w.t.kind, Digest: w.t.desc.Digest, Done: int64(len(w.t.data)), Total: w.t.desc.Size})
+	}
+	return len(p), nil
+}
+
+// validContentRange checks a 206 answer: exactly bytes offset..size-1.
+func validContentRange(resp *http.Response, offset, size int64) bool {
+	var first, last int64
+	var total string
+	if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%s", &first, &last, &total); err != nil {
+		return false
+	}
+	if first != offset || last != size-1 || (total != "*" && total != strconv.FormatInt(size, 10)) {
+		return false
+	}
+	return resp.ContentLength == -1 || resp.ContentLength == size-offset
+}
+
+// errorResponse turns an error answer into oras-go's error type, so that
+// classify treats it like the answers oras-go reads.
+func errorResponse(resp *http.Response) error {
+	er := &errcode.ErrorResponse{Method: resp.Request.Method, URL: resp.Request.URL, StatusCode: resp.StatusCode}
+	var body struct {
+		Errors errcode.Errors `json:"errors"`
+	}
+	if data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<10)); err == nil && json.Unmarshal(data, &body) == nil {
+		er.Errors = body.Errors
+	}
+	return er
 }
 
 type cacheSource struct{ c *cache.Cache }
@@ -622,6 +793,15 @@ func plain(d ocispec.Descriptor) ocispec.Descriptor {
 // "<registry>/<repository>:sha256-<hex>.sig". Each manifest and blob is
 // size-capped and verified. It returns the descriptors of what was copied.
 func (c *Client) FetchReferrers(ctx context.Context, ref Reference) ([]ocispec.Descriptor, error) {
+	var copied []ocispec.Descriptor
+	err := c.bound(ctx, ref.String()+" signatures", func(ctx context.Context) (err error) {
+		copied, err = c.fetchReferrers(ctx, ref)
+		return err
+	})
+	return copied, err
+}
+
+func (c *Client) fetchReferrers(ctx context.Context, ref Reference) ([]ocispec.Descriptor, error) {
 	if !ref.IsPinned() {
 		return nil, fmt.Errorf("%s: FetchReferrers needs a pinned reference", ref)
 	}
@@ -647,7 +827,7 @@ func (c *Client) FetchReferrers(ctx context.Context, ref Reference) ([]ocispec.D
 	if err != nil {
 		return nil, classify(err, ref.String()+" referrers", ref.Registry)
 	}
-	src := &remoteSource{repo: repo, ref: ref.String()}
+	src := &remoteSource{repo: repo, ref: ref.String(), retry: c.retry}
 	var copied []ocispec.Descriptor
 	for _, d := range refs {
 		if err := c.copyGraph(ctx, src, d); err != nil {
