@@ -199,7 +199,7 @@ func withoutLoopback(ps []netip.Prefix) []netip.Prefix {
 func (c *Client) Repository(ctx context.Context, ref Reference) (*remote.Repository, error) {
 	plain, err := c.usePlainHTTP(ctx, ref.Registry)
 	if err != nil {
-		return nil, classify(err, ref.Registry, ref.Registry)
+		return nil, classify(err, ref.String(), ref.Registry)
 	}
 	return &remote.Repository{
 		Client:               c.authClient(ref.Registry),

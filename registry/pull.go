@@ -398,7 +398,7 @@ func (t *transfer) try(ctx context.Context) (*failure, error) {
 			return nil, ctx.Err()
 		}
 		if stalled.Load() {
-			return fail(nil, "%s %s: nothing arrived for %s (after %d of %d bytes)", t.kind, t.desc.Digest, t.src.retry.StallTimeout, len(t.data), t.desc.Size), nil
+			return fail(nil, "nothing arrived for %s (after %d of %d bytes)", t.src.retry.StallTimeout, len(t.data), t.desc.Size), nil
 		}
 		return nil, err
 	}
@@ -415,14 +415,14 @@ func (t *transfer) try(ctx context.Context) (*failure, error) {
 			t.ranges = false
 		}
 		if cl := resp.ContentLength; cl != -1 && cl != t.desc.Size {
-			return fail(resp, "%s %s: the registry announced %d bytes (Content-Length), the manifest says %d", t.kind, t.desc.Digest, cl, t.desc.Size), nil
+			return fail(resp, "the registry announced %d bytes (Content-Length), the manifest says %d", cl, t.desc.Size), nil
 		}
 	case http.StatusPartialContent:
 		if offset == 0 || !validContentRange(resp, offset, t.desc.Size) {
 			// A range kfm did not ask for: start over without.
 			cr := resp.Header.Get("Content-Range")
 			t.data, t.ranges = t.data[:0], false
-			return fail(resp, "%s %s: asked for bytes %d-%d, the registry answered Content-Range %q with %d bytes", t.kind, t.desc.Digest, offset, t.desc.Size-1, cr, resp.ContentLength), nil
+			return fail(resp, "asked for bytes %d-%d, the registry answered Content-Range %q with %d bytes", offset, t.desc.Size-1, cr, resp.ContentLength), nil
 		}
 		t.resumed = true
 	case http.StatusNotFound:
@@ -436,12 +436,12 @@ func (t *transfer) try(ctx context.Context) (*failure, error) {
 	case err != nil:
 		f, ferr := stalledErr(err)
 		if f == nil && ferr == err {
-			f = fail(resp, "%s %s: the transfer broke off after %d of %d bytes: %v", t.kind, t.desc.Digest, len(t.data), t.desc.Size, err)
+			f = fail(resp, "the transfer broke off after %d of %d bytes: %v", len(t.data), t.desc.Size, err)
 			ferr = nil
 		}
 		return f, ferr
 	case n < want:
-		return fail(resp, "%s %s: the body ended after %d of %d bytes", t.kind, t.desc.Digest, len(t.data), t.desc.Size), nil
+		return fail(resp, "the body ended after %d of %d bytes", len(t.data), t.desc.Size), nil
 	case n > want:
 		t.data = t.data[:0]
 		return nil, fmt.Errorf("%s %s: %w: the registry sent more than the %d bytes of the descriptor; nothing was cached", t.kind, t.desc.Digest, ErrDigestMismatch, t.desc.Size)
@@ -452,7 +452,7 @@ func (t *transfer) try(ctx context.Context) (*failure, error) {
 			// Pieces of different responses may not fit together:
 			// one more try, whole.
 			t.resumed, t.ranges = false, false
-			return fail(resp, "%s %s: the resumed transfer does not match its digest (got %s)", t.kind, t.desc.Digest, got), nil
+			return fail(resp, "the resumed transfer does not match its digest (got %s)", got), nil
 		}
 		return nil, fmt.Errorf("%s %s: %w: the registry served different bytes (digest %s); nothing was cached", t.kind, t.desc.Digest, ErrDigestMismatch, got)
 	}

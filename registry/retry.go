@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // RetryPolicy bounds how a Client retries registry requests. A try fails
@@ -302,8 +305,16 @@ func judge(req *http.Request, resp *http.Response, err error) (failure, bool) {
 	}
 	f.status = resp.StatusCode
 	f.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	text := strings.Join(strings.Fields(string(msg)), " ")
+	var body struct {
+		Errors errcode.Errors `json:"errors"`
+	}
+	if json.Unmarshal(msg, &body) == nil && len(body.Errors) > 0 {
+		text = body.Errors.Error()
+	} else if len(text) > 200 {
+		text = text[:200] + "..."
+	}
 	if text == "" {
 		text = http.StatusText(resp.StatusCode)
 	}

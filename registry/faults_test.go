@@ -1,0 +1,454 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/kfm-project/kfm/internal/faultproxy"
+	"github.com/kfm-project/kfm/internal/testregistry"
+	"github.com/kfm-project/kfm/registry"
+	"github.com/kfm-project/kfm/registry/cache"
+)
+
+// fakeClock is a RetryPolicy clock that waits by moving its time on, so
+// that backoff and Retry-After are asserted without waiting for them.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []time.Duration
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.waits = append(c.waits, d)
+	c.mu.Unlock()
+	return ctx.Err()
+}
+
+func (c *fakeClock) Waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.waits...)
+}
+
+// checkCache fails the test when the cache holds a file under blobs/ whose
+// bytes do not match its name, or anything left in its ingest directory; it
+// reports whether the cache holds d.
+func checkCache(t *testing.T, c *cache.Cache, d digest.Digest) bool {
+	t.Helper()
+	found := false
+	for _, p := range cacheBlobs(t, c) {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := digest.NewDigestFromEncoded(digest.Algorithm(filepath.Base(filepath.Dir(p))), filepath.Base(p))
+		if digest.FromBytes(data) != name {
+			t.Errorf("cache holds %s with %d bytes that do not match its name", p, len(data))
+		}
+		found = found || name == d
+	}
+	if left, _ := os.ReadDir(filepath.Join(c.Dir(), "ingest")); len(left) != 0 {
+		t.Errorf("partial files left in the cache's ingest directory: %v", left)
+	}
+	return found
+}
+
+// rangeFrom is the Range header of a resumed request for a blob of size
+// bytes from offset.
+func rangeFrom(offset, size int64) string { return fmt.Sprintf("bytes=%d-%d", offset, size-1) }
+
+// fastPolicy is the retry policy of the fault tests: the default tries and
+// backoff, on a fake clock.
+func fastPolicy(clk *fakeClock) registry.RetryPolicy {
+	return registry.RetryPolicy{Attempts: 5, Backoff: time.Second, MaxBackoff: 8 * time.Second, Clock: clk}
+}
+
+// Every fault between kfm and a real registry (Distribution behind
+// faultproxy), through the real pull path: either the pull succeeds after
+// retries (and resumes where it can), or it fails with an error that names
+// the registry and what happened, within its bounds. Never does the cache
+// hold a partial or wrong blob.
+func TestPullUnderRegistryFaults(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	published, _ := publish(t, reg, "kfm/faults", "1.0.0", registry.PackOptions{})
+	layer := published.Manifest.Layers[0]
+	size, half := layer.Size, layer.Size/2
+	layerPath := faultproxy.Blob(layer.Digest)
+
+	type env struct {
+		p, storage *faultproxy.Proxy
+		clk        *fakeClock
+		dead       string
+	}
+	for _, tc := range []struct {
+		name   string
+		policy func(*registry.RetryPolicy)
+		setup  func(e env)
+		// wantErr: substrings of the error; none: the pull succeeds.
+		wantErr []string
+		wantIs  []error
+		check   func(t *testing.T, e env)
+	}{
+		{
+			name: "503 twice then success",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 2, Fault: faultproxy.Status(503)})
+			},
+			check: func(t *testing.T, e env) {
+				if n := e.p.Count("GET", layerPath); n != 3 {
+					t.Errorf("the proxy saw %d GETs of the layer, want 3 (two 503s, one success)", n)
+				}
+				w := e.clk.Waits()
+				if len(w) != 2 || w[0] < 900*time.Millisecond || w[0] > 1100*time.Millisecond || w[1] < 1800*time.Millisecond || w[1] > 2200*time.Millisecond {
+					t.Errorf("waits %v, want about 1s then 2s (backoff doubling, ±10%%)", w)
+				}
+			},
+		},
+		{
+			name: "429 with Retry-After is honoured",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.TooManyRequests("7")})
+			},
+			check: func(t *testing.T, e env) {
+				if w := e.clk.Waits(); len(w) != 1 || w[0] != 7*time.Second {
+					t.Errorf("waits %v, want the 7s the registry asked for", w)
+				}
+			},
+		},
+		{
+			name:   "429 with a long Retry-After waits only the cap",
+			policy: func(p *registry.RetryPolicy) { p.MaxRetryAfter = 20 * time.Second },
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.TooManyRequests("3600")})
+			},
+			check: func(t *testing.T, e env) {
+				if w := e.clk.Waits(); len(w) != 1 || w[0] != 20*time.Second {
+					t.Errorf("waits %v, want the 20s cap instead of the hour asked for", w)
+				}
+			},
+		},
+		{
+			name: "truncated body is resumed with Range",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Truncate(half)})
+			},
+			check: func(t *testing.T, e env) {
+				checkRanges(t, e.p, layerPath, "", rangeFrom(half, size))
+			},
+		},
+		{
+			name: "connection reset mid-blob is resumed",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Reset(half)})
+			},
+			check: func(t *testing.T, e env) {
+				reqs := requests(e.p, layerPath)
+				if len(reqs) != 2 {
+					t.Fatalf("GETs of the layer: %+v, want 2", reqs)
+				}
+				// A reset may drop bytes the client had not read
+				// yet: it resumes from what it holds, at most half.
+				var off, last int64
+				if reqs[1].Range != "" {
+					if _, err := fmt.Sscanf(reqs[1].Range, "bytes=%d-%d", &off, &last); err != nil || off <= 0 || off > half || last != size-1 {
+						t.Errorf("resumed with Range %q, want bytes=N-%d with 0 < N <= %d", reqs[1].Range, size-1, half)
+					}
+				}
+				t.Logf("resumed with %q", reqs[1].Range)
+			},
+		},
+		{
+			name:   "stalled body is abandoned and resumed",
+			policy: func(p *registry.RetryPolicy) { p.StallTimeout = 200 * time.Millisecond },
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Stall(half)})
+			},
+			check: func(t *testing.T, e env) {
+				checkRanges(t, e.p, layerPath, "", rangeFrom(half, size))
+			},
+		},
+		{
+			name: "Content-Length too large once",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.ContentLength(+100)})
+			},
+			check: func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "", "") },
+		},
+		{
+			name: "Content-Length too small once",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.ContentLength(-100)})
+			},
+			check: func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "", "") },
+		},
+		{
+			name: "slow trickle within the bound",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Trickle(2048, 5*time.Millisecond)})
+			},
+			check: func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "") },
+		},
+		{
+			name: "redirect to a storage host",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Redirect(e.storage.URL())})
+			},
+			check: func(t *testing.T, e env) { checkRanges(t, e.storage, layerPath, "") },
+		},
+		{
+			name: "redirect to a storage host that cuts the body short",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Redirect(e.storage.URL())})
+				e.storage.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Truncate(half)})
+			},
+			check: func(t *testing.T, e env) {
+				// The registry is asked again and redirects again;
+				// the storage host gets the Range request.
+				checkRanges(t, e.p, layerPath, "", rangeFrom(half, size))
+				checkRanges(t, e.storage, layerPath, "", rangeFrom(half, size))
+			},
+		},
+		{
+			name: "redirect to a dead host",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Redirect("http://" + e.dead)})
+			},
+			wantErr: []string{"storage host DEAD (where registry PROXY redirected) kept failing after 5 tries", "connection refused", "kfm/faults"},
+			wantIs:  []error{registry.ErrUnavailable, registry.ErrUnreachable},
+		},
+		{
+			name: "503 on every try",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Status(503)})
+			},
+			wantErr: []string{"registry PROXY kept failing with HTTP 503 after 5 tries over 1", "layer " + layer.Digest.String(), "PROXY/kfm/faults", "injected by faultproxy", "--registry-retries"},
+			wantIs:  []error{registry.ErrUnavailable},
+			check: func(t *testing.T, e env) {
+				if n := e.p.Count("GET", layerPath); n != 5 {
+					t.Errorf("the proxy saw %d GETs of the layer, want 5", n)
+				}
+			},
+		},
+		{
+			name: "manifest lookup fails with 500 on every try",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "HEAD", Path: faultproxy.Manifests, Fault: faultproxy.Status(500)})
+			},
+			wantErr: []string{"PROXY/kfm/faults:1.0.0: registry PROXY kept failing with HTTP 500 after 5 tries"},
+			wantIs:  []error{registry.ErrUnavailable},
+			check: func(t *testing.T, e env) {
+				if n := e.p.Count("HEAD", faultproxy.Manifests); n != 5 {
+					t.Errorf("the proxy saw %d HEADs of the manifest, want 5", n)
+				}
+			},
+		},
+		{
+			name: "body cut short on every try makes progress, then gives up",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Truncate(1000)})
+			},
+			wantErr: []string{"registry PROXY kept failing after 5 tries", "broke off after 5000 of"},
+			wantIs:  []error{registry.ErrUnavailable},
+			check: func(t *testing.T, e env) {
+				checkRanges(t, e.p, layerPath, "", rangeFrom(1000, size), rangeFrom(2000, size), rangeFrom(3000, size), rangeFrom(4000, size))
+			},
+		},
+		{
+			name: "Content-Length wrong on every try",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.ContentLength(-100)})
+			},
+			policy: func(p *registry.RetryPolicy) { p.Attempts = 3 },
+			wantErr: []string{"kept failing after 3 tries",
+				fmt.Sprintf("announced %d bytes (Content-Length), the manifest says %d", size-100, size)},
+			wantIs: []error{registry.ErrUnavailable},
+		},
+		{
+			// The time bound, not the tries, ends this one: waits of
+			// 2s ±10%, 8.9s allowed: the fifth wait cannot fit.
+			name: "time bound",
+			policy: func(p *registry.RetryPolicy) {
+				p.Attempts, p.Backoff, p.MaxBackoff, p.Timeout = 100, 2*time.Second, 2*time.Second, 8900*time.Millisecond
+			},
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Status(502)})
+			},
+			wantErr: []string{"kept failing with HTTP 502 after 5 tries", "would have passed the time bound"},
+			wantIs:  []error{registry.ErrUnavailable},
+			check: func(t *testing.T, e env) {
+				if n := e.p.Count("GET", layerPath); n != 5 {
+					t.Errorf("the proxy saw %d GETs of the layer, want 5", n)
+				}
+			},
+		},
+		{
+			name: "slow trickle past the bound",
+			policy: func(p *registry.RetryPolicy) {
+				p.Clock, p.Timeout = nil, 300*time.Millisecond // real time
+			},
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Trickle(100, 20*time.Millisecond)})
+			},
+			wantErr: []string{"gave up after 300ms, the bound on one registry operation (--registry-timeout)"},
+			wantIs:  []error{registry.ErrUnavailable},
+			check:   func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "") },
+		},
+		{
+			name:    "404 is not retried",
+			setup:   func(e env) { e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Status(404)}) },
+			wantIs:  []error{registry.ErrNotFound},
+			wantErr: []string{"layer " + layer.Digest.String()},
+			check:   func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "") },
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := env{
+				p:       faultproxy.Start(t, reg.Host(), faultproxy.Options{}),
+				storage: faultproxy.Start(t, reg.Host(), faultproxy.Options{}),
+				clk:     newFakeClock(),
+				dead:    faultproxy.DeadHost(t),
+			}
+			policy := fastPolicy(e.clk)
+			if tc.policy != nil {
+				tc.policy(&policy)
+			}
+			tc.setup(e)
+			c := newClient(t, nil, func(o *registry.Options) { o.Retry = policy })
+			ref := mustRef(t, e.p.Host()+"/kfm/faults:1.0.0")
+			b, err := c.Pull(ctx, ref, registry.PullOptions{})
+			cached := checkCache(t, c.Cache(), layer.Digest)
+			if tc.wantErr == nil && tc.wantIs == nil {
+				if err != nil {
+					t.Fatalf("pull: %v\nproxy saw: %+v", err, e.p.Requests())
+				}
+				if !bytes.Equal(b.Object, published.Object) || b.Digest != published.Digest {
+					t.Error("the pulled object differs from the published one")
+				}
+				if !cached {
+					t.Error("the layer is not in the cache after a successful pull")
+				}
+			} else {
+				if err == nil {
+					t.Fatalf("pull succeeded, want an error\nproxy saw: %+v", e.p.Requests())
+				}
+				msg := err.Error()
+				t.Logf("error: %s", msg)
+				for _, want := range tc.wantErr {
+					want = strings.NewReplacer("PROXY", e.p.Host(), "DEAD", e.dead).Replace(want)
+					if !strings.Contains(msg, want) {
+						t.Errorf("error lacks %q", want)
+					}
+				}
+				for _, want := range tc.wantIs {
+					if !errors.Is(err, want) {
+						t.Errorf("error is not %v", want)
+					}
+				}
+				if cached {
+					t.Error("a failed pull left the layer in the cache")
+				}
+				if tags, _ := c.Cache().Tags(ctx); len(tags) != 0 {
+					t.Errorf("a failed pull left tags %v", tags)
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, e)
+			}
+		})
+	}
+}
+
+func requests(p *faultproxy.Proxy, path string) []faultproxy.Request {
+	re := regexp.MustCompile(path)
+	var out []faultproxy.Request
+	for _, r := range p.Requests() {
+		if r.Method == "GET" && re.MatchString(r.Path) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkRanges checks the Range headers of the GETs of path, in order.
+func checkRanges(t *testing.T, p *faultproxy.Proxy, path string, want ...string) {
+	t.Helper()
+	reqs := requests(p, path)
+	var got []string
+	for _, r := range reqs {
+		got = append(got, r.Range)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(got) != len(want) {
+		t.Errorf("%s: GETs with Range %q, want %q\n%+v", p.Host(), got, want, reqs)
+	}
+}
+
+// TLS errors end the pull at the first try, and say what to do.
+func TestPullTLSFaults(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	publish(t, reg, "kfm/tls", "1.0.0", registry.PackOptions{})
+	for _, tc := range []struct {
+		cert faultproxy.Cert
+		want string
+	}{
+		{faultproxy.CertValid, ""},
+		{faultproxy.CertUntrusted, "signed by an authority kfm does not trust; pass --ca-file"},
+		{faultproxy.CertExpired, "has expired or is not yet valid"},
+		{faultproxy.CertWrongHost, "not valid for that name"},
+	} {
+		t.Run(tc.cert.String(), func(t *testing.T) {
+			p := faultproxy.Start(t, reg.Host(), faultproxy.Options{Cert: tc.cert})
+			clk := newFakeClock()
+			c := newClient(t, nil, func(o *registry.Options) { o.Retry = fastPolicy(clk); o.CAFile = p.CAFile() })
+			_, err := c.Pull(context.Background(), mustRef(t, p.Host()+"/kfm/tls:1.0.0"), registry.PullOptions{})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("pull through a trusted TLS proxy: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("pull succeeded")
+			}
+			t.Logf("error: %v", err)
+			for _, want := range []string{tc.want, "registry " + p.Host(), "TLS errors are not retried", p.Host() + "/kfm/tls:1.0.0"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q", want)
+				}
+			}
+			if !errors.Is(err, registry.ErrUnreachable) {
+				t.Error("error is not ErrUnreachable")
+			}
+			if n := p.Handshakes(); n != 1 {
+				t.Errorf("%d TLS handshakes, want 1 (no retry)", n)
+			}
+			if w := clk.Waits(); len(w) != 0 {
+				t.Errorf("waited %v before giving up on a TLS error", w)
+			}
+			if checkCache(t, c.Cache(), "") || len(cacheBlobs(t, c.Cache())) != 0 {
+				t.Error("cache not empty")
+			}
+		})
+	}
+}
