@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -19,12 +20,16 @@ type registryFlags struct {
 	plainHTTP bool
 	caFile    string
 	offline   bool
+	retries   int
+	timeout   time.Duration
 }
 
 func (f *registryFlags) add(cmd *cobra.Command, offline bool) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP instead of HTTPS to the registry (loopback registries without TLS need no flag)")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of a CA to trust for the registry's TLS certificate")
+	fl.IntVar(&f.retries, "registry-attempts", registry.DefaultRetryPolicy.Attempts, "how many times each registry request is tried (5xx, 429, broken or stalled transfers are retried with backoff; TLS errors are not)")
+	fl.DurationVar(&f.timeout, "registry-timeout", registry.DefaultRetryPolicy.Timeout, "bound on each registry operation (resolve, fetch a bundle, fetch its signatures), retries and waits included")
 	if offline {
 		fl.BoolVar(&f.offline, "offline", false, "use only the local cache (--cache-dir); a tag resolves to the digest it was last pulled at")
 	}
@@ -32,7 +37,13 @@ func (f *registryFlags) add(cmd *cobra.Command, offline bool) {
 
 // client makes a registry client; withCache opens <cache-dir>/oci.
 func (g *globals) registryClient(ctx context.Context, f *registryFlags, withCache bool) (*registry.Client, error) {
-	opts := registry.Options{PlainHTTP: f.plainHTTP, CAFile: f.caFile}
+	if f.retries < 1 {
+		return nil, usageErrorf("--registry-attempts %d: at least 1 try", f.retries)
+	}
+	if f.timeout <= 0 {
+		return nil, usageErrorf("--registry-timeout %s: must be positive", f.timeout)
+	}
+	opts := registry.Options{PlainHTTP: f.plainHTTP, CAFile: f.caFile, Retry: registry.RetryPolicy{Attempts: f.retries, Timeout: f.timeout}}
 	if withCache {
 		c, err := cache.Open(ctx, filepath.Join(g.cacheDir, "oci"))
 		if err != nil {
