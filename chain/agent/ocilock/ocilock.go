@@ -160,7 +160,7 @@ func (s *Source) check(ctx context.Context, seen digest.Digest) (digest.Digest, 
 	}
 	pinned := s.ref.Repo() + "@" + desc.Digest.String()
 	if _, err := verify.Verify(ctx, repo, pinned, desc, s.opts.Policy, &verify.VerifyOptions{}); err != nil {
-		if errors.Is(err, registry.ErrUnreachable) || ctx.Err() != nil {
+		if errors.Is(err, registry.ErrUnreachable) || errors.Is(err, registry.ErrUnavailable) || ctx.Err() != nil {
 			return "", nil, err
 		}
 		return refuse("signature", err)
