@@ -242,7 +242,7 @@ func TestPullUnderRegistryFaults(t *testing.T) {
 			setup: func(e env) {
 				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Status(503)})
 			},
-			wantErr: []string{"registry PROXY kept failing with HTTP 503 after 5 tries over 1", "layer " + layer.Digest.String(), "PROXY/kfm/faults", "injected by faultproxy", "--registry-retries"},
+			wantErr: []string{"registry PROXY kept failing with HTTP 503 after 5 tries over 1", "layer " + layer.Digest.String(), "PROXY/kfm/faults", "injected by faultproxy", "--registry-attempts"},
 			wantIs:  []error{registry.ErrUnavailable},
 			check: func(t *testing.T, e env) {
 				if n := e.p.Count("GET", layerPath); n != 5 {

@@ -153,7 +153,7 @@ func (e *RetryError) Error() string {
 	if e.Bound == "time" {
 		stop = "; the next try would have passed the time bound (--registry-timeout)"
 	}
-	return fmt.Sprintf("%s %s after %d %s over %s%s: %v; check that the registry is up or try again later (--registry-retries and --registry-timeout allow more)",
+	return fmt.Sprintf("%s %s after %d %s over %s%s: %v; check that the registry is up or try again later (--registry-attempts and --registry-timeout allow more)",
 		who, what, e.Tries, plural(e.Tries, "try", "tries"), e.Elapsed.Round(time.Millisecond), stop, e.Err)
 }
 
