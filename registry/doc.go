@@ -55,10 +55,28 @@
 // realms by default, to keep remote registries from pointing credentials at
 // local services; kfm lifts that only for loopback registries).
 //
+// # Faults: retries, resumes, bounds
+//
+// A Client retries under its RetryPolicy (Options.Retry, default
+// DefaultRetryPolicy): connections refused, reset or cut short, 408, 429
+// and 5xx answers, and bodies that break off, stall or announce the wrong
+// Content-Length are tried again, Attempts times at most, with doubling,
+// jittered waits that honour Retry-After up to MaxRetryAfter; each
+// operation (Resolve, Fetch, FetchReferrers) ends within Timeout. A blob
+// that breaks off is resumed with an HTTP Range request from the byte where
+// it stopped, through redirects to blob storage too; the pieces are checked
+// against the digest as a whole, and a resumed blob that does not match is
+// fetched once more from the start. TLS errors, 4xx answers and bytes that
+// do not match their digest are not retried. A request that used up its
+// tries ends with a *RetryError (ErrUnavailable) naming the registry (or
+// the storage host it redirected to), the tries, the time and the last
+// failure.
+//
 // # Errors
 //
 // Errors wrap a sentinel the kfm command branches on: ErrInvalidReference,
 // ErrNotFound, ErrUnauthorized (with a hint to `kfm login`), ErrNotBundle
 // (saying what the artifact is instead), ErrInvalidBundle, ErrDigestMismatch,
-// ErrTooLarge, ErrNotCached and ErrUnreachable.
+// ErrTooLarge, ErrNotCached, ErrUnreachable (TLS errors too, saying which
+// and what to do) and ErrUnavailable.
 package registry
