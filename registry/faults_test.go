@@ -180,7 +180,7 @@ func TestPullUnderRegistryFaults(t *testing.T) {
 		},
 		{
 			name:   "stalled body is abandoned and resumed",
-			policy: func(p *registry.RetryPolicy) { p.StallTimeout = 200 * time.Millisecond },
+			policy: func(p *registry.RetryPolicy) { p.StallTimeout = 500 * time.Millisecond },
 			setup: func(e env) {
 				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Stall(half)})
 			},
@@ -305,12 +305,12 @@ func TestPullUnderRegistryFaults(t *testing.T) {
 		{
 			name: "slow trickle past the bound",
 			policy: func(p *registry.RetryPolicy) {
-				p.Clock, p.Timeout = nil, 300*time.Millisecond // real time
+				p.Clock, p.Timeout = nil, time.Second // real time
 			},
 			setup: func(e env) {
-				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Trickle(100, 20*time.Millisecond)})
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Trickle(100, 50*time.Millisecond)})
 			},
-			wantErr: []string{"gave up after 300ms, the bound on one registry operation (--registry-timeout)"},
+			wantErr: []string{"gave up after 1s, the bound on one registry operation (--registry-timeout)"},
 			wantIs:  []error{registry.ErrUnavailable},
 			check:   func(t *testing.T, e env) { checkRanges(t, e.p, layerPath, "") },
 		},
