@@ -35,7 +35,9 @@ func BenchmarkAgentHotplug(b *testing.B) {
 	iface := "kfmhp" + strconv.Itoa(os.Getpid()%100000)
 	h.writeProject([]string{iface}, agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""})
 	a := h.startAgent("--source", h.configDir)
-	h.eventually(20*time.Second, "the agent starts", func() bool { return a.metric("kfm_agent_reconciles_total") >= 1 }, a.stderr.String)
+	h.eventually(20*time.Second, "the agent starts", func() bool {
+		return a.metric(`kfm_reconcile_total{result="ok",source="config-dir"}`)+a.metric(`kfm_reconcile_total{result="error",source="config-dir"}`) >= 1
+	}, a.stderr.String)
 	var total time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
