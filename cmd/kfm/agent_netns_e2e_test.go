@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -312,8 +315,9 @@ chains:
 // namespace) and one in a pod's namespace that does not exist yet. The
 // node reports Degraded/InterfaceMissing for the second and runs the first;
 // the namespace and a veth appear and the node reports Applied; a veth
-// added later gets the chain; deleting the ChainSet removes every chain and
-// pin.
+// added later gets the chain; a new InternalIP moves primaryNodeInterface
+// to the interface that gets that address; deleting the ChainSet removes
+// every chain and pin.
 func TestAgentKubernetesNetns(t *testing.T) {
 	f := newFleet(t, 1)
 	h, c, ctx, n := f.h, f.c, context.Background(), f.nodes[0]
@@ -384,6 +388,50 @@ func TestAgentKubernetesNetns(t *testing.T) {
 		if !st.Applied || len(st.Programs) != 1 || st.Programs[0].ID == 0 {
 			t.Errorf("status of %s %s: %+v", st.Netns, st.Interface, st)
 		}
+	}
+
+	// The Node's InternalIP changes to an address no interface has yet:
+	// primaryNodeInterface is missing, and the chain leaves kfmeth0. The
+	// address then appears on another interface (a netlink address event,
+	// not a change of the Node): the chain follows it there.
+	var node corev1.Node
+	if err := c.Get(ctx, client.ObjectKey{Name: n.name}, &node); err != nil {
+		t.Fatal(err)
+	}
+	moved := netip.MustParseAddr("198.18.7.7")
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: moved.String()}}
+	if err := c.Status().Update(ctx, &node); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, ":"+nodeIface)
+	want[":"] = "InterfaceMissing"
+	h.eventually(20*time.Second, "primaryNodeInterface missing after the InternalIP changed", func() bool {
+		names, _ := n.chain()
+		return names == nil && mapsEqual(chains(status()), want)
+	}, desc)
+	const other = "kfmeth1"
+	if err := n.pair.B.Do(func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: other}, PeerName: other + "p"}); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(other)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: moved.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, ":")
+	want[":"+other] = "Applied"
+	h.eventually(20*time.Second, "the chain follows the InternalIP to "+other, func() bool {
+		return mapsEqual(chains(status()), want)
+	}, desc)
+	if !strings.Contains(n.agent.stderr.String(), `"msg":"node address changed","netns":"","address":"`+moved.String()+`"`) {
+		t.Errorf("the agent did not see the address event for %s:\n%s", moved, f.logs())
 	}
 
 	if err := c.Delete(ctx, f.chainSet("pods")); err != nil {
