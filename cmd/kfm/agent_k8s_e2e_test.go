@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -165,6 +166,22 @@ func (f *fleet) chainSet(name string) *v1alpha1.ChainSet {
 	return &cs
 }
 
+// setSpec updates the spec of ChainSet name, retrying while the agents'
+// status writes make the read copy stale, and returns the updated object.
+func (f *fleet) setSpec(name string, spec v1alpha1.ChainSetSpec) *v1alpha1.ChainSet {
+	f.t.Helper()
+	var cs *v1alpha1.ChainSet
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cs = f.chainSet(name)
+		cs.Spec = *spec.DeepCopy()
+		return f.c.Update(f.ctx(), cs)
+	})
+	if err != nil {
+		f.t.Fatalf("update ChainSet %s: %v", name, err)
+	}
+	return cs
+}
+
 // reportsApplied reports whether node's status for cs says Applied at the
 // ChainSet's generation, with the programs names, and the kernel IDs the
 // node runs.
@@ -295,13 +312,9 @@ func TestAgentKubernetes(t *testing.T) {
 
 	// A new generation: a second program before the filter.
 	next := chainSetOf("web", "role=edge", count, filter)
-	web = f.chainSet("web")
-	gen := web.Generation
-	web.Spec = next.Spec
+	gen := f.chainSet("web").Generation
 	start := time.Now()
-	if err := c.Update(ctx, web); err != nil {
-		t.Fatal(err)
-	}
+	web = f.setSpec("web", next.Spec)
 	if web.Generation == gen {
 		t.Fatalf("the update did not make a new generation (%d)", gen)
 	}
@@ -329,11 +342,7 @@ func TestAgentKubernetes(t *testing.T) {
 	// The agent restarts with the new policy and judges what runs again.
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed under its new policy", refused, f.logs)
 	next = chainSetOf("web", "role=edge", count, agentProg{"portfilter", filter.ref, "port: '9999'"})
-	web = f.chainSet("web")
-	web.Spec = next.Spec
-	if err := c.Update(ctx, web); err != nil {
-		t.Fatal(err)
-	}
+	web = f.setSpec("web", next.Spec)
 	f.rollout("web", slices.Delete(slices.Clone(f.nodes), 2, 3), []string{"count", "portfilter"})
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed for the new generation", refused, f.logs)
 	if _, now := n2.chain(); !slices.Equal(now, before) {
@@ -469,12 +478,8 @@ func BenchmarkAgentKubernetesRollout(b *testing.B) {
 	var total time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		cs := f.chainSet("web")
-		cs.Spec = specs[(i+1)%2]
 		start := time.Now()
-		if err := f.c.Update(ctx, cs); err != nil {
-			b.Fatal(err)
-		}
+		f.setSpec("web", specs[(i+1)%2])
 		f.rollout("web", f.nodes, []string{"portfilter"})
 		total += time.Since(start)
 	}
