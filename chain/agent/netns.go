@@ -194,6 +194,9 @@ func (a *Agent) watchNamespaces(ctx context.Context) error {
 	tick := time.NewTicker(netnsPoll)
 	defer tick.Stop()
 	var soon <-chan time.Time
+	// mounting counts the quick looks at a path that exists but is not a
+	// namespace yet; a file that stays one is left to the ticker.
+	mounting := map[string]int{}
 	for {
 		wanted := a.namespaces()
 		for path := range running {
@@ -220,11 +223,18 @@ func (a *Agent) watchNamespaces(ctx context.Context) error {
 				}
 			}
 			if !ok {
-				if unix.Stat(path, new(unix.Stat_t)) == nil && soon == nil {
-					soon = time.After(100 * time.Millisecond) // being mounted: look again soon
+				switch {
+				case unix.Stat(path, new(unix.Stat_t)) != nil:
+					delete(mounting, path)
+				case mounting[path] < 20:
+					mounting[path]++
+					if soon == nil {
+						soon = time.After(100 * time.Millisecond) // being mounted: look again soon
+					}
 				}
 				continue
 			}
+			delete(mounting, path)
 			if err := a.startFollower(ctx, path, id, running); err != nil {
 				a.log.Warn("follow the links of a network namespace", "netns", path, "error", err)
 				continue
