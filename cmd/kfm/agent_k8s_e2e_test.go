@@ -342,7 +342,7 @@ func TestAgentKubernetes(t *testing.T) {
 	// The agent restarts with the new policy and judges what runs again.
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed under its new policy", refused, f.logs)
 	next = chainSetOf("web", "role=edge", count, agentProg{"portfilter", filter.ref, "port: '9999'"})
-	web = f.setSpec("web", next.Spec)
+	f.setSpec("web", next.Spec)
 	f.rollout("web", slices.Delete(slices.Clone(f.nodes), 2, 3), []string{"count", "portfilter"})
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed for the new generation", refused, f.logs)
 	if _, now := n2.chain(); !slices.Equal(now, before) {
