@@ -63,8 +63,8 @@ type Options struct {
 // Manager applies chains to the host. A Manager serves one command: it
 // caches feature probes and the identities of the network namespaces it
 // resolved for its lifetime (a long-running caller such as the node agent
-// makes one per reconcile, so that a namespace re-created at the same path
-// is seen as new). It is not safe for concurrent use.
+// calls Refresh before each round, so that a namespace re-created at the
+// same path is seen as new). It is not safe for concurrent use.
 type Manager struct {
 	bpffs       string
 	configDir   string

@@ -173,6 +173,15 @@ func (m *Manager) namespace(path string) (*namespace, error) {
 	return ns, nil
 }
 
+// Refresh forgets the network namespaces the Manager resolved, so that the
+// next call looks at every namespace path afresh: one deleted since is
+// gone, one re-created at the same path is a new namespace with pins of
+// its own. Long-running callers (the node agent) call it before each
+// round; a one-shot command never needs it.
+func (m *Manager) Refresh() {
+	clear(m.netns)
+}
+
 // handle is a route netlink handle whose socket lives in ns. (Without a
 // family list the library opens xfrm and netfilter sockets too, which
 // kernels without those modules refuse.)

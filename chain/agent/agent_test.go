@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -263,11 +265,127 @@ func TestReconcilePrimaryNodeInterface(t *testing.T) {
 	if len(res.Chains) != 1 || res.Chains[0].Reason != agent.ReasonInterfaceMissing {
 		t.Errorf("without a node IP: %+v", res.Chains)
 	}
-	res, err = n.reconcile(agent.Desired{Chains: []agent.Chain{c}, NodeIP: n.pair.BAddr})
+	// The address the Node object gives (status.addresses), wherever the
+	// agent runs: the interface is looked up in the agent's namespace.
+	res, err = n.reconcile(agent.Desired{Chains: []agent.Chain{c}, NodeIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), n.pair.BAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Chains) != 1 || !res.Chains[0].Applied || res.Chains[0].Interface != n.pair.BIf || len(n.running()) != 1 {
 		t.Errorf("with node IP %v (on %s): %+v", n.pair.BAddr, n.pair.BIf, res.Chains)
+	}
+}
+
+// runningIn is the program IDs on iface's XDP hook in the network
+// namespace at path (nil: none).
+func (n *node) runningIn(path, iface string) []uint32 {
+	n.t.Helper()
+	var ids []uint32
+	if err := n.pair.B.Do(func() error {
+		hs, err := n.mgr.HookStatus(context.Background(), path, iface, bpf.HookXDP)
+		if hs != nil {
+			for _, p := range hs.Programs {
+				ids = append(ids, uint32(p.ProgramID))
+			}
+		}
+		return err
+	}); err != nil {
+		n.t.Fatal(err)
+	}
+	return ids
+}
+
+// A chain in another network namespace: its selector is evaluated on the
+// links inside it, it is applied there with pins keyed by that namespace,
+// a namespace that does not exist yet is InterfaceMissing without
+// disturbing the other chains, and the chain comes when it appears.
+func TestReconcileNetns(t *testing.T) {
+	n := newNode(t)
+	host := passChain(t, "ChainSet/host", n.pair.BIf)
+	other := netns.NewPair(t) // its A end: a namespace of its own
+	inNS := passChain(t, "ChainSet/pod", "/kf.*/")
+	inNS.Netns = other.A.Path()
+	inNS.Interfaces.Exclude = []string{"lo"}
+	missing := passChain(t, "ChainSet/later", "/.*/")
+	missing.Netns = "kfm-missing-" + other.AIf // a NAME: /run/netns/NAME
+
+	res, err := n.reconcile(agent.Desired{Chains: []agent.Chain{host, inNS, missing}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"ChainSet/host " + n.pair.BIf: "Applied",
+		"ChainSet/pod " + other.AIf:   "Applied",
+		"ChainSet/later ":             agent.ReasonInterfaceMissing,
+	}
+	if got := reasons(res); !mapsEqual(got, want) {
+		t.Fatalf("reconcile: %v, want %v\n%+v", got, want, res.Chains)
+	}
+	for _, c := range res.Chains {
+		switch c.Owner {
+		case "ChainSet/later":
+			if c.Netns != "/run/netns/"+missing.Netns || !strings.Contains(c.Message, "does not exist") {
+				t.Errorf("the chain in a missing namespace: %+v", c)
+			}
+		case "ChainSet/pod":
+			if c.Netns != other.A.Path() || len(c.Programs) != 1 || c.Programs[0].ID == 0 {
+				t.Errorf("the chain in %s: %+v", other.A.Path(), c)
+			}
+		}
+	}
+	podIDs := n.runningIn(other.A.Path(), other.AIf)
+	if len(podIDs) != 1 {
+		t.Fatalf("no chain on %s in %s: %v", other.AIf, other.A.Path(), podIDs)
+	}
+	// The agent's own namespace has no interface of that name: nothing
+	// leaked there.
+	if ids := n.running(); len(ids) != 1 {
+		t.Errorf("the host chain: %v", ids)
+	}
+	// What the kernel runs in that namespace, seen from inside it.
+	if err := other.A.Do(func() error {
+		l, err := netlink.LinkByName(other.AIf)
+		if err != nil {
+			return err
+		}
+		if l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
+			t.Errorf("%s in %s has no XDP program", other.AIf, other.A.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second interface inside the namespace gets the chain.
+	extra := "kfx" + other.AIf[3:]
+	if err := other.A.Do(func() error {
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: extra}, PeerName: "peer" + other.AIf[3:]})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = n.reconcile(agent.Desired{Chains: []agent.Chain{host, inNS, missing}})
+	want["ChainSet/pod "+extra] = "Applied"
+	if got := reasons(res); !mapsEqual(got, want) {
+		t.Fatalf("after %s appeared: %v, want %v", extra, got, want)
+	}
+	if ids := n.runningIn(other.A.Path(), extra); len(ids) != 1 {
+		t.Errorf("no chain on %s: %v", extra, ids)
+	}
+	if now := n.runningIn(other.A.Path(), other.AIf); !slices.Equal(now, podIDs) {
+		t.Errorf("the chain on %s changed: %v, was %v", other.AIf, now, podIDs)
+	}
+
+	// The owner gives the namespace up: its chains go, pins with them.
+	res, err = n.reconcile(agent.Desired{Chains: []agent.Chain{host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reasons(res); !mapsEqual(got, map[string]string{"ChainSet/host " + n.pair.BIf: "Applied"}) {
+		t.Errorf("after the pod chain went: %v", got)
+	}
+	for _, iface := range []string{other.AIf, extra} {
+		if ids := n.runningIn(other.A.Path(), iface); ids != nil {
+			t.Errorf("%s still runs %v", iface, ids)
+		}
 	}
 }

@@ -11,10 +11,10 @@ import (
 // Desired is what one source wants on this node.
 type Desired struct {
 	Chains []Chain
-	// NodeIP, when valid, is the node's InternalIP as the source knows it
-	// (the Kubernetes Node's status): it overrides the agent's
-	// Options.NodeIP for PrimaryNodeInterface.
-	NodeIP netip.Addr
+	// NodeIPs, when set, are the node's InternalIP addresses as the source
+	// knows them (the Kubernetes Node's status.addresses): they override
+	// the agent's Options.NodeIP for PrimaryNodeInterface.
+	NodeIPs []netip.Addr
 }
 
 // Chain is one hook's chain, wanted on every interface its selector picks.
@@ -26,8 +26,10 @@ type Chain struct {
 	// metadata.generation), reported back as observedGeneration.
 	Generation int64
 	Interfaces InterfaceSelector
-	// Netns is a network namespace path (/run/netns/NAME); empty is the
-	// agent's own.
+	// Netns is the network namespace of the interfaces: a path
+	// (/run/netns/NAME, /proc/PID/ns/net) or a NAME from `ip netns list`
+	// (see chain.NetnsPath); empty is the agent's own. The selector is
+	// evaluated on the links inside it.
 	Netns   string
 	Hook    bpf.Hook
 	Backend string
@@ -42,7 +44,8 @@ type Chain struct {
 type InterfaceSelector struct {
 	Names []string
 	// PrimaryNodeInterface picks the interface that carries the node's
-	// InternalIP.
+	// InternalIP (Desired.NodeIPs, else Options.NodeIP), looked up in the
+	// chain's network namespace when it has one.
 	PrimaryNodeInterface bool
 	Exclude              []string
 }
@@ -54,6 +57,13 @@ type Source interface {
 	// Run calls update with the whole desired state at start and again
 	// whenever it changes, until ctx ends or the source fails.
 	Run(ctx context.Context, update func(Desired)) error
+}
+
+// Kinder is implemented by sources that say what kind they are
+// ("config-dir", "oci", "kubernetes"): the source label of the
+// kfm_reconcile_* metrics (the source's Name otherwise).
+type Kinder interface {
+	Kind() string
 }
 
 // Reporter is implemented by sources that publish what the node runs.
@@ -99,13 +109,14 @@ type ProgramResult struct {
 
 // FromLock is the desired state of a kfm.lock: each locked chain, owned by
 // owner, on the interface it names (a name written /RE/ selects by regular
-// expression, as in an InterfaceSelector).
+// expression, as in an InterfaceSelector) in its network namespace.
 func FromLock(owner string, generation int64, lk *chain.Lock) Desired {
 	var d Desired
 	for _, lc := range lk.Chains {
 		d.Chains = append(d.Chains, Chain{
 			Owner: owner, Generation: generation,
 			Interfaces: InterfaceSelector{Names: []string{lc.Interface}},
+			Netns:      lc.NetnsPath(),
 			Hook:       lc.Hook, Backend: lc.Backend, Mode: lc.Mode,
 			Programs: lc.Programs,
 		})

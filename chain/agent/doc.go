@@ -32,6 +32,47 @@
 // the host state is the agent's; kfm.yaml's chains (owner "") are never
 // touched, and the kfm CLI refuses to touch the agent's.
 //
-// Chains with a Netns are reported as LoadFailed (ErrNetnsUnsupported)
-// until package chain can act in another namespace.
+// # Network namespaces
+//
+// A chain with a Netns (a path such as /run/netns/NAME or /proc/PID/ns/net,
+// or a NAME from `ip netns list`) is chained inside that namespace: its
+// interface selector is evaluated on the links there (primaryNodeInterface
+// too: the link there that carries the node's InternalIP, usually none),
+// and ApplyLock applies it there, with pins keyed by the namespace's cookie
+// so that the same ifindex in two namespaces never collides. For every
+// such namespace the agent keeps a link subscription inside it while the
+// namespace exists, so hot-plug there reacts at once. A namespace that does
+// not exist (yet) is not a failure: its chains report ReasonInterfaceMissing
+// ("network namespace ... does not exist (yet)"), the other chains apply as
+// usual, and the agent watches the namespace's directory (/run/netns, with
+// fsnotify) and looks again every few seconds for paths that give no
+// events (/proc/PID/ns/net). When the namespace appears it reconciles at
+// once. When it disappears the agent closes its subscription at once (an
+// open socket would keep the dead namespace, its veths and programs alive)
+// and releases what kfm kept for it: every round starts with
+// chain.Manager.Refresh (namespaces are resolved afresh, so one re-created
+// at the same path is new) and chain.Manager.Prune (the state and pins of
+// interfaces and namespaces that are gone are released; a link-delete event
+// triggers a round).
+//
+// # primaryNodeInterface
+//
+// The interface that carries one of the node's InternalIP addresses: the
+// source's Desired.NodeIPs (the Kubernetes source reads them from the Node
+// object's status.addresses), else Options.NodeIP (--node-ip). The agent
+// looks it up among the links of the namespace it acts in, on the reconcile
+// thread (not wherever the process's other threads are), and follows
+// address events there, so an InternalIP that moves to another interface
+// moves the chain.
+//
+// # Metrics
+//
+// [Metrics] feeds chain/metrics' Ops (kfm_reconcile_total{source,result},
+// kfm_reconcile_duration_seconds{source}, kfm_apply_total{result},
+// kfm_apply_duration_seconds) and adds kfm_reconcile_chains{state},
+// kfm_reconcile_last_success_timestamp_seconds and
+// kfm_source_refusals_total{reason}. The source label is the source's Kind
+// ([Kinder]): config-dir, oci or kubernetes. A round's result is error when
+// a chain is left unapplied for a reason other than InterfaceMissing or
+// Conflict (which are states that change with the node, not failures).
 package agent

@@ -23,8 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/kfm-project/kfm/bpf/counters"
+	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/agent"
 	"github.com/kfm-project/kfm/chain/agent/configdir"
 	"github.com/kfm-project/kfm/chain/agent/kubernetes"
@@ -120,7 +122,14 @@ func (g *globals) runAgent(ctx context.Context, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(kfmmetrics.New(expMgr, nil))
+	// Scrapes are served from other threads: read the host in the
+	// namespace the agent acts in, the calling thread's.
+	ownNetns, err := vnetns.Get()
+	if err != nil {
+		return fmt.Errorf("agent: own network namespace: %w", err)
+	}
+	defer ownNetns.Close()
+	reg.MustRegister(kfmmetrics.New(nsSnapshots{src: expMgr, ns: ownNetns}, nil))
 	if stats := holdStats(log.Warn); stats != nil {
 		defer stats.Close()
 	}
@@ -301,4 +310,43 @@ func holdStats(warn func(msg string, args ...any)) io.Closer {
 		return nil
 	}
 	return c
+}
+
+// nsSnapshots reads src's snapshots on a thread in the network namespace
+// ns: the agent's, which its HTTP server's threads need not be in (a
+// process started with only its main thread in a namespace, as the tests
+// start agents, or a caller that locked its thread into one).
+type nsSnapshots struct {
+	src kfmmetrics.Source
+	ns  vnetns.NsHandle
+}
+
+func (s nsSnapshots) Snapshot(ctx context.Context) (*chain.Snapshot, error) {
+	type result struct {
+		snap *chain.Snapshot
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vnetns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		if err := vnetns.Set(s.ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("enter the agent's network namespace: %w", err)}
+			return
+		}
+		snap, err := s.src.Snapshot(ctx)
+		if vnetns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread dies with the goroutine
+		done <- result{snap, err}
+	}()
+	r := <-done
+	return r.snap, r.err
 }

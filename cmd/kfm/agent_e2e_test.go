@@ -200,11 +200,33 @@ func TestAgentConfigDir(t *testing.T) {
 	if code, _ := a.get("/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}
-	if n := a.metric("kfm_agent_reconciles_total"); n < 1 {
-		t.Errorf("kfm_agent_reconciles_total %v after the first apply", n)
+	// The agent's rounds and applies in the shared kfm_reconcile_* and
+	// kfm_apply_* metrics (chain/metrics' Ops), beside the exporter's.
+	_, body := a.get("/metrics")
+	if strings.Contains(body, "\nkfm_agent_") {
+		t.Errorf("the agent still exposes kfm_agent_* metrics:\n%s", body)
 	}
-	if n := a.metric(`kfm_agent_chains{state="InterfaceMissing"}`); n != 1 {
-		t.Errorf(`kfm_agent_chains{state="InterfaceMissing"} = %v, want 1 (%s does not exist yet)`, n, hotplug)
+	rounds := a.metric(`kfm_reconcile_total{result="ok",source="config-dir"}`)
+	if rounds < 1 {
+		t.Errorf(`kfm_reconcile_total{result="ok",source="config-dir"} = %v after the first apply`, rounds)
+	}
+	if n := a.metric(`kfm_reconcile_duration_seconds_count{source="config-dir"}`); n < rounds {
+		t.Errorf("kfm_reconcile_duration_seconds_count %v, fewer than the %v rounds", n, rounds)
+	}
+	if n := a.metric(`kfm_apply_total{result="ok"}`); n < 1 {
+		t.Errorf(`kfm_apply_total{result="ok"} = %v after the first apply`, n)
+	}
+	if n := a.metric("kfm_apply_duration_seconds_count"); n < 1 {
+		t.Errorf("kfm_apply_duration_seconds_count = %v after the first apply", n)
+	}
+	if ts := a.metric("kfm_reconcile_last_success_timestamp_seconds"); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("kfm_reconcile_last_success_timestamp_seconds = %v", ts)
+	}
+	if !regexp.MustCompile(`\nkfm_chain_programs\{hook="xdp",interface="` + h.iface + `"[^}]*\} 1\n`).MatchString(body) {
+		t.Errorf("no kfm_chain_programs 1 for %s from the exporter in the same scrape:\n%s", h.iface, body)
+	}
+	if n := a.metric(`kfm_reconcile_chains{state="InterfaceMissing"}`); n != 1 {
+		t.Errorf(`kfm_reconcile_chains{state="InterfaceMissing"} = %v, want 1 (%s does not exist yet)`, n, hotplug)
 	}
 	// kfm apply (the CLI) leaves the agent's chain alone, and says so when
 	// asked to change it.
@@ -269,7 +291,7 @@ func TestAgentConfigDir(t *testing.T) {
 	// An invalid directory is refused; the chains stay.
 	h.writeConfig("kfm.yaml", "version: 1\nchains: [\n")
 	h.eventually(10*time.Second, "the broken kfm.yaml is refused", func() bool {
-		return a.metric(`kfm_agent_source_refusals_total{reason="invalid"}`) >= 1
+		return a.metric(`kfm_source_refusals_total{reason="invalid"}`) >= 1
 	}, logs)
 	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
 		t.Errorf("program IDs after a refused kfm.yaml: %v, before %v", now, ids)
@@ -333,13 +355,13 @@ func TestAgentOCILock(t *testing.T) {
 	h.writeProject([]string{h.iface}, agentProg{"portfilter", filter.ref, "port: '9999'"})
 	push("--insecure-unsigned")
 	h.eventually(10*time.Second, "the unsigned lock is refused", func() bool {
-		return a.metric(`kfm_agent_source_refusals_total{reason="signature"}`) >= 1
+		return a.metric(`kfm_source_refusals_total{reason="signature"}`) >= 1
 	}, logs)
 	otherKey, _ := keyPair(t, "other-password")
 	h.writeProject([]string{h.iface}, agentProg{"portfilter", filter.ref, "port: '6666'"})
 	push("--key", otherKey)
 	h.eventually(10*time.Second, "the lock signed by an untrusted key is refused", func() bool {
-		return a.metric(`kfm_agent_source_refusals_total{reason="signature"}`) >= 2
+		return a.metric(`kfm_source_refusals_total{reason="signature"}`) >= 2
 	}, logs)
 	if !strings.Contains(logs(), "lock refused; the running chains stay") {
 		t.Errorf("the agent's log does not say it refused the lock:\n%s", logs())
@@ -422,7 +444,7 @@ func TestAgentPolicyChange(t *testing.T) {
 	h.trust(otherPub)
 	restarted(1)
 	h.eventually(20*time.Second, "the refused signer is reported", func() bool {
-		return a.metric(`kfm_agent_chains{state="VerificationFailed"}`) == 1
+		return a.metric(`kfm_reconcile_chains{state="VerificationFailed"}`) == 1
 	}, a.stderr.String)
 	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
 		t.Errorf("program IDs after the policy refused the signer: %v, before %v", now, ids)
@@ -434,7 +456,7 @@ func TestAgentPolicyChange(t *testing.T) {
 	h.trust(h.pub)
 	restarted(2)
 	h.eventually(20*time.Second, "the chain is applied again", func() bool {
-		return a.metric(`kfm_agent_chains{state="applied"}`) == 1
+		return a.metric(`kfm_reconcile_chains{state="applied"}`) == 1
 	}, a.stderr.String)
 	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
 		t.Errorf("program IDs after the signer is trusted again: %v, before %v", now, ids)

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -165,6 +166,22 @@ func (f *fleet) chainSet(name string) *v1alpha1.ChainSet {
 	return &cs
 }
 
+// setSpec updates the spec of ChainSet name, retrying while the agents'
+// status writes make the read copy stale, and returns the updated object.
+func (f *fleet) setSpec(name string, spec v1alpha1.ChainSetSpec) *v1alpha1.ChainSet {
+	f.t.Helper()
+	var cs *v1alpha1.ChainSet
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cs = f.chainSet(name)
+		cs.Spec = *spec.DeepCopy()
+		return f.c.Update(f.ctx(), cs)
+	})
+	if err != nil {
+		f.t.Fatalf("update ChainSet %s: %v", name, err)
+	}
+	return cs
+}
+
 // reportsApplied reports whether node's status for cs says Applied at the
 // ChainSet's generation, with the programs names, and the kernel IDs the
 // node runs.
@@ -266,23 +283,27 @@ func (f *fleet) chainSetOf(name, selector string, progs ...agentProg) *v1alpha1.
 	return &cs
 }
 
+// fleetSize is how many nodes the fleet tests simulate (the five).
+const fleetSize = 5
+
 func TestAgentKubernetes(t *testing.T) {
-	f := newFleet(t, 3)
+	f := newFleet(t, fleetSize)
+	const all = fleetSize
 	h, c, ctx := f.h, f.c, context.Background()
 	chainSetOf := f.chainSetOf
 	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
 	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
 
-	// 1. A ChainSet selecting the three nodes rolls out to all of them.
+	// 1. A ChainSet selecting every node rolls out to all of them.
 	web := chainSetOf("web", "role=edge", filter)
 	if err := c.Create(ctx, web); err != nil {
 		t.Fatalf("create ChainSet: %v", err)
 	}
 	d := f.rollout("web", f.nodes, []string{"portfilter"})
 	t.Logf("first rollout to %d nodes: %v", len(f.nodes), d.Round(time.Millisecond))
-	f.h.eventually(20*time.Second, "the ChainSet counts 3 nodes applied", func() bool {
+	f.h.eventually(20*time.Second, fmt.Sprintf("the ChainSet counts %d nodes applied", all), func() bool {
 		st := f.chainSet("web").Status
-		return st.SelectedNodes == 3 && st.AppliedNodes == 3 && st.FailedNodes == 0
+		return st.SelectedNodes == all && st.AppliedNodes == all && st.FailedNodes == 0
 	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
 	n0 := f.nodes[0]
 	if got := n0.traffic(20, 7777, 8888); got[7777] != 0 || got[8888] != 20 {
@@ -291,13 +312,9 @@ func TestAgentKubernetes(t *testing.T) {
 
 	// A new generation: a second program before the filter.
 	next := chainSetOf("web", "role=edge", count, filter)
-	web = f.chainSet("web")
-	gen := web.Generation
-	web.Spec = next.Spec
+	gen := f.chainSet("web").Generation
 	start := time.Now()
-	if err := c.Update(ctx, web); err != nil {
-		t.Fatal(err)
-	}
+	web = f.setSpec("web", next.Spec)
 	if web.Generation == gen {
 		t.Fatalf("the update did not make a new generation (%d)", gen)
 	}
@@ -325,12 +342,8 @@ func TestAgentKubernetes(t *testing.T) {
 	// The agent restarts with the new policy and judges what runs again.
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed under its new policy", refused, f.logs)
 	next = chainSetOf("web", "role=edge", count, agentProg{"portfilter", filter.ref, "port: '9999'"})
-	web = f.chainSet("web")
-	web.Spec = next.Spec
-	if err := c.Update(ctx, web); err != nil {
-		t.Fatal(err)
-	}
-	f.rollout("web", f.nodes[:2], []string{"count", "portfilter"})
+	f.setSpec("web", next.Spec)
+	f.rollout("web", slices.Delete(slices.Clone(f.nodes), 2, 3), []string{"count", "portfilter"})
 	f.h.eventually(30*time.Second, n2.name+" reports Degraded/VerificationFailed for the new generation", refused, f.logs)
 	if _, now := n2.chain(); !slices.Equal(now, before) {
 		t.Errorf("%s: program IDs after its policy refused the signer: %v, before %v", n2.name, now, before)
@@ -341,9 +354,9 @@ func TestAgentKubernetes(t *testing.T) {
 	if got := n0.traffic(20, 7777, 9999); got[7777] != 20 || got[9999] != 0 {
 		t.Errorf("%s runs the new filter: %d datagrams to port 7777 (want 20), %d to 9999 (want 0)", n0.name, got[7777], got[9999])
 	}
-	f.h.eventually(20*time.Second, "the ChainSet counts 2 applied, 1 failed", func() bool {
+	f.h.eventually(20*time.Second, fmt.Sprintf("the ChainSet counts %d applied, 1 failed", all-1), func() bool {
 		st := f.chainSet("web").Status
-		return st.SelectedNodes == 3 && st.AppliedNodes == 2 && st.FailedNodes == 1
+		return st.SelectedNodes == all && st.AppliedNodes == all-1 && st.FailedNodes == 1
 	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
 	// Trusted again, it catches up.
 	n2.trust(h.pub)
@@ -371,9 +384,9 @@ func TestAgentKubernetes(t *testing.T) {
 		names, _ := n1.chain()
 		return names == nil && f.nodeStatus("web", n1.name) == nil && len(n1.pinTree()) == 0
 	}, func() string { return fmt.Sprintf("pins %v\n%s", n1.pinTree(), f.logs()) })
-	f.h.eventually(20*time.Second, "the ChainSet counts 2 nodes", func() bool {
+	f.h.eventually(20*time.Second, fmt.Sprintf("the ChainSet counts %d nodes", all-1), func() bool {
 		st := f.chainSet("web").Status
-		return st.SelectedNodes == 2 && st.AppliedNodes == 2
+		return st.SelectedNodes == all-1 && st.AppliedNodes == all-1
 	}, func() string { return fmt.Sprintf("%+v\n%s", f.chainSet("web").Status, f.logs()) })
 	if names, _ := f.nodes[0].chain(); !slices.Equal(names, []string{"count", "portfilter"}) {
 		t.Errorf("%s runs %v after %s was relabelled", f.nodes[0].name, names, n1.name)
@@ -447,9 +460,10 @@ func TestAgentKubernetes(t *testing.T) {
 
 // BenchmarkAgentKubernetesRollout measures the time from an update of a
 // ChainSet (a param change, so every node loads a new program) until all
-// three nodes report the new generation Applied with the programs they run.
+// fleetSize nodes report the new generation Applied with the programs they
+// run.
 func BenchmarkAgentKubernetesRollout(b *testing.B) {
-	f := newFleet(b, 3)
+	f := newFleet(b, fleetSize)
 	ctx := context.Background()
 	ref := f.h.reg.Ref("net/portfilter", "1.0.0")
 	specs := []v1alpha1.ChainSetSpec{
@@ -464,12 +478,8 @@ func BenchmarkAgentKubernetesRollout(b *testing.B) {
 	var total time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		cs := f.chainSet("web")
-		cs.Spec = specs[(i+1)%2]
 		start := time.Now()
-		if err := f.c.Update(ctx, cs); err != nil {
-			b.Fatal(err)
-		}
+		f.setSpec("web", specs[(i+1)%2])
 		f.rollout("web", f.nodes, []string{"portfilter"})
 		total += time.Since(start)
 	}

@@ -39,6 +39,9 @@ func New(dir string, log *slog.Logger, metrics *agent.Metrics) *Source {
 // Name is "config:DIR", the owner of the chains it asks for.
 func (s *Source) Name() string { return "config:" + s.dir }
 
+// Kind is "config-dir" (agent.Kinder): the source label of kfm_reconcile_*.
+func (s *Source) Kind() string { return "config-dir" }
+
 // Load reads the directory's kfm.yaml and kfm.lock and returns the lock,
 // checked against the manifest as `kfm apply --locked` checks it.
 func (s *Source) Load() (*chain.Lock, error) {

@@ -12,15 +12,14 @@
 // only when the result differs from the last one. Chains are ordered by
 // ChainSet name, so the same objects always give the same Desired.
 //
-// primaryNodeInterface is resolved here, not by the agent: the source reads
-// the Node's InternalIP addresses from the Node object and looks up the
-// local interface that carries one of them (the agent runs in the host's
-// network namespace). It watches the host's addresses through a netlink
-// subscription, so an address that moves to another interface re-resolves at
-// once. The Desired it delivers therefore never has PrimaryNodeInterface set:
-// the interface's name is in Names instead, and a node whose InternalIP no
-// local interface carries gets a selector that picks nothing (the agent then
-// reports InterfaceMissing).
+// primaryNodeInterface is resolved by the agent, not here: the source
+// passes the selector on as it is and delivers the Node's InternalIP
+// addresses (status.addresses) in Desired.NodeIPs; the agent marks the
+// interface that carries one of them, among the links of the namespace it
+// acts in (the chain's netns when it has one), and follows address changes
+// there with a netlink subscription. A change of the Node's addresses is a
+// new Desired. A node whose InternalIP no interface carries reports
+// InterfaceMissing.
 //
 // # Status
 //

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -49,16 +47,6 @@ type Options struct {
 	Config *rest.Config
 	// NodeName is the Node this agent runs on.
 	NodeName string
-	// Interfaces lists the local interfaces and their addresses, to find
-	// the one that carries the Node's InternalIP. Nil uses the host's
-	// (net.Interfaces).
-	Interfaces func() ([]Interface, error)
-}
-
-// Interface is a local interface and its addresses.
-type Interface struct {
-	Name  string
-	Addrs []netip.Addr
 }
 
 // Source delivers the ChainSets that select this node and reports back into
@@ -69,7 +57,6 @@ type Source struct {
 	node   string
 	scheme *runtime.Scheme
 	client client.Client
-	ifaces func() ([]Interface, error)
 	// report serialises Report calls.
 	report sync.Mutex
 }
@@ -113,15 +100,14 @@ func New(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes source: %w", err)
 	}
-	s := &Source{cfg: cfg, node: opts.NodeName, scheme: scheme, client: c, ifaces: opts.Interfaces}
-	if s.ifaces == nil {
-		s.ifaces = hostInterfaces
-	}
-	return s, nil
+	return &Source{cfg: cfg, node: opts.NodeName, scheme: scheme, client: c}, nil
 }
 
 // Name says which node the source serves.
 func (s *Source) Name() string { return "kubernetes (node " + s.node + ")" }
+
+// Kind is "kubernetes" (agent.Kinder).
+func (s *Source) Kind() string { return "kubernetes" }
 
 // Run watches the ChainSets and this node's Node object and calls update
 // with the node's desired state at start and whenever it changes, until ctx
@@ -169,11 +155,6 @@ func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 		}
 		return ctx.Err()
 	}
-	// Addresses moving between interfaces change primaryNodeInterface.
-	addrs := make(chan netlink.AddrUpdate, 16)
-	if err := netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{}); err != nil {
-		addrs = nil // no netlink here: Node changes still re-resolve
-	}
 	var last *agent.Desired
 	for {
 		d, err := s.desired(ctx, c)
@@ -196,10 +177,6 @@ func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
 			}
 			return nil
 		case <-poke:
-		case _, ok := <-addrs:
-			if !ok {
-				addrs = nil
-			}
 		}
 	}
 }
@@ -219,31 +196,23 @@ func (s *Source) desired(ctx context.Context, r client.Reader) (agent.Desired, e
 		return d, fmt.Errorf("kubernetes source: list ChainSets: %w", err)
 	}
 	sets := selecting(list.Items, node)
-	var primary []string
-	primaryDone := false
+	if len(sets) > 0 {
+		d.NodeIPs = internalIPs(node)
+	}
 	for _, cs := range sets {
 		for _, cspec := range cs.Spec.Chains {
 			c := agent.Chain{
 				Owner:      OwnerPrefix + cs.Name,
 				Generation: cs.Generation,
 				Interfaces: agent.InterfaceSelector{
-					Names:   slices.Clone(cspec.InterfaceSelector.Names),
-					Exclude: slices.Clone(cspec.InterfaceSelector.Exclude),
+					Names:                slices.Clone(cspec.InterfaceSelector.Names),
+					PrimaryNodeInterface: cspec.InterfaceSelector.PrimaryNodeInterface,
+					Exclude:              slices.Clone(cspec.InterfaceSelector.Exclude),
 				},
 				Netns:   cspec.Netns,
 				Hook:    bpf.Hook(cspec.Hook),
 				Backend: cspec.Backend,
 				Mode:    cspec.Mode,
-			}
-			if cspec.InterfaceSelector.PrimaryNodeInterface {
-				if !primaryDone {
-					primary, primaryDone = s.primaryInterfaces(node), true
-				}
-				for _, name := range primary {
-					if !slices.Contains(c.Interfaces.Names, name) {
-						c.Interfaces.Names = append(c.Interfaces.Names, name)
-					}
-				}
 			}
 			for i := range cspec.Programs {
 				c.Programs = append(c.Programs, cspec.Programs[i].Locked())
@@ -286,56 +255,19 @@ func nodeSelector(cs *v1alpha1.ChainSet) (labels.Selector, error) {
 	return sel, nil
 }
 
-// primaryInterfaces returns the local interfaces that carry one of the
-// node's InternalIP addresses, sorted.
-func (s *Source) primaryInterfaces(node *corev1.Node) []string {
+// internalIPs are the node's InternalIP addresses (status.addresses),
+// sorted: the agent marks the interface that carries one of them as
+// primaryNodeInterface.
+func internalIPs(node *corev1.Node) []netip.Addr {
 	var ips []netip.Addr
 	for _, a := range node.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
 		}
-		if ip, err := netip.ParseAddr(a.Address); err == nil {
+		if ip, err := netip.ParseAddr(a.Address); err == nil && !slices.Contains(ips, ip.Unmap()) {
 			ips = append(ips, ip.Unmap())
 		}
 	}
-	if len(ips) == 0 {
-		return nil
-	}
-	ifaces, err := s.ifaces()
-	if err != nil {
-		return nil
-	}
-	var names []string
-	for _, ifc := range ifaces {
-		for _, a := range ifc.Addrs {
-			if slices.Contains(ips, a.Unmap()) && !slices.Contains(names, ifc.Name) {
-				names = append(names, ifc.Name)
-			}
-		}
-	}
-	slices.Sort(names)
-	return names
-}
-
-// hostInterfaces lists the interfaces of the agent's network namespace.
-func hostInterfaces() ([]Interface, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Interface, 0, len(ifs))
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue // the interface went away
-		}
-		i := Interface{Name: ifc.Name}
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				i.Addrs = append(i.Addrs, p.Addr())
-			}
-		}
-		out = append(out, i)
-	}
-	return out, nil
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return ips
 }

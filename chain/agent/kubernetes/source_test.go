@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -148,7 +149,11 @@ func run(t *testing.T, s *kubernetes.Source) func(what string, ok func(agent.Des
 func owners(d agent.Desired) []string {
 	var out []string
 	for _, c := range d.Chains {
-		out = append(out, fmt.Sprintf("%s@%d:%s%v", c.Owner, c.Generation, c.Hook, c.Interfaces.Names))
+		sel := fmt.Sprint(c.Interfaces.Names)
+		if c.Interfaces.PrimaryNodeInterface {
+			sel += "+primary"
+		}
+		out = append(out, fmt.Sprintf("%s@%d:%s%s", c.Owner, c.Generation, c.Hook, sel))
 	}
 	return out
 }
@@ -271,11 +276,13 @@ func (e *env) testDesired(t *testing.T) {
 	e.create(t, chainSet("desired-all", nil, all))
 
 	wait := run(t, e.source(t, node.Name))
-	want := []string{"ChainSet/desired-all@1:tc-ingress[/^veth/]", "ChainSet/desired-edge@1:xdp[eth0 lo]"}
+	want := []string{"ChainSet/desired-all@1:tc-ingress[/^veth/]", "ChainSet/desired-edge@1:xdp[eth0]+primary"}
 	d := wait("the edge and all ChainSets", func(d agent.Desired) bool { return slices.Equal(owners(d), want) })
 	c := d.Chains[1]
-	if c.Interfaces.PrimaryNodeInterface || !slices.Equal(c.Interfaces.Names, []string{"eth0", "lo"}) {
-		t.Errorf("primaryNodeInterface with InternalIP 127.0.0.1: selector %+v, want names eth0 and lo", c.Interfaces)
+	// The agent resolves primaryNodeInterface where it acts, from the
+	// Node's InternalIP addresses the source delivers.
+	if !slices.Equal(d.NodeIPs, []netip.Addr{netip.MustParseAddr("127.0.0.1")}) {
+		t.Errorf("NodeIPs %v, want the Node's InternalIP 127.0.0.1", d.NodeIPs)
 	}
 	wantProgs := []chain.LockedProgram{
 		{Name: "ratelimit", Ref: "registry.example/net/ratelimit", Resolved: "registry.example/net/ratelimit:stable", Digest: digestA, Object: objectA,
@@ -305,7 +312,7 @@ func (e *env) testDesired(t *testing.T) {
 	}
 	wait("the edge ChainSet back", func(d agent.Desired) bool { return slices.Equal(owners(d), want) })
 
-	// A new generation: the InternalIP no longer on any interface here.
+	// A new generation, and a new InternalIP.
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(edge), edge); err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +324,9 @@ func (e *env) testDesired(t *testing.T) {
 	if err := e.c.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	d = wait("generation 2 without the primary interface", func(d agent.Desired) bool {
-		return slices.Equal(owners(d), []string{"ChainSet/desired-all@1:tc-ingress[/^veth/]", "ChainSet/desired-edge@2:xdp[eth0]"})
+	d = wait("generation 2 with the new InternalIP", func(d agent.Desired) bool {
+		return slices.Equal(owners(d), []string{"ChainSet/desired-all@1:tc-ingress[/^veth/]", "ChainSet/desired-edge@2:xdp[eth0]+primary"}) &&
+			slices.Equal(d.NodeIPs, []netip.Addr{netip.MustParseAddr("192.0.2.77")})
 	})
 	if n := len(d.Chains[1].Programs); n != 1 {
 		t.Errorf("generation 2 has %d programs, want 1", n)

@@ -8,7 +8,7 @@
 // node's own trust policy, exactly as for bundles, then reads the lock and
 // hands it to the agent. A lock that is unsigned, signed by a signer the
 // policy refuses, or does not parse is refused: it is logged and counted
-// (kfm_agent_source_refusals_total), the agent keeps running what it runs,
+// (kfm_source_refusals_total), the agent keeps running what it runs,
 // and the source keeps watching the tag. The tag is only ever the way to
 // find the lock; the programs in it are pinned by digest and signer.
 package ocilock

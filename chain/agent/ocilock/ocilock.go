@@ -69,6 +69,9 @@ func New(ref string, opts Options) (*Source, error) {
 // Name is "oci://REF", the owner of the chains it asks for.
 func (s *Source) Name() string { return "oci://" + s.ref.String() }
 
+// Kind is "oci" (agent.Kinder): the source label of kfm_reconcile_*.
+func (s *Source) Kind() string { return "oci" }
+
 // Run polls the tag until ctx ends. It never fails on registry or
 // signature errors: those are logged, counted, and tried again.
 func (s *Source) Run(ctx context.Context, update func(agent.Desired)) error {
