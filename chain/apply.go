@@ -60,6 +60,7 @@ type hookPlan struct {
 	resetMaps bool
 	current   *bpf.Chain // what the owner runs now, nil if nothing
 	vanished  bool       // the state names a chain the kernel no longer runs
+	orphan    *bpf.Chain // kfm's chain running without its pins (see orphanRoot)
 	noop      bool       // the hook already runs exactly this chain
 	owner     string     // HookSpec.Owner
 
@@ -226,8 +227,10 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			}
 		}
 		hs := p.final()
-		if p.backend.Name() == "dispatcher" {
-			// Record the new dispatcher: its pins are named after it.
+		if len(hs.Elements) > 0 {
+			// Record the new root: the dispatcher's pins are named
+			// after it, and a root that runs on without its pins is
+			// recognised by it (see orphanRoot).
 			if c, err := p.backend.Current(ctx, p.target); err == nil && c != nil {
 				hs.RootID = c.RootID
 			}
@@ -298,6 +301,12 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
 	}
 	owner, current, err := m.owner(ctx, ifc.ns, t)
+	if owner == nil && (err == nil || errors.Is(err, bpf.ErrForeignProgram)) {
+		if p.orphan = m.orphanRoot(ifc, p.old); p.orphan != nil {
+			err = nil
+			m.notify(fmt.Sprintf("%s: kfm's %s chain runs without its pins (root program %d): replacing it", t, p.orphan.Backend, p.orphan.RootID))
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +319,9 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	p.mode = spec.Mode
 	if p.mode == "" && current != nil {
 		p.mode = current.Mode
+	}
+	if p.mode == "" && p.orphan != nil {
+		p.mode = p.orphan.Mode
 	}
 	if spec.Hook.IsTC() {
 		p.mode = ""
@@ -389,10 +401,13 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	// kfm's chain was here and is gone although no change of kfm's was
 	// interrupted: the interface was replaced (or the chain detached by
 	// hand). The maps it kept belong to what is gone: start afresh.
-	p.vanished = current == nil && p.old != nil && len(p.old.Elements) > 0 && !p.old.Changing
+	// (An orphan's maps, if still pinned, are the ones it runs with: they
+	// are kept.)
+	p.vanished = current == nil && p.orphan == nil && p.old != nil && len(p.old.Elements) > 0 && !p.old.Changing
 	// A hook an interrupted apply was changing is committed again, so that
-	// the backend removes what that apply left pinned.
-	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing)
+	// the backend removes what that apply left pinned; an orphan is always
+	// replaced or detached.
+	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing) && p.orphan == nil
 	return p, nil
 }
 
@@ -500,7 +515,19 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		p.counters = append(p.counters, ec)
 		c.Counters = ec.m
 	}
-	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: p.prevChain})
+	replace := p.prevChain
+	if p.orphan != nil {
+		if len(p.comps) == 0 {
+			d, err := newOrphanDetach(p.target, p.ns, p.orphan)
+			if err != nil {
+				return err
+			}
+			p.change = d
+			return nil
+		}
+		replace = p.orphan
+	}
+	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: replace})
 	if err != nil {
 		return fmt.Errorf("%s (%s backend): %w", p.target, p.backend.Name(), err)
 	}
