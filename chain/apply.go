@@ -408,6 +408,15 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	// the backend removes what that apply left pinned; an orphan is always
 	// replaced or detached.
 	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing) && p.orphan == nil
+	if p.noop && p.vanished && len(p.comps) == 0 {
+		// The hook should run nothing and no backend reads kfm's chain
+		// there any more (its pins are gone), but what the chain's
+		// backend left attached (classic tc filters) may still run: a
+		// removal through that backend takes it off.
+		if b, err := m.backend(p.old.Backend); err == nil {
+			p.backend, p.noop = m.backendIn(b, p.ns), false
+		}
+	}
 	return p, nil
 }
 

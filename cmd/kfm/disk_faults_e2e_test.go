@@ -8,6 +8,9 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -97,6 +100,50 @@ func TestFaultBPFFSUnmounted(t *testing.T) {
 	h.checkThreeBackends()
 
 	// Everything removed: nothing left, the orphan's replacement included.
+	h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
+	h.mustKFM("apply")
+	h.checkEmpty()
+}
+
+// TestFaultPinRemoved: one of kfm's pins is removed by hand, pin after
+// pin on the same host. kfm status must report the damaged hook (a drift),
+// kfm apply --locked must repair it, and the kernel must then hold exactly
+// the three chains (nothing of the damaged one leaks). Last, with every pin
+// of kfm removed at once and an empty kfm.yaml, apply takes kfm's orphaned
+// XDP root off the interface.
+func TestFaultPinRemoved(t *testing.T) {
+	h := newHost(t)
+	h.threeBackends()
+	for _, tc := range []struct{ pin, hook string }{
+		{"kfm/tailcall/IFINDEX/xdp/gen-*/chain", "xdp"}, // the program array
+		{"kfm/tailcall/IFINDEX/xdp/root", "xdp"},        // orphans the root
+		{"kfm/tcx/IFINDEX/tc-ingress/link-*", "tc-ingress"},
+		{"kfm/tcx/IFINDEX/tc-ingress/gate", "tc-ingress"},
+		{"kfm/tc/IFINDEX/tc-egress/meta", "tc-egress"},
+	} {
+		matches, _ := filepath.Glob(filepath.Join(h.bpffs, strings.ReplaceAll(tc.pin, "IFINDEX", strconv.Itoa(h.pair.BIfindex))))
+		if len(matches) != 1 {
+			t.Fatalf("%s: found %v", tc.pin, matches)
+		}
+		if err := os.Remove(matches[0]); err != nil {
+			t.Fatal(err)
+		}
+		if c := hookOf(h.status(), h.iface, tc.hook); c == nil || len(c.Drift) == 0 {
+			t.Errorf("rm %s: status of %s %+v reports nothing", tc.pin, tc.hook, c)
+		}
+		out, stderr, code := h.kfm("apply", "--locked")
+		if code != exitOK {
+			t.Fatalf("rm %s: apply --locked: exit %d\n%s%s", tc.pin, code, out, stderr)
+		}
+		if !strings.Contains(out, tc.hook+" ("+map[string]string{"xdp": "tailcall", "tc-ingress": "tcx", "tc-egress": "tc"}[tc.hook]+"): applied") {
+			t.Errorf("rm %s: apply --locked did not change %s:\n%s", tc.pin, tc.hook, out)
+		}
+		h.checkThreeBackends()
+	}
+
+	if err := os.RemoveAll(filepath.Join(h.bpffs, "kfm")); err != nil {
+		t.Fatal(err)
+	}
 	h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
 	h.mustKFM("apply")
 	h.checkEmpty()
