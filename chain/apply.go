@@ -138,7 +138,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		}
 		if err := m.state.save(st); err != nil {
 			unmark()
-			return fmt.Errorf("write host state: %w", err)
+			return fmt.Errorf("write host state (nothing was changed): %w", err)
 		}
 	}
 	for _, p := range plans {

@@ -7,9 +7,13 @@ package main
 // half-written, and that the next run repairs what the fault broke.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,4 +151,229 @@ func TestFaultPinRemoved(t *testing.T) {
 	h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
 	h.mustKFM("apply")
 	h.checkEmpty()
+}
+
+// ---- mounts the fault tests make ----
+
+// mountTmpfs mounts a tmpfs of size bytes and returns its directory; it is
+// unmounted when the test ends.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// bindReadOnly bind-mounts dir read-only onto itself and returns the
+// function that undoes it (also run when the test ends).
+func bindReadOnly(t *testing.T, dir string) (undo func()) {
+	t.Helper()
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount %s: %v", dir, err)
+	}
+	done := false
+	undo = func() {
+		if !done {
+			done = true
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", dir, err)
+			}
+		}
+	}
+	t.Cleanup(undo)
+	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount %s read-only: %v", dir, err)
+	}
+	return undo
+}
+
+// fillUp leaves about free bytes free on the file system of dir and
+// returns the filler file (remove it to free the space).
+func fillUp(t *testing.T, dir string, free int64) string {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, int64(st.Bavail)*st.Bsize-free), 0o600); err != nil {
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+	return filler
+}
+
+// snapshot is what a failed command must leave as it was: the chains
+// (with program IDs), kfm.yaml, kfm.lock and the pins.
+type snapshot struct {
+	status           []string
+	manifest, locked string
+	pins             []string
+}
+
+func (h *host) snapshot() snapshot {
+	h.t.Helper()
+	var st []string
+	for _, hs := range h.status() {
+		for _, p := range hs.Programs {
+			st = append(st, fmt.Sprintf("%s %s %d %s", hs.Hook, p.Name, p.ProgramID, p.Digest))
+		}
+	}
+	return snapshot{status: st, manifest: h.readConfig("kfm.yaml"), locked: h.readConfig("kfm.lock"), pins: h.pinTree()}
+}
+
+func (h *host) checkSnapshot(before snapshot, what string) {
+	h.t.Helper()
+	after := h.snapshot()
+	if !slices.Equal(before.status, after.status) {
+		h.t.Errorf("%s changed the running chains:\n  before %v\n  after  %v", what, before.status, after.status)
+	}
+	if before.manifest != after.manifest || before.locked != after.locked {
+		h.t.Errorf("%s changed kfm.yaml or kfm.lock", what)
+	}
+	if !slices.Equal(before.pins, after.pins) {
+		h.t.Errorf("%s changed the pins:\n  before %v\n  after  %v", what, before.pins, after.pins)
+	}
+	h.checkKernel(h.status())
+}
+
+// checkCacheWhole asserts that the cache holds no half-written file: no
+// temporary file in ingest/, and every blob matches its digest.
+func checkCacheWhole(t *testing.T, cacheDir string) {
+	t.Helper()
+	dir := filepath.Join(cacheDir, "oci")
+	if left, _ := os.ReadDir(filepath.Join(dir, "ingest")); len(left) != 0 {
+		t.Errorf("temporary files left in %s/ingest: %v", dir, left)
+	}
+	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blobs {
+		data, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", b.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != b.Name() {
+			t.Errorf("blob %s holds %d bytes that do not match its digest", b.Name(), len(data))
+		}
+	}
+	var index struct{ Manifests []any }
+	if b, err := os.ReadFile(filepath.Join(dir, "index.json")); err != nil || json.Unmarshal(b, &index) != nil {
+		t.Errorf("%s/index.json is not whole: %v", dir, err)
+	}
+}
+
+// TestFaultCacheFull: the cache directory's file system fills up while kfm
+// install pulls a bundle. The install fails naming the cache directory and
+// what to do; the running chain, kfm.yaml, kfm.lock and the pins are as
+// before; the cache holds nothing half-written; and once space is freed the
+// same install succeeds.
+func TestFaultCacheFull(t *testing.T) {
+	h := newHost(t)
+	h.cacheDir = filepath.Join(mountTmpfs(t, 4<<20), "cache")
+	t.Setenv("KFM_CACHE_DIR", h.cacheDir)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--priority", "20")
+	before := h.snapshot()
+
+	filler := fillUp(t, filepath.Dir(h.cacheDir), 8<<10)
+	args := []string{"install", h.reg.Ref("net/portfilter", "1.0.0"), "--iface", h.iface, "--name", "portfilter", "--priority", "10", "--param", "port=7777"}
+	out, stderr, code := h.kfm(args...)
+	if code != exitFailure {
+		t.Fatalf("install with a full cache: exit %d, want %d\n%s%s", code, exitFailure, out, stderr)
+	}
+	for _, want := range []string{filepath.Join(h.cacheDir, "oci"), "file system is full", "free space", "KFM_CACHE_DIR"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("install with a full cache: message does not say %q:\n%s", want, stderr)
+		}
+	}
+	h.checkSnapshot(before, "the failed install")
+	checkCacheWhole(t, h.cacheDir)
+
+	os.Remove(filler)
+	h.mustKFM(args...)
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 2 || !strings.Contains(got[0], "portfilter") {
+		t.Errorf("chain after the repaired install: %v", got)
+	}
+	checkCacheWhole(t, h.cacheDir)
+	if got := h.traffic(10, 7777, 8888); got[7777] != 0 || got[8888] != 10 {
+		t.Errorf("after the repaired install: %v datagrams arrived, want none to 7777 and 10 to 8888", got)
+	}
+}
+
+// TestFaultCacheReadOnly: with the cache directory read-only, a bundle that
+// is not cached cannot be installed (a clear error, nothing changed), and
+// the chains kfm.lock pins, already cached, are applied from the read-only
+// cache with the registry gone: what a host whose cache sits on a
+// read-only image needs at boot.
+func TestFaultCacheReadOnly(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface)
+	before := h.snapshot()
+	bindReadOnly(t, h.cacheDir)
+
+	out, stderr, code := h.kfm("install", h.reg.Ref("net/portfilter", "1.0.0"), "--iface", h.iface, "--priority", "10")
+	if code != exitFailure {
+		t.Fatalf("install into a read-only cache: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, want := range []string{filepath.Join(h.cacheDir, "oci"), "read-only", "KFM_CACHE_DIR"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("install into a read-only cache: message does not say %q:\n%s", want, stderr)
+		}
+	}
+	h.checkSnapshot(before, "the failed install")
+
+	// Take the chain down (kfm.yaml empty), then bring it back from
+	// kfm.lock and the read-only cache alone.
+	h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
+	h.mustKFM("apply")
+	h.writeConfig("kfm.yaml", before.manifest)
+	h.writeConfig("kfm.lock", before.locked)
+	h.reg.Stop()
+	h.mustKFM("apply", "--locked")
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 1 || !strings.Contains(got[0], "count") {
+		t.Errorf("chain applied from the read-only cache: %v", got)
+	}
+	h.checkKernel(h.status())
+}
+
+// TestFaultStateDirReadOnly: the state directory is read-only. A change
+// fails before anything is loaded or attached, with an error that names
+// the directory and what to do; the running chain, kfm.yaml, kfm.lock and
+// the pins stay as they were; kfm status still reports; and once the
+// directory is writable again the same change succeeds.
+func TestFaultStateDirReadOnly(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--priority", "20")
+	before := h.snapshot()
+	undo := bindReadOnly(t, h.stateDir)
+
+	args := []string{"install", h.reg.Ref("net/portfilter", "1.0.0"), "--iface", h.iface, "--priority", "10"}
+	for _, cmd := range [][]string{args, {"remove", "count", "--iface", h.iface}, {"apply"}} {
+		out, stderr, code := h.kfm(cmd...)
+		if code != exitFailure {
+			t.Fatalf("kfm %s with a read-only state directory: exit %d\n%s%s", cmd[0], code, out, stderr)
+		}
+		for _, want := range []string{"state directory not writable", h.stateDir, "read-only", "KFM_STATE_DIR"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("kfm %s: message does not say %q:\n%s", cmd[0], want, stderr)
+			}
+		}
+		h.checkSnapshot(before, "kfm "+cmd[0])
+	}
+
+	undo()
+	h.mustKFM(args...)
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 2 {
+		t.Errorf("chain after the state directory is writable again: %v", got)
+	}
+	h.checkKernel(h.status())
 }
