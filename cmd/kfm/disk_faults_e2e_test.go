@@ -120,6 +120,7 @@ func TestFaultPinRemoved(t *testing.T) {
 	h.threeBackends()
 	for _, tc := range []struct{ pin, hook string }{
 		{"kfm/tailcall/IFINDEX/xdp/gen-*/chain", "xdp"}, // the program array
+		{"kfm/tailcall/IFINDEX/xdp/head", "xdp"},        // the root's own array
 		{"kfm/tailcall/IFINDEX/xdp/root", "xdp"},        // orphans the root
 		{"kfm/tcx/IFINDEX/tc-ingress/link-*", "tc-ingress"},
 		{"kfm/tcx/IFINDEX/tc-ingress/gate", "tc-ingress"},
