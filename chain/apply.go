@@ -117,6 +117,13 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		plans = append(plans, p)
 	}
 
+	// Maps of running programs that lost their pins are pinned again
+	// first, so that neither this change nor a later one starts them
+	// empty.
+	for _, p := range plans {
+		m.repinMaps(p)
+	}
+
 	// Mark the hooks about to change before anything is loaded: a
 	// backend's Prepare pins what it loads, and should kfm die before the
 	// final state is saved, the next run must commit these hooks again
@@ -418,6 +425,31 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		}
 	}
 	return p, nil
+}
+
+// repinMaps pins again the maps of p's running kfm programs whose pins
+// were removed (see mapStore.repinMaps), and tells the user.
+func (m *Manager) repinMaps(p *hookPlan) {
+	for i, c := range p.comps {
+		e := p.elems[i]
+		if e == nil || c.Running == 0 {
+			continue
+		}
+		if names, _ := m.maps.unpinnedMaps(p.target, c.Name, c.Running); len(names) == 0 {
+			continue
+		}
+		spec, err := e.Object.Spec(e.Params)
+		if err != nil {
+			spec = nil
+		}
+		done, err := m.maps.repinMaps(p.target, c.Name, c.Running, spec)
+		if len(done) > 0 {
+			m.notify(fmt.Sprintf("%s: %s: pinned %s again (the pins had been removed)", p.target, c.Name, strings.Join(done, ", ")))
+		}
+		if err != nil {
+			m.notify(fmt.Sprintf("%s: %s: %v", p.target, c.Name, err))
+		}
+	}
 }
 
 // restored is the hook's state as the apply found it.

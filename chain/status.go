@@ -294,6 +294,9 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 		if e, ok := byID[cp.ID]; ok && cp.ID != 0 {
 			ps.Name, ps.Origin = e.Name, OriginKFM
 			ps.Source, ps.Digest, ps.Function, ps.Params = e.Source, e.Digest, e.Function, e.Params
+			if d := m.maps.unpinnedDrift(t, e.Name, cp.ID); d != "" {
+				hs.Drift = append(hs.Drift, d)
+			}
 		} else if owner.Name() == "dispatcher" {
 			ps.Origin = OriginLibxdp
 		}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,11 +126,14 @@ func TestFaultPinRemoved(t *testing.T) {
 		{"kfm/tcx/IFINDEX/tc-ingress/link-*", "tc-ingress"},
 		{"kfm/tcx/IFINDEX/tc-ingress/gate", "tc-ingress"},
 		{"kfm/tc/IFINDEX/tc-egress/meta", "tc-egress"},
+		{"kfm/maps/IFINDEX/xdp/count/counters", "xdp"}, // state kept: pinned again
+		{"kfm/maps/IFINDEX/tc-egress/count/kfm-counters", "tc-egress"},
 	} {
 		matches, _ := filepath.Glob(filepath.Join(h.bpffs, strings.ReplaceAll(tc.pin, "IFINDEX", strconv.Itoa(h.pair.BIfindex))))
 		if len(matches) != 1 {
 			t.Fatalf("%s: found %v", tc.pin, matches)
 		}
+		idsBefore, xdpBefore := programIDs(h.status()), h.mapPackets("xdp", "count", "counters", udp)
 		if err := os.Remove(matches[0]); err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +144,20 @@ func TestFaultPinRemoved(t *testing.T) {
 		if code != exitOK {
 			t.Fatalf("rm %s: apply --locked: exit %d\n%s%s", tc.pin, code, out, stderr)
 		}
-		if !strings.Contains(out, tc.hook+" ("+map[string]string{"xdp": "tailcall", "tc-ingress": "tcx", "tc-egress": "tc"}[tc.hook]+"): applied") {
+		if strings.Contains(tc.pin, "/maps/") {
+			// The map is pinned again, the programs stay as they are.
+			if !strings.Contains(stderr, "pinned "+filepath.Base(tc.pin)+" again") {
+				t.Errorf("rm %s: apply --locked did not say it pinned the map again:\n%s", tc.pin, stderr)
+			}
+			if after := programIDs(h.status()); !maps.Equal(after, idsBefore) {
+				t.Errorf("rm %s: apply --locked reloaded programs: %v, before %v", tc.pin, after, idsBefore)
+			}
+			if tc.hook == "xdp" {
+				if n := h.mapPackets("xdp", "count", "counters", udp); n < xdpBefore {
+					t.Errorf("rm %s: the counter map holds %d packets after the repair, %d before: state lost", tc.pin, n, xdpBefore)
+				}
+			}
+		} else if !strings.Contains(out, tc.hook+" ("+map[string]string{"xdp": "tailcall", "tc-ingress": "tcx", "tc-egress": "tc"}[tc.hook]+"): applied") {
 			t.Errorf("rm %s: apply --locked did not change %s:\n%s", tc.pin, tc.hook, out)
 		}
 		h.checkThreeBackends()
