@@ -304,6 +304,7 @@ func TestFaultCacheFull(t *testing.T) {
 	if code != exitFailure {
 		t.Fatalf("install with a full cache: exit %d, want %d\n%s%s", code, exitFailure, out, stderr)
 	}
+	t.Logf("install with a full cache: %s", stderr)
 	for _, want := range []string{filepath.Join(h.cacheDir, "oci"), "file system is full", "free space", "KFM_CACHE_DIR"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("install with a full cache: message does not say %q:\n%s", want, stderr)
@@ -340,6 +341,7 @@ func TestFaultCacheReadOnly(t *testing.T) {
 	if code != exitFailure {
 		t.Fatalf("install into a read-only cache: exit %d\n%s%s", code, out, stderr)
 	}
+	t.Logf("install into a read-only cache: %s", stderr)
 	for _, want := range []string{filepath.Join(h.cacheDir, "oci"), "read-only", "KFM_CACHE_DIR"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("install into a read-only cache: message does not say %q:\n%s", want, stderr)
@@ -380,6 +382,7 @@ func TestFaultStateDirReadOnly(t *testing.T) {
 		if code != exitFailure {
 			t.Fatalf("kfm %s with a read-only state directory: exit %d\n%s%s", cmd[0], code, out, stderr)
 		}
+		t.Logf("kfm %s with a read-only state directory: %s", cmd[0], stderr)
 		for _, want := range []string{"state directory not writable", h.stateDir, "read-only", "KFM_STATE_DIR"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("kfm %s: message does not say %q:\n%s", cmd[0], want, stderr)
@@ -392,6 +395,52 @@ func TestFaultStateDirReadOnly(t *testing.T) {
 	h.mustKFM(args...)
 	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 2 {
 		t.Errorf("chain after the state directory is writable again: %v", got)
+	}
+	h.checkKernel(h.status())
+}
+
+// TestFaultStateDirFull: the state directory's file system is full. The
+// change fails before anything is attached (the host state is written
+// before the first program is loaded), names the directory, and leaves the
+// running chain and the host state as they were; with space freed the same
+// change succeeds.
+func TestFaultStateDirFull(t *testing.T) {
+	h := newHost(t)
+	h.stateDir = filepath.Join(mountTmpfs(t, 1<<20), "kfm")
+	t.Setenv("KFM_STATE_DIR", h.stateDir)
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h.mustKFM("install", h.reg.Ref("net/count", "1.0.0"), "--iface", h.iface, "--priority", "20")
+	before := h.snapshot()
+	state, err := os.ReadFile(filepath.Join(h.stateDir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	filler := fillUp(t, filepath.Dir(h.stateDir), 0)
+	args := []string{"install", h.reg.Ref("net/portfilter", "1.0.0"), "--iface", h.iface, "--priority", "10"}
+	out, stderr, code := h.kfm(args...)
+	if code != exitFailure {
+		t.Fatalf("install with a full state directory: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("install with a full state directory: %s", stderr)
+	for _, want := range []string{"state directory not writable", h.stateDir, "is full", "nothing was changed"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("message does not say %q:\n%s", want, stderr)
+		}
+	}
+	h.checkSnapshot(before, "the failed install")
+	if got, _ := os.ReadFile(filepath.Join(h.stateDir, "state.json")); string(got) != string(state) {
+		t.Error("state.json changed although the install failed")
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.stateDir, ".state.json.tmp-*")); len(left) != 0 {
+		t.Errorf("temporary state files left: %v", left)
+	}
+
+	os.Remove(filler)
+	h.mustKFM(args...)
+	if got := chainView(hookOf(h.status(), h.iface, "xdp")); len(got) != 2 {
+		t.Errorf("chain once space is freed: %v", got)
 	}
 	h.checkKernel(h.status())
 }
