@@ -311,7 +311,6 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	if owner == nil && (err == nil || errors.Is(err, bpf.ErrForeignProgram)) {
 		if p.orphan = m.orphanRoot(ifc, p.old); p.orphan != nil {
 			err = nil
-			m.notify(fmt.Sprintf("%s: kfm's %s chain runs without its pins (root program %d): replacing it", t, p.orphan.Backend, p.orphan.RootID))
 		}
 	}
 	if err != nil {
@@ -558,6 +557,7 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 	}
 	replace := p.prevChain
 	if p.orphan != nil {
+		m.notify(fmt.Sprintf("%s: kfm's %s chain runs without its pins (root program %d): replacing it", p.target, p.orphan.Backend, p.orphan.RootID))
 		if len(p.comps) == 0 {
 			d, err := newOrphanDetach(p.target, p.ns, p.orphan)
 			if err != nil {
