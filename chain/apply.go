@@ -60,6 +60,7 @@ type hookPlan struct {
 	resetMaps bool
 	current   *bpf.Chain // what the owner runs now, nil if nothing
 	vanished  bool       // the state names a chain the kernel no longer runs
+	orphan    *bpf.Chain // kfm's chain running without its pins (see orphanRoot)
 	noop      bool       // the hook already runs exactly this chain
 	owner     string     // HookSpec.Owner
 
@@ -116,6 +117,13 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		plans = append(plans, p)
 	}
 
+	// Maps of running programs that lost their pins are pinned again
+	// first, so that neither this change nor a later one starts them
+	// empty.
+	for _, p := range plans {
+		m.repinMaps(p)
+	}
+
 	// Mark the hooks about to change before anything is loaded: a
 	// backend's Prepare pins what it loads, and should kfm die before the
 	// final state is saved, the next run must commit these hooks again
@@ -137,7 +145,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		}
 		if err := m.state.save(st); err != nil {
 			unmark()
-			return fmt.Errorf("write host state: %w", err)
+			return fmt.Errorf("write host state (nothing was changed): %w", err)
 		}
 	}
 	for _, p := range plans {
@@ -226,8 +234,10 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			}
 		}
 		hs := p.final()
-		if p.backend.Name() == "dispatcher" {
-			// Record the new dispatcher: its pins are named after it.
+		if len(hs.Elements) > 0 {
+			// Record the new root: the dispatcher's pins are named
+			// after it, and a root that runs on without its pins is
+			// recognised by it (see orphanRoot).
 			if c, err := p.backend.Current(ctx, p.target); err == nil && c != nil {
 				hs.RootID = c.RootID
 			}
@@ -298,6 +308,11 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
 	}
 	owner, current, err := m.owner(ctx, ifc.ns, t)
+	if owner == nil && (err == nil || errors.Is(err, bpf.ErrForeignProgram)) {
+		if p.orphan = m.orphanRoot(ifc, p.old); p.orphan != nil {
+			err = nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +325,9 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	p.mode = spec.Mode
 	if p.mode == "" && current != nil {
 		p.mode = current.Mode
+	}
+	if p.mode == "" && p.orphan != nil {
+		p.mode = p.orphan.Mode
 	}
 	if spec.Hook.IsTC() {
 		p.mode = ""
@@ -389,11 +407,48 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	// kfm's chain was here and is gone although no change of kfm's was
 	// interrupted: the interface was replaced (or the chain detached by
 	// hand). The maps it kept belong to what is gone: start afresh.
-	p.vanished = current == nil && p.old != nil && len(p.old.Elements) > 0 && !p.old.Changing
+	// (An orphan's maps, if still pinned, are the ones it runs with: they
+	// are kept.)
+	p.vanished = current == nil && p.orphan == nil && p.old != nil && len(p.old.Elements) > 0 && !p.old.Changing
 	// A hook an interrupted apply was changing is committed again, so that
-	// the backend removes what that apply left pinned.
-	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing)
+	// the backend removes what that apply left pinned; an orphan is always
+	// replaced or detached.
+	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing) && p.orphan == nil
+	if p.noop && p.vanished && len(p.comps) == 0 {
+		// The hook should run nothing and no backend reads kfm's chain
+		// there any more (its pins are gone), but what the chain's
+		// backend left attached (classic tc filters) may still run: a
+		// removal through that backend takes it off.
+		if b, err := m.backend(p.old.Backend); err == nil {
+			p.backend, p.noop = m.backendIn(b, p.ns), false
+		}
+	}
 	return p, nil
+}
+
+// repinMaps pins again the maps of p's running kfm programs whose pins
+// were removed (see mapStore.repinMaps), and tells the user.
+func (m *Manager) repinMaps(p *hookPlan) {
+	for i, c := range p.comps {
+		e := p.elems[i]
+		if e == nil || c.Running == 0 {
+			continue
+		}
+		if names, _ := m.maps.unpinnedMaps(p.target, c.Name, c.Running); len(names) == 0 {
+			continue
+		}
+		spec, err := e.Object.Spec(e.Params)
+		if err != nil {
+			spec = nil
+		}
+		done, err := m.maps.repinMaps(p.target, c.Name, c.Running, spec)
+		if len(done) > 0 {
+			m.notify(fmt.Sprintf("%s: %s: pinned %s again (the pins had been removed)", p.target, c.Name, strings.Join(done, ", ")))
+		}
+		if err != nil {
+			m.notify(fmt.Sprintf("%s: %s: %v", p.target, c.Name, err))
+		}
+	}
 }
 
 // restored is the hook's state as the apply found it.
@@ -500,7 +555,20 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		p.counters = append(p.counters, ec)
 		c.Counters = ec.m
 	}
-	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: p.prevChain})
+	replace := p.prevChain
+	if p.orphan != nil {
+		m.notify(fmt.Sprintf("%s: kfm's %s chain runs without its pins (root program %d): replacing it", p.target, p.orphan.Backend, p.orphan.RootID))
+		if len(p.comps) == 0 {
+			d, err := newOrphanDetach(p.target, p.ns, p.orphan)
+			if err != nil {
+				return err
+			}
+			p.change = d
+			return nil
+		}
+		replace = p.orphan
+	}
+	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: replace})
 	if err != nil {
 		return fmt.Errorf("%s (%s backend): %w", p.target, p.backend.Name(), err)
 	}

@@ -28,13 +28,13 @@ type hostLock struct {
 // ctx ends). waiting is called once if the lock is busy, with a message
 // that says who holds it.
 func acquireLock(ctx context.Context, dir string, timeout time.Duration, waiting func(msg string)) (*hostLock, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if err := mkdirPrivate(dir); err != nil {
+		return nil, stateDirError(dir, err)
 	}
 	path := filepath.Join(dir, "lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, stateDirError(dir, err)
 	}
 	var deadline <-chan time.Time
 	if timeout > 0 {
@@ -71,6 +71,37 @@ func acquireLock(ctx context.Context, dir string, timeout time.Duration, waiting
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &hostLock{f: f}, nil
+}
+
+// ErrStateDir: the state directory cannot be written (read-only, full, or
+// not kfm's to write). kfm fails before it changes anything.
+var ErrStateDir = errors.New("state directory not writable")
+
+// stateDirError explains a failure to write the state directory dir.
+func stateDirError(dir string, err error) error {
+	switch {
+	case errors.Is(err, ErrStateDir):
+		return err
+	case errors.Is(err, unix.EROFS):
+		return fmt.Errorf("%w: %s is on a read-only file system (%w): kfm keeps its host lock and state there; make it writable or point --state-dir / KFM_STATE_DIR at a writable directory (by default /run/kfm, on tmpfs)", ErrStateDir, dir, err)
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: the file system of %s is full (%w): free space there and run the command again", ErrStateDir, dir, err)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return fmt.Errorf("%w: %s (%w): run kfm as root, or point --state-dir / KFM_STATE_DIR at a directory kfm may write", ErrStateDir, dir, err)
+	}
+	return fmt.Errorf("state directory %s: %w", dir, err)
+}
+
+// mkdirPrivate makes dir (mode 0700 whatever the umask: the host state is
+// kfm's alone) if it does not exist. An existing directory keeps its mode.
+func mkdirPrivate(dir string) error {
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
 }
 
 func lockHolder(f *os.File) string {

@@ -174,7 +174,10 @@ func (st stateStore) save(s *State) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(st.path(), append(b, '\n'), 0o644)
+	if err := writeFileAtomic(st.path(), append(b, '\n'), 0o644); err != nil {
+		return stateDirError(st.dir, err)
+	}
+	return nil
 }
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it and

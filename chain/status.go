@@ -169,7 +169,7 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 				hs = &HookStatus{Netns: netnsPath, Interface: ifn, Hook: h, Programs: []ProgramStatus{}}
 			}
 			if hs != nil {
-				hs.Drift = drift(hs, lc)
+				hs.Drift = append(hs.Drift, drift(hs, lc)...)
 				out = append(out, *hs)
 			}
 		}
@@ -258,13 +258,16 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 		return nil, err
 	}
 	owner, c, err := m.owner(ctx, ifc.ns, t)
-	if err != nil {
-		if errors.Is(err, bpf.ErrForeignProgram) {
-			return nil, nil
-		}
+	if err != nil && !errors.Is(err, bpf.ErrForeignProgram) {
 		return nil, err
 	}
 	if owner == nil {
+		// No backend reads a chain here. If the host state says kfm's
+		// programs run here, their pins are gone: say so.
+		if old := st.find(netnsPath, iface, hook); old != nil && len(old.Elements) > 0 && sameInterface(old, ifc) {
+			return &HookStatus{Netns: netnsPath, Interface: iface, Ifindex: t.Ifindex, Hook: hook, Owner: old.Owner,
+				Programs: []ProgramStatus{}, Drift: []string{m.lostPins(ifc, old)}}, nil
+		}
 		return nil, nil
 	}
 	hs := &HookStatus{Netns: netnsPath, Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
@@ -291,6 +294,9 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 		if e, ok := byID[cp.ID]; ok && cp.ID != 0 {
 			ps.Name, ps.Origin = e.Name, OriginKFM
 			ps.Source, ps.Digest, ps.Function, ps.Params = e.Source, e.Digest, e.Function, e.Params
+			if d := m.maps.unpinnedDrift(t, e.Name, cp.ID); d != "" {
+				hs.Drift = append(hs.Drift, d)
+			}
 		} else if owner.Name() == "dispatcher" {
 			ps.Origin = OriginLibxdp
 		}

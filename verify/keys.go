@@ -361,6 +361,13 @@ func WriteKeyPair(prefix string, pf PassFunc) (*KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
+	// 0600 whatever the umask (which can only take bits away, and a
+	// umask of 0377 would leave a key its owner cannot read).
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		os.Remove(keyPath)
+		return nil, err
+	}
 	if _, err := f.Write(kp.PrivatePEM); err != nil {
 		f.Close()
 		os.Remove(keyPath)
@@ -372,6 +379,11 @@ func WriteKeyPair(prefix string, pf PassFunc) (*KeyPair, error) {
 	}
 	if err := os.WriteFile(pubPath, kp.PublicPEM, 0o644); err != nil {
 		os.Remove(keyPath)
+		return nil, err
+	}
+	if err := os.Chmod(pubPath, 0o644); err != nil {
+		os.Remove(keyPath)
+		os.Remove(pubPath)
 		return nil, err
 	}
 	return kp, nil

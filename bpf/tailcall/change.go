@@ -67,6 +67,18 @@ func (b *Backend) Prepare(ctx context.Context, t bpf.Target, desired []bpf.Compo
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t, err)
 	}
+	if st.attached && st.head == nil {
+		// The head's pin was removed (by hand) while the root runs: the
+		// root still holds its head map. Pin it again and read afresh.
+		rerr := repinHead(st)
+		st.close()
+		if rerr != nil {
+			return nil, fmt.Errorf("%s: kfm's tail-call root runs but its head map is not pinned under %s and cannot be recovered (%w): remove the chain and install it again", t, Dir(t), rerr)
+		}
+		if st, err = b.read(t); err != nil {
+			return nil, fmt.Errorf("%s: %w", t, err)
+		}
+	}
 	c := &change{b: b, t: t, st: st}
 	defer func() {
 		if err != nil {
@@ -226,6 +238,32 @@ func int32s(as bpf.Actions) []int32 {
 		out[i] = int32(a)
 	}
 	return out
+}
+
+// repinHead pins again the head map that st's running root uses.
+func repinHead(st *hookState) error {
+	info, err := st.root.Info()
+	if err != nil {
+		return err
+	}
+	ids, ok := info.MapIDs()
+	if !ok {
+		return errors.New("the kernel does not report the root's maps")
+	}
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		mi, err := m.Info()
+		if err == nil && m.Type() == ebpf.ProgramArray && mi.Name == "kfm_head" {
+			err = m.Pin(filepath.Join(st.dir, pinHead))
+			m.Close()
+			return err
+		}
+		m.Close()
+	}
+	return errors.New("the root uses no head map")
 }
 
 // loadRoot loads a new root and its head map (not pinned until Commit).

@@ -48,7 +48,7 @@ func DefaultSuites() []Suite {
 		// Kernel compatibility: bpf_xdp_get_buff_len is refused on 5.10
 		// with the helper named, accepted from 5.18.
 		{Package: "bpf/compat"},
-		{Package: "chain", Run: "^TestNetnsDispatcher$", Kernels: []string{"6.12"}},
+		{Package: "chain", Run: "^Test(NetnsDispatcher|DispatcherPinsGone)$", Kernels: []string{"6.12"}},
 		// The exporter reads a dispatcher chain's declared metrics.
 		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -30,6 +31,26 @@ var (
 	ErrCorrupt = errors.New("cache content does not match its digest")
 	// ErrTooLarge: a blob is larger than the caller allowed.
 	ErrTooLarge = errors.New("too large")
+	// ErrNotWritable: the cache directory cannot take what kfm has to
+	// write: its file system is full or read-only, or kfm may not write
+	// there. Nothing half-written stays behind (see Cache); the error
+	// also wraps the errno (syscall.ENOSPC, EROFS, EACCES).
+	ErrNotWritable = errors.New("cache directory not writable")
+)
+
+// indexName is the layout's index; prevIndexName is the previous index
+// while a new one is written (see saveIndex).
+const (
+	indexName     = "index.json"
+	prevIndexName = ".index.json.prev"
+)
+
+// File modes of the cache, set explicitly whatever the umask: nothing in it
+// is writable by group or others (oras-go creates files 0666 and
+// directories 0777 and leaves the rest to the umask).
+const (
+	dirMode  = 0o755
+	fileMode = 0o644
 )
 
 // lockName is the lock file inside the layout directory. Its first 8 bytes
@@ -47,17 +68,23 @@ type Cache struct {
 	mu    sync.Mutex
 	store *oci.Store // index and graph; nil = reload before use
 	gen   uint64     // generation the store was loaded at
+	dirty bool       // the store's index changed: locked saves it
 }
 
 // Open opens the cache in dir, creating the directory and an empty layout if
 // needed.
+//
+// A cache on a read-only file system can still be read: Open succeeds when
+// the layout exists, and Fetch, Resolve and the other reads work, so that
+// bundles already cached install (offline, from kfm.lock). Anything that
+// has to write fails with ErrNotWritable.
 func Open(ctx context.Context, dir string) (*Cache, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cache %s: %w", dir, err)
-	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
+	}
+	if err := mkdirMode(abs); err != nil {
+		return nil, notWritable(abs, err)
 	}
 	storage, err := oci.NewStorage(abs)
 	if err != nil {
@@ -65,10 +92,87 @@ func Open(ctx context.Context, dir string) (*Cache, error) {
 	}
 	c := &Cache{dir: abs, storage: storage}
 	// Create the layout (oci-layout, index.json, blobs/) under the lock.
-	if err := c.locked(ctx, true, func(*oci.Store) error { return nil }); err != nil {
+	err = c.locked(ctx, true, func(*oci.Store) error {
+		for _, d := range []string{"blobs", "blobs/sha256", "ingest"} {
+			if err := os.MkdirAll(filepath.Join(abs, d), dirMode); err != nil {
+				return err
+			}
+			if err := os.Chmod(filepath.Join(abs, d), dirMode); err != nil {
+				return err
+			}
+		}
+		for _, f := range []string{"oci-layout", indexName} {
+			if err := os.Chmod(filepath.Join(abs, f), fileMode); err != nil {
+				return err
+			}
+		}
+		removeStaleIngests(filepath.Join(abs, "ingest"))
+		return nil
+	})
+	if errors.Is(err, ErrNotWritable) && c.layoutExists() {
+		// Read-only: reads work.
+		if rerr := c.locked(ctx, false, func(*oci.Store) error { return nil }); rerr == nil {
+			return c, nil
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// staleIngest is the age after which a temporary file in the ingest
+// directory is taken for the leftover of a killed process.
+const staleIngest = time.Hour
+
+// removeStaleIngests removes what killed processes left half-written in
+// the ingest directory.
+func removeStaleIngests(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && time.Since(info.ModTime()) > staleIngest {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// layoutExists reports whether dir holds an OCI layout already.
+func (c *Cache) layoutExists() bool {
+	for _, f := range []string{"oci-layout", indexName} {
+		if _, err := os.Stat(filepath.Join(c.dir, f)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// mkdirMode makes dir (and its parents) if missing and gives a directory it
+// made dirMode whatever the umask.
+func mkdirMode(dir string) error {
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return nil
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, dirMode)
+}
+
+// notWritable wraps err, when it says that the cache directory cannot be
+// written (full, read-only, permission), in an error that names the
+// directory and says what to do.
+func notWritable(dir string, err error) error {
+	switch {
+	case errors.Is(err, ErrNotWritable):
+		return err
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("cache %s: %w: %w: the file system is full; free space there (or point --cache-dir / KFM_CACHE_DIR elsewhere) and run the command again (nothing half-written was kept)", dir, ErrNotWritable, err)
+	case errors.Is(err, unix.EROFS):
+		return fmt.Errorf("cache %s: %w: %w: bundles already cached still install, but new ones cannot be stored; make it writable or point --cache-dir / KFM_CACHE_DIR elsewhere", dir, ErrNotWritable, err)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return fmt.Errorf("cache %s: %w: %w: run kfm as the user that owns it (usually root) or point --cache-dir / KFM_CACHE_DIR elsewhere", dir, ErrNotWritable, err)
+	}
+	return err
 }
 
 // Dir is the layout directory.
@@ -78,9 +182,13 @@ func (c *Cache) Dir() string { return c.dir }
 // exclusive. After an exclusive fn the generation counter moves on, so that
 // other processes reload.
 func (c *Cache) locked(ctx context.Context, exclusive bool, fn func(s *oci.Store) error) error {
-	f, err := os.OpenFile(filepath.Join(c.dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(c.dir, lockName), os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil && !exclusive && (errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES)) {
+		// A read-only cache: a shared lock needs no write access.
+		f, err = os.Open(filepath.Join(c.dir, lockName))
+	}
 	if err != nil {
-		return fmt.Errorf("cache %s: %w", c.dir, err)
+		return fmt.Errorf("cache %s: %w", c.dir, notWritable(c.dir, err))
 	}
 	defer f.Close()
 	how := unix.LOCK_SH
@@ -101,14 +209,28 @@ func (c *Cache) locked(ctx context.Context, exclusive bool, fn func(s *oci.Store
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.store == nil || c.gen != gen {
+		c.recoverIndex()
 		s, err := oci.NewWithContext(ctx, c.dir)
 		if err != nil {
+			if nw := notWritable(c.dir, err); nw != err {
+				return nw
+			}
 			return fmt.Errorf("cache %s: %w (remove the directory to start an empty cache; bundles are pulled again)", c.dir, err)
 		}
 		s.AutoGC = false
+		// index.json is written by saveIndex, atomically.
+		s.AutoSaveIndex = false
 		c.store, c.gen = s, gen
 	}
-	err = fn(c.store)
+	c.dirty = false
+	store := c.store
+	err = fn(store)
+	if exclusive && err == nil && c.dirty {
+		err = c.saveIndex(store)
+	}
+	if err != nil {
+		err = notWritable(c.dir, err)
+	}
 	if exclusive {
 		binary.LittleEndian.PutUint64(buf[:], gen+1)
 		if _, werr := f.WriteAt(buf[:], 0); werr != nil && err == nil {
@@ -124,6 +246,41 @@ func (c *Cache) locked(ctx context.Context, exclusive bool, fn func(s *oci.Store
 		}
 	}
 	return err
+}
+
+// saveIndex writes index.json so that a failure (a full disk) leaves the
+// previous index in place, never a part of the new one: oras-go writes it in
+// place, so the previous one is moved aside first and moved back if the
+// write fails. A process killed in between leaves only the previous index,
+// which recoverIndex puts back. The caller holds the exclusive lock.
+func (c *Cache) saveIndex(s *oci.Store) error {
+	idx, prev := filepath.Join(c.dir, indexName), filepath.Join(c.dir, prevIndexName)
+	if err := os.Rename(idx, prev); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	err := s.SaveIndex()
+	if err == nil {
+		err = os.Chmod(idx, fileMode)
+	}
+	if err != nil {
+		os.Remove(idx)
+		if rerr := os.Rename(prev, idx); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+		// The in-memory index is ahead of the file: reload.
+		c.store = nil
+		return err
+	}
+	os.Remove(prev)
+	return nil
+}
+
+// recoverIndex puts back the index a killed saveIndex moved aside.
+func (c *Cache) recoverIndex() {
+	idx, prev := filepath.Join(c.dir, indexName), filepath.Join(c.dir, prevIndexName)
+	if _, err := os.Stat(idx); errors.Is(err, os.ErrNotExist) {
+		os.Rename(prev, idx)
+	}
 }
 
 // flock takes the lock, giving up when ctx ends.
@@ -237,14 +394,22 @@ func (c *Cache) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) 
 // references) in the same locked step. Tags on a blob are ignored.
 func (c *Cache) PushTagged(ctx context.Context, desc ocispec.Descriptor, r io.Reader, tags ...string) error {
 	if !isManifest(desc.MediaType) {
-		err := c.storage.Push(ctx, desc, r)
+		err := c.ingesting(desc, func() error { return c.storage.Push(ctx, desc, r) })
 		if errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil
 		}
-		return err
+		if err != nil {
+			return notWritable(c.dir, err)
+		}
+		return nil
+	}
+	if c.holds(ctx, desc, tags) {
+		// Nothing to write (and a read-only cache serves it).
+		return nil
 	}
 	return c.locked(ctx, true, func(s *oci.Store) error {
-		err := s.Push(ctx, desc, r)
+		c.dirty = true
+		err := c.ingesting(desc, func() error { return s.Push(ctx, desc, r) })
 		if errors.Is(err, errdef.ErrAlreadyExists) {
 			// The blob is there; make sure the index knows it. The
 			// graph may not: reload it next time.
@@ -263,6 +428,41 @@ func (c *Cache) PushTagged(ctx context.Context, desc ocispec.Descriptor, r io.Re
 	})
 }
 
+// ingesting runs push, which writes desc through oras-go's ingest
+// directory, and removes the temporary file push left there when it failed
+// (oras-go v2.7.0 means to, but its deferred removal sees an empty path
+// once ingest returns an error, so a write cut short by a full disk or a
+// broken connection would stay behind). Only files for desc that appeared
+// during push are removed.
+func (c *Cache) ingesting(desc ocispec.Descriptor, push func() error) error {
+	pattern := filepath.Join(c.dir, "ingest", desc.Digest.Encoded()+"_*")
+	before, _ := filepath.Glob(pattern)
+	err := push()
+	if err != nil {
+		after, _ := filepath.Glob(pattern)
+		for _, f := range after {
+			if !slices.Contains(before, f) {
+				os.Remove(f)
+			}
+		}
+	}
+	return err
+}
+
+// holds reports whether the manifest desc is cached, indexed, and tagged
+// with each of tags already.
+func (c *Cache) holds(ctx context.Context, desc ocispec.Descriptor, tags []string) bool {
+	if ok, err := c.storage.Exists(ctx, desc); err != nil || !ok {
+		return false
+	}
+	for _, ref := range append([]string{desc.Digest.String()}, tags...) {
+		if cur, err := c.Resolve(ctx, ref); err != nil || cur.Digest != desc.Digest {
+			return false
+		}
+	}
+	return true
+}
+
 // Tag points reference (a full reference such as
 // "registry.example.com/net/ratelimit:1.2.0") at the cached manifest desc.
 func (c *Cache) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
@@ -270,6 +470,7 @@ func (c *Cache) Tag(ctx context.Context, desc ocispec.Descriptor, reference stri
 		return nil
 	}
 	return c.locked(ctx, true, func(s *oci.Store) error {
+		c.dirty = true
 		return s.Tag(ctx, desc, reference)
 	})
 }
@@ -277,6 +478,7 @@ func (c *Cache) Tag(ctx context.Context, desc ocispec.Descriptor, reference stri
 // Untag removes reference; the content stays.
 func (c *Cache) Untag(ctx context.Context, reference string) error {
 	return c.locked(ctx, true, func(s *oci.Store) error {
+		c.dirty = true
 		err := s.Untag(ctx, reference)
 		if errors.Is(err, errdef.ErrNotFound) {
 			return fmt.Errorf("%s: %w", reference, ErrNotFound)

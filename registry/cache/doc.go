@@ -26,6 +26,16 @@
 // manifest tagged "<registry>/<repository>:sha256-<hex>.sig". Both can be
 // copied in with Push and Tag, or with oras.Copy into Target.
 //
+// Faults: a full or read-only file system fails a write with ErrNotWritable
+// (wrapping the errno), naming the directory and what to do, and leaves the
+// cache as it was: blobs are written to a temporary file in ingest/ and
+// renamed into place (a failed write's temporary file is removed; one left
+// by a killed process is removed by the next Open after an hour), and
+// index.json is replaced so that the previous index stays whole when the
+// new one does not fit. A read-only cache still serves what it holds, so
+// that bundles already cached install offline. Directories are 0755 and
+// files 0644 or less, whatever the umask.
+//
 // Several kfm processes may use one cache directory at the same time: every
 // change of index.json happens under an exclusive flock of .kfm-lock, and
 // readers reload the index when another process changed it.
