@@ -49,7 +49,7 @@ const (
 // backends take about 30 ms a change on the 2-core development machine;
 // the dispatcher runs in a VM under TCG, about 1 s a change).
 const (
-	defaultHostChanges = 200
+	defaultHostChanges = 100
 	defaultVMChanges   = 60
 )
 
@@ -115,7 +115,7 @@ func (p *trafficProg) tag() byte {
 }
 
 // TestChangesUnderTraffic makes N seeded random changes to one chain (N =
-// KFM_TRAFFIC_CHANGES, default 200 on the host, 60 in the kernel VMs;
+// KFM_TRAFFIC_CHANGES, default 100 on the host, 60 in the kernel VMs;
 // seed KFM_TRAFFIC_SEED, default random and logged) while datagrams stream
 // through it to an open and a filtered port, on every backend: tailcall
 // (XDP), tcx and tc (TC ingress) on the host, the dispatcher (XDP,

@@ -48,7 +48,10 @@ func DefaultSuites() []Suite {
 		// Kernel compatibility: bpf_xdp_get_buff_len is refused on 5.10
 		// with the helper named, accepted from 5.18.
 		{Package: "bpf/compat"},
-		{Package: "chain", Run: "^TestNetnsDispatcher$", Kernels: []string{"6.12"}},
+		// TestChangesUnderTraffic/dispatcher: random changes to a
+		// dispatcher chain under traffic, every packet accounted for
+		// (60 changes by default here: TCG is slow).
+		{Package: "chain", Run: "^(TestNetnsDispatcher|TestChangesUnderTraffic)$/^dispatcher$", Files: []string{"bpf/internal/chaintest/tag.o"}, Kernels: []string{"6.12"}},
 		// The exporter reads a dispatcher chain's declared metrics.
 		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
