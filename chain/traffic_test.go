@@ -45,9 +45,10 @@ const (
 	trafficSeedEnv = "KFM_TRAFFIC_SEED"
 )
 
-// Default numbers of changes: small enough for make test (the host
-// backends take about 30 ms a change on the 2-core development machine;
-// the dispatcher runs in a VM under TCG, about 1 s a change).
+// Default numbers of changes: small enough for make test (a host backend
+// takes about 0.1 s a change on the busy 2-core development machine, the
+// dispatcher in a VM under TCG 1 to 5 s). KFM_TRAFFIC_CHANGES=1000 is the
+// full run.
 const (
 	defaultHostChanges = 100
 	defaultVMChanges   = 60
@@ -137,15 +138,15 @@ func (p *trafficProg) tag() byte {
 // counted, in its own map and in kfm's counters, exactly the datagrams
 // whose trace carries its letter, summed over the times it was installed.
 func TestChangesUnderTraffic(t *testing.T) {
-	for _, tc := range trafficCases {
-		t.Run(tc.backend, func(t *testing.T) {
-			if tc.ext {
+	for _, bc := range trafficCases {
+		t.Run(bc.backend, func(t *testing.T) {
+			if bc.ext {
 				testenv.RequireEXT(t)
 			} else {
 				testenv.RequirePrivileged(t)
 			}
 			n := defaultHostChanges
-			if tc.ext {
+			if bc.ext {
 				n = defaultVMChanges
 			}
 			if s := os.Getenv(changesEnv); s != "" {
@@ -164,8 +165,8 @@ func TestChangesUnderTraffic(t *testing.T) {
 				seed = v
 			}
 			t.Logf("%d changes, seed %d (rerun: %s=%d %s=%d go test -run 'TestChangesUnderTraffic/^%s$' ./chain)",
-				n, seed, trafficSeedEnv, seed, changesEnv, n, tc.backend)
-			runChangesUnderTraffic(t, tc, n, seed)
+				n, seed, trafficSeedEnv, seed, changesEnv, n, bc.backend)
+			runChangesUnderTraffic(t, bc, n, seed)
 		})
 	}
 }
@@ -173,7 +174,7 @@ func TestChangesUnderTraffic(t *testing.T) {
 // trafficRig is the host of one run.
 type trafficRig struct {
 	t                          *testing.T
-	tc                         trafficCase
+	bc                         trafficCase
 	pair                       *netns.Pair
 	bpffs, stateDir, configDir string
 	obj                        string
@@ -181,7 +182,7 @@ type trafficRig struct {
 
 func (r *trafficRig) manager() *chain.Manager {
 	m, err := chain.New(chain.Options{BPFFS: r.bpffs, StateDir: r.stateDir, ConfigDir: r.configDir,
-		Backends: []chain.Backend{r.tc.newBackend()}})
+		Backends: []chain.Backend{r.bc.newBackend()}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -203,8 +204,8 @@ func (r *trafficRig) install(p *trafficProg) *chain.HookStatus {
 		params["verdict"] = strconv.Itoa(int(p.verdict))
 	}
 	prio := p.prio
-	req := chain.InstallRequest{Interface: r.pair.BIf, Hook: r.tc.hook, Backend: r.tc.backend, Mode: r.tc.mode,
-		Source: r.obj, Function: r.tc.function, Name: p.name, Priority: &prio, ProceedOn: p.proceed, Params: params}
+	req := chain.InstallRequest{Interface: r.pair.BIf, Hook: r.bc.hook, Backend: r.bc.backend, Mode: r.bc.mode,
+		Source: r.obj, Function: r.bc.function, Name: p.name, Priority: &prio, ProceedOn: p.proceed, Params: params}
 	var hs *chain.HookStatus
 	r.in(func(ctx context.Context, m *chain.Manager) error {
 		var err error
@@ -222,7 +223,7 @@ func (r *trafficRig) remove(p *trafficProg) *chain.HookStatus {
 	var hs *chain.HookStatus
 	r.in(func(ctx context.Context, m *chain.Manager) error {
 		var err error
-		hs, err = m.Remove(ctx, r.pair.BIf, r.tc.hook, p.name)
+		hs, err = m.Remove(ctx, r.pair.BIf, r.bc.hook, p.name)
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", p.name, err)
 		}
@@ -244,7 +245,7 @@ func (r *trafficRig) elementDirs() map[string]string {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && path != root && filepath.Base(filepath.Dir(path)) == string(r.tc.hook) {
+		if d.IsDir() && path != root && filepath.Base(filepath.Dir(path)) == string(r.bc.hook) {
 			found[d.Name()] = path
 			return filepath.SkipDir
 		}
@@ -323,23 +324,23 @@ func (h *heldMaps) verdicts(t *testing.T, prog string) counters.Counts {
 	return c
 }
 
-func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint64) {
+func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint64) {
 	obj, err := filepath.Abs(tagObjectPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &trafficRig{t: t, tc: tc, pair: netns.NewPair(t), bpffs: testenv.BPFFS(t),
+	r := &trafficRig{t: t, bc: bc, pair: netns.NewPair(t), bpffs: testenv.BPFFS(t),
 		stateDir: t.TempDir(), configDir: t.TempDir(), obj: obj}
 	r.pair.DisableIPv6(t)
 	rng := rand.New(rand.NewPCG(seed, 0x6b666d))
 
-	markProceed := bpf.ActionName(tc.hook, tc.pass) + "," + bpf.ActionName(tc.hook, tc.mark)
+	markProceed := bpf.ActionName(bc.hook, bc.pass) + "," + bpf.ActionName(bc.hook, bc.mark)
 	progs := []*trafficProg{
-		{name: "filter", letter: 'f', port: filteredPort, verdict: tc.drop},
+		{name: "filter", letter: 'f', port: filteredPort, verdict: bc.drop},
 		{name: "last", letter: 'z', port: openPort, fixed: true, prio: 1000},
 	}
 	for _, name := range []string{"a", "b", "c", "d"} {
-		progs = append(progs, &trafficProg{name: name, letter: name[0], port: openPort, verdict: tc.mark, proceed: markProceed, movable: true})
+		progs = append(progs, &trafficProg{name: name, letter: name[0], port: openPort, verdict: bc.mark, proceed: markProceed, movable: true})
 	}
 	byName := map[string]*trafficProg{}
 	for _, p := range progs {
@@ -408,8 +409,8 @@ func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint
 	check := func(step string, hs *chain.HookStatus) {
 		t.Helper()
 		want := order()
-		if hs == nil || hs.Backend != tc.backend || len(hs.Programs) != len(want) {
-			t.Fatalf("%s: kfm reports %+v; want %d programs on %s", step, hs, len(want), tc.backend)
+		if hs == nil || hs.Backend != bc.backend || len(hs.Programs) != len(want) {
+			t.Fatalf("%s: kfm reports %+v; want %d programs on %s", step, hs, len(want), bc.backend)
 		}
 		for i, p := range want {
 			if hs.Programs[i].Name != p.name {
@@ -540,9 +541,9 @@ func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint
 	}
 
 	// The programs' own counters and kfm's verdict counters.
-	if c, v := held.ownCount(t, "filter"), held.verdicts(t, "filter"); c != sentFiltered || v.Verdict(tc.drop) != sentFiltered || v.Verdict(tc.pass) != sentOpen || v.Total() != sentOpen+sentFiltered {
+	if c, v := held.ownCount(t, "filter"), held.verdicts(t, "filter"); c != sentFiltered || v.Verdict(bc.drop) != sentFiltered || v.Verdict(bc.pass) != sentOpen || v.Total() != sentOpen+sentFiltered {
 		t.Errorf("filter counted %d itself; kfm counted %s=%d %s=%d (total %d); sent %d to the filtered port, %d to the open one",
-			c, bpf.ActionName(tc.hook, tc.drop), v.Verdict(tc.drop), bpf.ActionName(tc.hook, tc.pass), v.Verdict(tc.pass), v.Total(), sentFiltered, sentOpen)
+			c, bpf.ActionName(bc.hook, bc.drop), v.Verdict(bc.drop), bpf.ActionName(bc.hook, bc.pass), v.Verdict(bc.pass), v.Total(), sentFiltered, sentOpen)
 	}
 	tagged := map[byte]uint64{}
 	for tr, n := range traces {
@@ -554,18 +555,21 @@ func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint
 	for _, p := range progs[1:] {
 		own, v := held.ownCount(t, p.name), held.verdicts(t, p.name)
 		want := tagged[p.letter]
-		marked := v.Verdict(tc.mark)
+		marked := v.Verdict(bc.mark)
 		if p.verdict == 0 {
-			marked = v.Verdict(tc.pass)
+			marked = v.Verdict(bc.pass)
 		}
 		summary = append(summary, fmt.Sprintf("%s=%d", p.name, own))
 		if own != want || marked != want {
 			t.Errorf("%s counted %d itself and kfm counted %d tagged; %d received datagrams carry its tag", p.name, own, marked, want)
 		}
+		if p.verdict == 0 && v.Total() != marked {
+			t.Errorf("%s: kfm counted %d packets, %d of them tagged; it runs after the filter and sees only the open port's", p.name, v.Total(), marked)
+		}
 		// Its other verdicts: filtered datagrams passing through it on
 		// their way to the filter, at most all of them.
-		if p.verdict != 0 && (v.Total()-marked != v.Verdict(tc.pass) || v.Verdict(tc.pass) > sentFiltered) {
-			t.Errorf("%s: kfm counted %s=%d of %d filtered datagrams, %d in all", p.name, bpf.ActionName(tc.hook, tc.pass), v.Verdict(tc.pass), sentFiltered, v.Total())
+		if p.verdict != 0 && (v.Total()-marked != v.Verdict(bc.pass) || v.Verdict(bc.pass) > sentFiltered) {
+			t.Errorf("%s: kfm counted %s=%d of %d filtered datagrams, %d in all", p.name, bpf.ActionName(bc.hook, bc.pass), v.Verdict(bc.pass), sentFiltered, v.Total())
 		}
 	}
 
@@ -580,8 +584,8 @@ func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint
 			return fmt.Errorf("kfm stats: %d chains, want 1", len(st))
 		}
 		for _, ps := range st[0].Programs {
-			if ps.Name == "filter" && (ps.Packets != sentOpen+sentFiltered || ps.Counts.Verdict(tc.drop) != sentFiltered) {
-				t.Errorf("kfm stats: filter %d packets, %d dropped; sent %d+%d", ps.Packets, ps.Counts.Verdict(tc.drop), sentOpen, sentFiltered)
+			if ps.Name == "filter" && (ps.Packets != sentOpen+sentFiltered || ps.Counts.Verdict(bc.drop) != sentFiltered) {
+				t.Errorf("kfm stats: filter %d packets, %d dropped; sent %d+%d", ps.Packets, ps.Counts.Verdict(bc.drop), sentOpen, sentFiltered)
 			}
 			if ps.Name == "last" && ps.Packets != sentOpen {
 				t.Errorf("kfm stats: last %d packets, want %d", ps.Packets, sentOpen)
@@ -592,10 +596,10 @@ func runChangesUnderTraffic(t *testing.T, tc trafficCase, changes int, seed uint
 
 	slices.Sort(lat)
 	t.Logf("%s: %d changes (%s) in %v: %.1f changes/s; change latency median %v, p99 %v, max %v; load %s -> %s",
-		tc.backend, changes, fmtOps(ops), elapsed.Round(time.Millisecond), float64(changes)/elapsed.Seconds(),
+		bc.backend, changes, fmtOps(ops), elapsed.Round(time.Millisecond), float64(changes)/elapsed.Seconds(),
 		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), loadStart, loadEnd)
 	t.Logf("%s: sent %d to the open port, %d to the filtered one; received %d, dropped by the filter %d; %d chain configurations, %d distinct traces; tagged: %s",
-		tc.backend, sentOpen, sentFiltered, got, held.verdicts(t, "filter").Verdict(tc.drop), len(valid), len(traces), strings.Join(summary, " "))
+		bc.backend, sentOpen, sentFiltered, got, held.verdicts(t, "filter").Verdict(bc.drop), len(valid), len(traces), strings.Join(summary, " "))
 }
 
 func fmtOps(ops map[string]int) string {
