@@ -443,7 +443,7 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 	ops := map[string]int{}
 	var lat []time.Duration
 	start := time.Now()
-	loadStart := loadavg()
+	loadStart := trafficLoadavg()
 	for i := 0; i < changes; i++ {
 		var (
 			op string
@@ -477,7 +477,7 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 			}
 		}
 		step := fmt.Sprintf("change %d (%s %s)", i+1, op, p.name)
-		before := idOf(prev, p.name)
+		before := programIDOf(prev, p.name)
 		t0 := time.Now()
 		var hs *chain.HookStatus
 		switch op {
@@ -498,7 +498,7 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 		ops[op]++
 		check(step, hs)
 		if op == "upgrade" {
-			if after := idOf(hs, p.name); after == before {
+			if after := programIDOf(hs, p.name); after == before {
 				t.Fatalf("%s: program %d was not reloaded", step, before)
 			}
 		}
@@ -511,7 +511,7 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 		valid[trace()] = true
 	}
 	elapsed := time.Since(start)
-	loadEnd := loadavg()
+	loadEnd := trafficLoadavg()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
 	sentOpen, sentFiltered, err := fl.Wait()
@@ -521,7 +521,7 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 	got := recv.WaitFor(sentOpen, 10*time.Second)
 
 	// Every datagram arrived or was dropped by the filter.
-	if drops := socketDrops(t, r.pair.B); drops > 0 {
+	if drops := udpSocketDrops(t, r.pair.B); drops > 0 {
 		t.Fatalf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
 	}
 	if got != sentOpen {
@@ -596,13 +596,13 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 
 	slices.Sort(lat)
 	t.Logf("%s: %d changes (%s) in %v: %.1f changes/s; change latency median %v, p99 %v, max %v; load %s -> %s",
-		bc.backend, changes, fmtOps(ops), elapsed.Round(time.Millisecond), float64(changes)/elapsed.Seconds(),
+		bc.backend, changes, fmtTrafficOps(ops), elapsed.Round(time.Millisecond), float64(changes)/elapsed.Seconds(),
 		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), loadStart, loadEnd)
 	t.Logf("%s: sent %d to the open port, %d to the filtered one; received %d, dropped by the filter %d; %d chain configurations, %d distinct traces; tagged: %s",
 		bc.backend, sentOpen, sentFiltered, got, held.verdicts(t, "filter").Verdict(bc.drop), len(valid), len(traces), strings.Join(summary, " "))
 }
 
-func fmtOps(ops map[string]int) string {
+func fmtTrafficOps(ops map[string]int) string {
 	var s []string
 	for _, op := range []string{"add", "remove", "reorder", "upgrade"} {
 		s = append(s, fmt.Sprintf("%d %s", ops[op], op))
@@ -610,9 +610,9 @@ func fmtOps(ops map[string]int) string {
 	return strings.Join(s, ", ")
 }
 
-// idOf is the kernel ID of the program called name in hs (0 when it does
+// programIDOf is the kernel ID of the program called name in hs (0 when it does
 // not run).
-func idOf(hs *chain.HookStatus, name string) ebpf.ProgramID {
+func programIDOf(hs *chain.HookStatus, name string) ebpf.ProgramID {
 	for _, p := range hs.Programs {
 		if p.Name == name {
 			return p.ProgramID
@@ -621,7 +621,7 @@ func idOf(hs *chain.HookStatus, name string) ebpf.ProgramID {
 	return 0
 }
 
-func loadavg() string {
+func trafficLoadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "?"
@@ -749,9 +749,9 @@ func (f *traceFlood) Wait() (open, filtered uint64, err error) {
 	return f.open.Load(), f.filtered.Load(), f.err
 }
 
-// socketDrops is the namespace's count of UDP datagrams dropped because a
+// udpSocketDrops is the namespace's count of UDP datagrams dropped because a
 // socket's receive queue was full.
-func socketDrops(t *testing.T, ns *netns.Namespace) uint64 {
+func udpSocketDrops(t *testing.T, ns *netns.Namespace) uint64 {
 	t.Helper()
 	var n uint64
 	err := ns.Do(func() error {
