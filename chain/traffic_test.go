@@ -610,8 +610,8 @@ func fmtTrafficOps(ops map[string]int) string {
 	return strings.Join(s, ", ")
 }
 
-// programIDOf is the kernel ID of the program called name in hs (0 when it does
-// not run).
+// programIDOf is the kernel ID of the program called name in hs (0 when
+// it does not run).
 func programIDOf(hs *chain.HookStatus, name string) ebpf.ProgramID {
 	for _, p := range hs.Programs {
 		if p.Name == name {
@@ -621,6 +621,8 @@ func programIDOf(hs *chain.HookStatus, name string) ebpf.ProgramID {
 	return 0
 }
 
+// trafficLoadavg is the machine's load (1, 5, 15 minutes), quoted with the
+// figures.
 func trafficLoadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
