@@ -48,7 +48,12 @@ func DefaultSuites() []Suite {
 		// Kernel compatibility: bpf_xdp_get_buff_len is refused on 5.10
 		// with the helper named, accepted from 5.18.
 		{Package: "bpf/compat"},
-		{Package: "chain", Run: "^Test(NetnsDispatcher|DispatcherPinsGone)$", Kernels: []string{"6.12"}},
+		// TestDispatcherPinsGone: the bpffs unmounted under a running
+		// dispatcher chain. TestChangesUnderTraffic/dispatcher: random
+		// changes to a dispatcher chain under traffic, every packet
+		// accounted for (60 changes by default here: TCG takes 1-5 s a
+		// change, so 1000 would take 20 minutes or more).
+		{Package: "chain", Run: "^TestNetnsDispatcher$|^TestDispatcherPinsGone$|^TestChangesUnderTraffic$/^dispatcher$", Files: []string{"bpf/internal/chaintest/tag.o"}, Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
 		// The exporter reads a dispatcher chain's declared metrics.
 		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
