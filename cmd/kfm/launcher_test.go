@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kfm-project/kfm/internal/testenv"
 )
 
 var updateLauncher = flag.Bool("update", false, "rewrite launcher/help.txt and launcher/formats.json from this CLI")
@@ -146,7 +148,7 @@ func writeLauncherData(t *testing.T) {
 // stamping (a test binary has none either, so both say "(devel)").
 func goBuild(t *testing.T, out, pkg string) {
 	t.Helper()
-	c := exec.Command("go", "build", "-buildvcs=false", "-trimpath", "-o", out, pkg)
+	c := exec.Command(testenv.RequireTool(t, "go"), "build", "-buildvcs=false", "-trimpath", "-o", out, pkg)
 	c.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
