@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -148,18 +150,13 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			return fmt.Errorf("write host state (nothing was changed): %w", err)
 		}
 	}
-	for _, p := range plans {
-		if p.noop {
-			continue
+	if err := m.prepareAll(ctx, plans); err != nil {
+		abortAll()
+		unmark()
+		if serr := m.state.save(st); serr != nil {
+			return fmt.Errorf("%w; write host state: %w", err, serr)
 		}
-		if err := m.prepare(ctx, p); err != nil {
-			abortAll()
-			unmark()
-			if serr := m.state.save(st); serr != nil {
-				return fmt.Errorf("%w; write host state: %w", err, serr)
-			}
-			return err
-		}
+		return err
 	}
 
 	m.step("prepared")
@@ -508,6 +505,71 @@ func (m *Manager) chooseBackend(p *hookPlan, spec HookSpec, owner Backend, curre
 		p.previous, p.prevChain = owner, current
 	}
 	return nil
+}
+
+// prepareAll prepares every plan that changes, several hooks at a time.
+//
+// Loading is the bulk of an apply (the verifier runs once per program
+// instance, and every chain has instances of its own: they reference the
+// chain's PROG_ARRAY or its elements' state maps, so two chains never
+// share one), and the kernel verifies loads from different threads in
+// parallel. Hooks are independent until commit: each has its own pins,
+// maps and backend change, and the backends may be shared by goroutines.
+// So up to GOMAXPROCS hooks prepare at once; the transaction does not
+// change: commits stay sequential and start only once every hook has
+// prepared. On the first failure the others are cancelled, all are waited
+// for, and that failure is returned (the caller aborts every plan).
+func (m *Manager) prepareAll(ctx context.Context, plans []*hookPlan) error {
+	var todo []*hookPlan
+	for _, p := range plans {
+		if !p.noop {
+			todo = append(todo, p)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	if workers <= 1 {
+		for _, p := range todo {
+			if err := m.prepare(ctx, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	work := make(chan *hookPlan)
+	for range workers {
+		wg.Go(func() {
+			for p := range work {
+				if ctx.Err() != nil {
+					continue
+				}
+				if err := m.prepare(ctx, p); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+						cancel(err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, p := range todo {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		// Cancelled from outside before every hook prepared.
+		return context.Cause(ctx)
+	}
+	return first
 }
 
 // prepare opens the state maps and loads the new chain.

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
 	"github.com/kfm-project/kfm/registry"
 )
 
@@ -14,13 +15,15 @@ import (
 // programs and not the number of chains: a bundle is fetched, verified and
 // opened once per digest and signer asked for, and an object's ELF is
 // parsed once per content (a parsed bpf.Object is read-only; every chain
-// gets its own CollectionSpec copy from it, and only when it loads). Errors
+// gets its own CollectionSpec copy from it, and only when it loads), and its
+// capabilities are analysed once per function. Errors
 // are not remembered. The zero value is ready to use.
 type memo struct {
 	mu      sync.Mutex
 	pulls   map[string]*pulled
 	opens   map[string]*registry.Bundle
 	objects map[string]*bpf.Object
+	caps    map[string]*analyze.Capabilities
 }
 
 func (m *memo) pulled(key string, f func() (*pulled, error)) (*pulled, error) {
@@ -35,6 +38,19 @@ func (m *memo) opened(key string, f func() (*registry.Bundle, error)) (*registry
 func (m *memo) object(source string, data []byte) (*bpf.Object, error) {
 	sum := sha256.Sum256(data)
 	return remember(m, &m.objects, hex.EncodeToString(sum[:]), func() (*bpf.Object, error) { return bpf.ParseObject(source, data) })
+}
+
+// capabilities analyses function of obj once per object content and
+// function (the capabilities depend on the bytecode only; the policy that
+// judges them is asked every time, for each reference and hook).
+func (m *memo) capabilities(obj *bpf.Object, function string) (*analyze.Capabilities, error) {
+	return remember(m, &m.caps, obj.SHA256+"\x00"+function, func() (*analyze.Capabilities, error) {
+		spec, err := obj.Spec(nil)
+		if err != nil {
+			return nil, err
+		}
+		return analyze.Program(spec, function)
+	})
 }
 
 func remember[V any](m *memo, table *map[string]V, key string, f func() (V, error)) (V, error) {

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kfm-project/kfm/internal/testenv"
+)
+
+var updateLauncher = flag.Bool("update", false, "rewrite launcher/help.txt and launcher/formats.json from this CLI")
+
+// pathEnv are the environment variables behind the path flags' defaults.
+var pathEnv = []string{"KFM_CONFIG_DIR", "KFM_CACHE_DIR", "KFM_STATE_DIR", "KFM_BPFFS"}
+
+// TestLauncher: the launcher (what make build installs as bin/kfm) prints
+// exactly what this CLI prints for the command lines it answers itself, its
+// copies of this CLI's help and format versions are current, and every
+// other command line runs the complete CLI (kfm-core beside it), or fails
+// clearly when that is missing.
+func TestLauncher(t *testing.T) {
+	if *updateLauncher {
+		writeLauncherData(t)
+	}
+	dir := t.TempDir()
+	launcher := filepath.Join(dir, "kfm")
+	goBuild(t, launcher, "./launcher")
+
+	env := map[string]string{"KFM_CACHE_DIR": `/tmp/a "quoted" dir`, "KFM_BPFFS": "/mnt/bpf"}
+	for _, args := range [][]string{
+		{}, {"--help"}, {"-h"}, {"help"}, {"--version"}, {"-v"},
+		{"version"}, {"version", "-o", "json"}, {"-o", "json", "version"}, {"version", "--output=json"},
+		{"version", "-ojson"}, {"version", "-o", "text"},
+	} {
+		for _, withEnv := range []bool{false, true} {
+			name := strings.Join(args, " ")
+			if withEnv {
+				name += " (paths from the environment)"
+			}
+			t.Run(name, func(t *testing.T) {
+				for _, k := range pathEnv {
+					t.Setenv(k, "")
+				}
+				if withEnv {
+					for k, v := range env {
+						t.Setenv(k, v)
+					}
+				}
+				var want, wantErr bytes.Buffer
+				if code := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &want, err: &wantErr}); code != exitOK {
+					t.Fatalf("kfm %s: exit %d: %s", name, code, wantErr.String())
+				}
+				var got, gotErr bytes.Buffer
+				c := exec.Command(launcher, args...)
+				c.Stdout, c.Stderr = &got, &gotErr
+				if err := c.Run(); err != nil {
+					t.Fatalf("launcher %s: %v: %s", name, err, gotErr.String())
+				}
+				if got.String() != want.String() {
+					t.Errorf("the launcher prints\n%s\nthe CLI prints\n%s\n(after changing commands or flags: go test ./cmd/kfm -run TestLauncher -update)", got.String(), want.String())
+				}
+			})
+		}
+	}
+
+	t.Run("without kfm-core", func(t *testing.T) {
+		var stderr bytes.Buffer
+		c := exec.Command(launcher, "status")
+		c.Stderr = &stderr
+		err := c.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+			t.Fatalf("kfm status without kfm-core: %v, want exit %d", err, exitFailure)
+		}
+		if !strings.Contains(stderr.String(), "kfm-core is missing") || !strings.Contains(stderr.String(), "make build") {
+			t.Errorf("stderr does not say what is missing and how to get it: %s", stderr.String())
+		}
+	})
+
+	t.Run("other commands run kfm-core", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("builds the complete CLI")
+		}
+		goBuild(t, filepath.Join(dir, "kfm-core"), ".")
+		for _, args := range [][]string{
+			{"version", "--help"},     // exit 0
+			{"version", "-o", "yaml"}, // usage error, exit 2
+			{"no-such-command"},       // usage error, exit 2
+			{"completion", "bash", "--no-descriptions"},
+		} {
+			var want, wantErr bytes.Buffer
+			wantCode := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &want, err: &wantErr})
+			var stdout, stderr bytes.Buffer
+			c := exec.Command(launcher, args...)
+			c.Stdout, c.Stderr = &stdout, &stderr
+			err := c.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != wantCode || stdout.String() != want.String() || stderr.String() != wantErr.String() {
+				t.Errorf("kfm %s through the launcher: exit %d\n%s%s\nin-process: exit %d\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String(), wantCode, want.String(), wantErr.String())
+			}
+		}
+	})
+}
+
+// writeLauncherData writes what the launcher prints from this CLI: the root
+// help with @ENV@ in place of each path default, and the format versions.
+func writeLauncherData(t *testing.T) {
+	for _, k := range pathEnv {
+		t.Setenv(k, "@"+k+"@")
+	}
+	var help, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, stdio{in: strings.NewReader(""), out: &help, err: &stderr}); code != exitOK {
+		t.Fatalf("kfm --help: exit %d: %s", code, stderr.String())
+	}
+	v := currentVersion()
+	v.Version, v.GoVersion, v.Platform = "", "", ""
+	formats, err := json.MarshalIndent(struct {
+		BundleType        string `json:"bundleArtifactType"`
+		DispatcherVersion int    `json:"dispatcherVersion"`
+		ManifestVersion   int    `json:"manifestVersion"`
+		LockVersion       int    `json:"lockVersion"`
+	}{v.BundleType, v.DispatcherVersion, v.ManifestVersion, v.LockVersion}, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("launcher/help.txt", help.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("launcher/formats.json", append(formats, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goBuild builds pkg (relative to cmd/kfm) as make build does, without VCS
+// stamping (a test binary has none either, so both say "(devel)").
+func goBuild(t *testing.T, out, pkg string) {
+	t.Helper()
+	c := exec.Command(testenv.RequireTool(t, "go"), "build", "-buildvcs=false", "-trimpath", "-o", out, pkg)
+	c.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
