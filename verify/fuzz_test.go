@@ -3,10 +3,21 @@ package verify
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -96,6 +107,82 @@ func FuzzSignatures(f *testing.F) {
 		case s.Subject == releaseID.Subject && s.Issuer == releaseID.Issuer:
 		default:
 			t.Fatalf("accepted signer %v", s)
+		}
+	})
+}
+
+// FuzzParseKeys feeds arbitrary bytes to the two key parsers, as a user's
+// key file or a policy's trusted key could hold them: ParsePublicKey and
+// ParseSigningKey (without a password function: an encrypted key must be
+// refused with ErrNoPassword, before any key derivation). Refusals wrap
+// ErrKey (or ErrNoPassword); an accepted key re-encodes to a PEM public key
+// that parses to the same fingerprint.
+func FuzzParseKeys(f *testing.F) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for _, priv := range []crypto.Signer{ec, ed, rsaKey} {
+		pkcs8, _ := x509.MarshalPKCS8PrivateKey(priv)
+		f.Add(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
+		pub, _ := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+		f.Add(pub)
+	}
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}))
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)}))
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&rsaKey.PublicKey)}))
+	kp, err := GenerateKeyPair(StaticPassword("pw"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(kp.PrivatePEM)
+	f.Add([]byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"))
+
+	refit := func(t *testing.T, what string, pub crypto.PublicKey, fp string) {
+		pemData, err := cryptoutils.MarshalPublicKeyToPEM(pub)
+		if err != nil {
+			t.Fatalf("accepted %s has no PEM encoding: %v", what, err)
+		}
+		again, err := ParsePublicKey("again", pemData)
+		if err != nil {
+			t.Fatalf("accepted %s does not re-parse: %v\n%s", what, err, pemData)
+		}
+		if again.Fingerprint != fp {
+			t.Fatalf("accepted %s: fingerprint %s, re-parsed %s", what, fp, again.Fingerprint)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if pub, err := ParsePublicKey("fuzz.pub", data); err != nil {
+			if !errors.Is(err, ErrKey) {
+				t.Fatalf("public key refusal wraps no ErrKey: %v", err)
+			}
+		} else {
+			refit(t, "public key", pub.Key(), pub.Fingerprint)
+		}
+		if sk, err := ParseSigningKey("fuzz.key", data, nil); err != nil {
+			if !errors.Is(err, ErrKey) && !errors.Is(err, ErrNoPassword) {
+				t.Fatalf("private key refusal wraps neither ErrKey nor ErrNoPassword: %v", err)
+			}
+		} else {
+			refit(t, "private key", sk.PublicKey(), sk.Fingerprint())
+		}
+	})
+}
+
+// FuzzParseRekorBundle: the transparency-log annotation of a legacy cosign
+// signature (dev.sigstore.cosign/bundle) comes from the registry; any string
+// is read or refused without a panic, and a read one yields an entry.
+func FuzzParseRekorBundle(f *testing.F) {
+	vs := sigstoretest.New(f)
+	pl, _ := LegacyPayload("registry.example.com/net/fuzz", digest.FromString("x"), nil)
+	ann := vs.LegacyKeyless(f, pl, releaseID.Subject, releaseID.Issuer)
+	f.Add(ann[annotationRekorBundle])
+	f.Add(`{"SignedEntryTimestamp":"","Payload":{"body":"e30=","integratedTime":1,"logIndex":-1,"logID":"00"}}`)
+	f.Add(`{"Payload":{"body":"eyJraW5kIjoiaGFzaGVkcmVrb3JkIiwiYXBpVmVyc2lvbiI6IjAuMC4xIn0=","logID":"zz"}}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := parseRekorBundle(s)
+		if err == nil && e == nil {
+			t.Fatal("no error and no entry")
 		}
 	})
 }
