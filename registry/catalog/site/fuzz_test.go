@@ -83,4 +83,3 @@ func FuzzRenderMarkdown(f *testing.F) {
 		}
 	})
 }
-
