@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,6 +32,8 @@ import (
 type hostileRegistry struct {
 	subject                           digest.Digest
 	referrers, manifest, blob, sigMan []byte
+	// readme is a second blob, "@R"/"@r" (FuzzFetchMetadata).
+	readme []byte
 }
 
 func (h *hostileRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -50,12 +53,14 @@ func (h *hostileRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serve(ocispec.MediaTypeImageIndex, h.referrers)
 	case p == "manifests/"+strings.Replace(h.subject.String(), ":", "-", 1)+".sig" && len(h.sigMan) > 0:
 		serve(ocispec.MediaTypeImageManifest, h.sigMan)
-	case p == "manifests/"+digest.FromBytes(h.manifest).String():
+	case p == "manifests/"+digest.FromBytes(h.manifest).String(), p == "manifests/1":
 		serve(ocispec.MediaTypeImageManifest, h.manifest)
 	case p == "manifests/"+digest.FromBytes(h.sigMan).String():
 		serve(ocispec.MediaTypeImageManifest, h.sigMan)
 	case p == "blobs/"+digest.FromBytes(h.blob).String():
 		serve("application/octet-stream", h.blob)
+	case p == "blobs/"+digest.FromBytes(h.readme).String():
+		serve("text/markdown", h.readme)
 	case p == "blobs/"+ocispec.DescriptorEmptyJSON.Digest.String():
 		serve("application/octet-stream", ocispec.DescriptorEmptyJSON.Data)
 	default:
@@ -115,6 +120,86 @@ func FuzzFetchReferrers(f *testing.F) {
 			if ok, err := c.Exists(ctx, d); !ok || err != nil {
 				t.Fatalf("returned %s, which is not in the cache (%v)", d.Digest, err)
 			}
+		}
+	})
+}
+
+// FuzzFetchMetadata: the manifest, config and readme that kfm show, search
+// and the catalog read without pulling (FetchMetadata), and the manifest and
+// layer of a lock artifact that agents follow (FetchLock), as a hostile
+// registry serves them under tag "1". Nothing panics; refusals wrap a
+// registry sentinel; an accepted config re-validates, and an accepted lock
+// is the bytes of the layer the manifest names.
+func FuzzFetchMetadata(f *testing.F) {
+	ctx := context.Background()
+	b, err := registry.Pack(readObject(f), registry.PackOptions{Name: "seed"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	withReadme := bytes.Replace(b.ManifestJSON(), []byte(`"layers":[`), []byte(`"layers":[{"mediaType":"text/markdown","digest":"@R","size":@r},`), 1)
+	withReadme = bytes.Replace(withReadme, []byte(b.Manifest.Config.Digest.String()), []byte("@B"), 1)
+	withReadme = bytes.Replace(withReadme, []byte(`"size":`+strconv.Itoa(int(b.Manifest.Config.Size))), []byte(`"size":@b`), 1)
+	f.Add(withReadme, b.ConfigJSON(), []byte("# seed\n"))
+	lock, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		ArtifactType: registry.LockArtifactType, Config: ocispec.DescriptorEmptyJSON,
+		Layers: []ocispec.Descriptor{{MediaType: registry.LockMediaType, Digest: "@B", Size: -1}}})
+	lock = bytes.ReplaceAll(lock, []byte(`"size":-1`), []byte(`"size":@b`))
+	f.Add(lock, []byte("version: 1\nchains: []\n"), []byte(nil))
+	f.Add([]byte(`{"artifactType":"application/vnd.kfm.lock.v1","layers":[{"mediaType":"application/vnd.kfm.lock.v1+yaml","digest":"md5:00","size":1}]}`), []byte(nil), []byte(nil))
+
+	c, err := cache.Open(ctx, filepath.Join(f.TempDir(), "oci"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := &hostileRegistry{}
+	srv := httptest.NewServer(h)
+	f.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	cl, err := registry.NewClient(registry.Options{Cache: c, Credentials: credentials.NewMemoryStore(), PlainHTTP: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ref := registry.Reference{Registry: u.Host, Repository: "net/fuzz", Tag: "1"}
+	sentinel := func(err error) bool {
+		for _, s := range []error{registry.ErrNotBundle, registry.ErrInvalidBundle, registry.ErrTooLarge, registry.ErrDigestMismatch, registry.ErrNotFound} {
+			if errors.Is(err, s) {
+				return true
+			}
+		}
+		return false
+	}
+	f.Fuzz(func(t *testing.T, man, blob, readme []byte) {
+		h.blob, h.readme = blob, readme
+		man = bytes.ReplaceAll(man, []byte("@R"), []byte(digest.FromBytes(readme).String()))
+		man = bytes.ReplaceAll(man, []byte("@r"), []byte(strconv.Itoa(len(readme))))
+		h.manifest = bytes.ReplaceAll(bytes.ReplaceAll(man, []byte("@B"), []byte(digest.FromBytes(blob).String())), []byte("@b"), []byte(strconv.Itoa(len(blob))))
+
+		md, err := cl.FetchMetadata(ctx, ref, true)
+		if err != nil {
+			if !sentinel(err) {
+				t.Fatalf("FetchMetadata refusal wraps no sentinel: %v", err)
+			}
+		} else {
+			out, err := json.Marshal(md.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := registry.ParseConfig(out); err != nil {
+				t.Fatalf("accepted config does not re-validate: %v", err)
+			}
+		}
+
+		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(h.manifest), Size: int64(len(h.manifest))}
+		data, err := cl.FetchLock(ctx, ref, desc)
+		if err != nil {
+			if !sentinel(err) {
+				t.Fatalf("FetchLock refusal wraps no sentinel: %v", err)
+			}
+			return
+		}
+		var m ocispec.Manifest
+		if json.Unmarshal(h.manifest, &m) != nil || len(m.Layers) != 1 || digest.FromBytes(data) != m.Layers[0].Digest {
+			t.Fatalf("accepted lock %q is not the layer the manifest names", data)
 		}
 	})
 }
