@@ -10,6 +10,15 @@
 #                                   # "package/FuzzName" matches an ERE
 #   FUZZ_PARALLEL=1                 # fuzz workers per target (go test -parallel)
 #   FUZZ_NICE=19                    # niceness of the runs
+#   FUZZ_MINIMIZETIME=5s            # go test -fuzzminimizetime: the default
+#                                   # (60s per new input) spends short runs
+#                                   # minimising big inputs (ELF objects)
+#
+# Go 1.26 may end a run with "context deadline exceeded" and no failing
+# input (a race in its fuzz coordinator at the -fuzztime deadline,
+# golang/go#75804, fixed in Go 1.27); such a run counts as ok and is marked
+# "ok (go#75804)". A failure counts when go test wrote a failing input or
+# failed otherwise.
 #
 # A crash leaves the failing input in PKG/testdata/fuzz/FuzzX/ (go test
 # writes it there); commit it as a seed with the fix, so that plain go test
@@ -22,6 +31,7 @@ FUZZTIME=${FUZZTIME:-30s}
 FUZZ_MATCH=${FUZZ_MATCH:-.}
 FUZZ_PARALLEL=${FUZZ_PARALLEL:-1}
 FUZZ_NICE=${FUZZ_NICE:-19}
+FUZZ_MINIMIZETIME=${FUZZ_MINIMIZETIME:-5s}
 GO=${GO:-go}
 LOGDIR=${FUZZ_LOGDIR:-$(mktemp -d -t kfm-fuzz.XXXXXX)}
 mkdir -p "$LOGDIR"
@@ -40,6 +50,7 @@ while read -r dir name; do
 	log="$LOGDIR/$(echo "$id" | tr / _).log"
 	echo "fuzz: $id for $FUZZTIME (log $log)" >&2
 	nice -n "$FUZZ_NICE" $GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" \
+		-fuzzminimizetime "$FUZZ_MINIMIZETIME" -timeout 0 \
 		-parallel "$FUZZ_PARALLEL" "$module/$dir" >"$log" 2>&1
 	rc=$?
 	# go test -fuzz prints "fuzz: elapsed: 30s, execs: 12345 (411/sec), ..."
@@ -52,7 +63,10 @@ while read -r dir name; do
 	rate=0
 	[ -n "$execs" ] && [ "${secs:-0}" -gt 0 ] && rate=$((execs / secs))
 	status=ok
-	if [ $rc -ne 0 ]; then
+	if [ $rc -ne 0 ] && ! grep -q 'Failing input written' "$log" &&
+		grep -q '^    context deadline exceeded$' "$log" && [ -n "$execs" ]; then
+		status="ok (go#75804)"
+	elif [ $rc -ne 0 ]; then
 		status=FAIL
 		failed=1
 		crasher=$(grep -Eo 'testdata/fuzz/[^ ]+' "$log" | head -1)
