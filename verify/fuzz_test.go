@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -26,6 +27,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 
 	"github.com/kfm-project/kfm/internal/sigstoretest"
 )
@@ -183,6 +185,88 @@ func FuzzParseRekorBundle(f *testing.F) {
 		e, err := parseRekorBundle(s)
 		if err == nil && e == nil {
 			t.Fatal("no error and no entry")
+		}
+	})
+}
+
+// FuzzCopySignatures: kfm copy carries signatures from one registry to
+// another, reading referrer manifests and the legacy .sig manifest from
+// the source. Whatever those hold (the fuzzer's manifests, with "@S"/"@s"
+// replaced by the subject's digest and size and "@B"/"@b" by a blob's, so
+// that they can point at what exists), nothing panics, and every signature
+// counted as copied is in the destination with its blobs.
+func FuzzCopySignatures(f *testing.F) {
+	ctx := context.Background()
+	subjectData, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: ocispec.DescriptorEmptyJSON, Layers: []ocispec.Descriptor{ocispec.DescriptorEmptyJSON}})
+	subject := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, subjectData)
+	blob := []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`)
+	referrer := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json",` +
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},` +
+		`"layers":[{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","digest":"@B","size":@b}],` +
+		`"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"@S","size":@s}}`)
+	legacy := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},` +
+		`"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"@B","size":@b,"annotations":{"dev.cosignproject.cosign/signature":"AAAA"}}]}`)
+	f.Add(referrer, legacy)
+	f.Add(referrer, []byte(nil))
+	f.Add(bytes.Replace(referrer, []byte(`"size":@b`), []byte(`"size":99999999999`), 1), []byte(`{"config":{"digest":"@B","size":@b},"layers":null}`))
+	f.Add([]byte(`{"subject":{"digest":"@S","size":@s},"layers":[{"mediaType":"application/vnd.dev.sigstore.bundle","digest":"@B","size":-1}]}`), []byte("{"))
+	const ref = "registry.example.com/net/fuzz:1"
+	fill := func(b []byte) []byte {
+		for _, r := range []struct{ from, to string }{
+			{"@S", subject.Digest.String()}, {"@s", strconv.Itoa(len(subjectData))},
+			{"@B", digest.FromBytes(blob).String()}, {"@b", strconv.Itoa(len(blob))},
+		} {
+			b = bytes.ReplaceAll(b, []byte(r.from), []byte(r.to))
+		}
+		return b
+	}
+	f.Fuzz(func(t *testing.T, ref1, sig []byte) {
+		src, dst := memory.New(), memory.New()
+		for _, b := range []struct {
+			mt   string
+			data []byte
+		}{
+			// (The memory store finds a blob by media type and digest.)
+			{ocispec.MediaTypeEmptyJSON, ocispec.DescriptorEmptyJSON.Data},
+			{MediaTypeBundle, blob}, {MediaTypeSimpleSigning, blob}, {"application/vnd.dev.sigstore.bundle", blob},
+			{ocispec.MediaTypeImageManifest, subjectData}, {ocispec.MediaTypeImageManifest, fill(ref1)},
+		} {
+			d := content.NewDescriptorFromBytes(b.mt, b.data)
+			if err := src.Push(ctx, d, bytes.NewReader(b.data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+				return // the store refuses it (a manifest it cannot index): nothing to copy from
+			}
+		}
+		if sig != nil {
+			if _, err := oras.TagBytes(ctx, src, ocispec.MediaTypeImageManifest, fill(sig), LegacyTag(subject.Digest)); err != nil {
+				return
+			}
+		}
+		n, err := CopySignatures(ctx, src, dst, ref, subject, CopyOptions{})
+		if n < 0 || n > maxSignatures+1 {
+			t.Fatalf("copied %d signatures", n)
+		}
+		if err != nil {
+			return
+		}
+		// In the destination: the bundle referrers, and the legacy tag.
+		refs, _ := registry.Referrers(ctx, dst, subject, "")
+		copied := 0
+		for _, r := range refs {
+			if ok, err := holdsBundle(ctx, dst, r); err != nil || !ok {
+				continue
+			}
+			copied++
+			if err := checkContent(ctx, dst, r, true); err != nil {
+				t.Fatalf("copied referrer %s is incomplete: %v", r.Digest, err)
+			}
+		}
+		if _, rerr := dst.Resolve(ctx, LegacyTag(subject.Digest)); rerr == nil {
+			copied++
+		}
+		if copied != n {
+			t.Fatalf("counted %d copied signatures, the destination has %d", n, copied)
 		}
 	})
 }
