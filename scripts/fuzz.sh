@@ -10,9 +10,10 @@
 #                                   # "package/FuzzName" matches an ERE
 #   FUZZ_PARALLEL=1                 # fuzz workers per target (go test -parallel)
 #   FUZZ_NICE=19                    # niceness of the runs
-#   FUZZ_MINIMIZETIME=5s            # go test -fuzzminimizetime: the default
+#   FUZZ_MINIMIZETIME=100x          # go test -fuzzminimizetime: the default
 #                                   # (60s per new input) spends short runs
-#                                   # minimising big inputs (ELF objects)
+#                                   # minimising big inputs (ELF objects),
+#                                   # and go test counts none of those execs
 #
 # Go 1.26 may end a run with "context deadline exceeded" and no failing
 # input (a race in its fuzz coordinator at the -fuzztime deadline,
@@ -31,7 +32,7 @@ FUZZTIME=${FUZZTIME:-30s}
 FUZZ_MATCH=${FUZZ_MATCH:-.}
 FUZZ_PARALLEL=${FUZZ_PARALLEL:-1}
 FUZZ_NICE=${FUZZ_NICE:-19}
-FUZZ_MINIMIZETIME=${FUZZ_MINIMIZETIME:-5s}
+FUZZ_MINIMIZETIME=${FUZZ_MINIMIZETIME:-100x}
 GO=${GO:-go}
 LOGDIR=${FUZZ_LOGDIR:-$(mktemp -d -t kfm-fuzz.XXXXXX)}
 mkdir -p "$LOGDIR"
