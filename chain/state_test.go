@@ -190,10 +190,6 @@ func FuzzLoadState(f *testing.F) {
 			}
 			fresh.put(h)
 		}
-		before, err := json.Marshal(s)
-		if err != nil {
-			t.Fatalf("loaded state does not marshal: %v", err)
-		}
 		if err := st.save(s); err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +198,10 @@ func FuzzLoadState(f *testing.F) {
 			t.Fatalf("saved state does not load: %v", err)
 		}
 		s.Version = StateVersion
-		before, _ = json.Marshal(s)
+		before, err := json.Marshal(s)
+		if err != nil {
+			t.Fatalf("loaded state does not marshal: %v", err)
+		}
 		after, _ := json.Marshal(again)
 		if !bytes.Equal(before, after) {
 			t.Fatalf("state changed in a save/load round trip:\n%s\n%s", before, after)
