@@ -27,10 +27,10 @@
 # exits 1 at the end when any target failed.
 #
 # Campaign of 2026-12-05, 11:50-13:20 UTC (go1.26.8, kernel 6.18, 2 cores
-# shared with seven other engineers' builds and tests: load average 30-45
-# throughout, 12-27 during the chain runs; every run at nice 19 with one worker, so each target got a
-# small slice of one core, and the figures are far below what an idle
-# machine reaches). Executions as go test -fuzz counts them (minimisation
+# shared with seven other engineers' builds and tests: load average 30-45,
+# 12-27 during the chain runs; every run at nice 19 with one worker, so
+# each target got a small slice of one core, and the figures are far below
+# what an idle machine reaches). Executions as go test -fuzz counts them (minimisation
 # excluded), FUZZTIME per target as shown:
 #
 #   target                                     time     execs  found
