@@ -73,7 +73,7 @@
 #   chain/FuzzVersionRange                      60s     96454
 #   chain/agent/FuzzSelect                      60s     83399
 #   chain/agent/configdir/FuzzLoad              60s     16538
-#   chain/agent/kubernetes/FuzzChainSet         30s     18776
+#   chain/agent/kubernetes/FuzzChainSet         60s     39099
 #
 # FuzzLoadState's first seeds found its bug before the campaign started.
 # Targets whose crash ended a run were run again, fixed, for the full time;
