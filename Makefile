@@ -17,7 +17,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build image bpf bpf-check deps generate lint test test-host test-kernels bench bench-scale demo clean
+.PHONY: all build image bpf bpf-check deps generate lint test test-host test-kernels bench bench-scale fuzz demo clean
 
 all: build
 
@@ -89,6 +89,16 @@ test: deps lint bpf-check test-host test-kernels
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Fuzzing campaign: every Fuzz target (found in the *_test.go files), one at
+# a time for FUZZTIME each, at nice 19 with FUZZ_PARALLEL workers; prints a
+# table of target -> executions. New crashers land in PKG/testdata/fuzz/FuzzX/
+# (commit them with the fix: plain go test, so make test, replays every seed).
+# FUZZ_MATCH='registry|verify' picks targets by "dir/FuzzName". scripts/fuzz.sh.
+FUZZTIME      ?= 30s
+FUZZ_PARALLEL ?= 1
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZ_PARALLEL=$(FUZZ_PARALLEL) GO=$(GO) scripts/fuzz.sh
 
 # kfm at the scale of a big host (issue 11), as root: a namespace with
 # BENCH_SCALE_N veth pairs (default 300), five signed programs in a local

@@ -125,6 +125,12 @@ func ParseObject(name string, data []byte) (*Object, error) {
 		spec:   spec,
 	}
 	if err := o.describe(); err != nil {
+		// Its metadata (XDP_RUN_CONFIG, parameters) is part of the
+		// object: what kfm cannot read there makes it invalid too (found
+		// by FuzzParseObject).
+		if !errors.Is(err, ErrInvalidObject) {
+			err = fmt.Errorf("%w: %w", ErrInvalidObject, err)
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return o, nil

@@ -177,3 +177,30 @@ func BenchmarkPrune(b *testing.B) {
 		})
 	}
 }
+
+// FuzzNetnsPath: what a user writes for a network namespace (--netns, a
+// chain's netns: in kfm.yaml or a lock) becomes "", or an absolute, clean
+// path that maps to itself again; a name never escapes /run/netns.
+func FuzzNetnsPath(f *testing.F) {
+	for _, s := range []string{"", "blue", "/run/netns/blue", "/proc/1/ns/net", "../x", "a/b", ".", "..", "//x/../y/", "a\x00b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := chain.NetnsPath(s)
+		if err != nil || p == "" {
+			if err == nil && s != "" {
+				t.Fatalf("%q became the own namespace", s)
+			}
+			return
+		}
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			t.Fatalf("%q -> %q: not an absolute clean path", s, p)
+		}
+		if !filepath.IsAbs(s) && filepath.Dir(p) != chain.NetnsDir {
+			t.Fatalf("name %q -> %q, outside %s", s, p, chain.NetnsDir)
+		}
+		if again, err := chain.NetnsPath(p); err != nil || again != p {
+			t.Fatalf("%q -> %q -> %q, %v", s, p, again, err)
+		}
+	})
+}

@@ -165,6 +165,16 @@ func (st stateStore) load() (*State, error) {
 	if s.Version > StateVersion {
 		return nil, fmt.Errorf("host state %s has version %d; this kfm understands up to %d: use a newer kfm", st.path(), s.Version, StateVersion)
 	}
+	// JSON null where a hook or an element belongs would panic every
+	// command that walks the state (found by FuzzLoadState).
+	for i, h := range s.Hooks {
+		if h == nil {
+			return nil, fmt.Errorf("host state %s is corrupt (hook %d is null): remove it and run kfm apply to rebuild it", st.path(), i)
+		}
+		if slices.Contains(h.Elements, nil) {
+			return nil, fmt.Errorf("host state %s is corrupt (a null element on %s %s): remove it and run kfm apply to rebuild it", st.path(), h.Interface, h.Hook)
+		}
+	}
 	return &s, nil
 }
 

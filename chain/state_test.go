@@ -1,7 +1,9 @@
 package chain
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -146,4 +148,63 @@ func TestLockProgramDefaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLoadState: state.json is on disk between runs, where a crash, a full
+// disk or a hand edit can leave anything. Every command loads it and walks
+// its hooks and elements, so load must refuse what they cannot walk (with
+// the "corrupt" message that says how to recover), and what it accepts must
+// survive the walk and a save/load round trip unchanged.
+func FuzzLoadState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"hooks":[{"interface":"eth0","ifindex":2,"hook":"xdp","backend":"tailcall","rootId":7,` +
+		`"elements":[{"name":"a","source":"a.o","object":"sha256:00","function":"f","priority":1,"proceedOn":["pass"],"key":"k","programId":9,` +
+		`"metrics":[{"name":"m","type":"counter","layout":{"map":"x","keys":[{"offset":4294967295,"size":8}],"value":{"offset":0,"size":3}}}]}],` +
+		`"pending":[{"name":"a","key":"k","programId":10}],"changing":true,"owner":"ChainSet/x"}]}`))
+	f.Add([]byte(`{"version":1,"hooks":[null]}`))
+	f.Add([]byte(`{"version":1,"hooks":[{"interface":"eth0","hook":"xdp","elements":[null]}]}`))
+	f.Add([]byte(`{"version":-1,"hooks":null}`))
+	f.Add([]byte(`null`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st := stateStore{dir: dir}
+		if err := os.WriteFile(st.path(), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := st.load()
+		if err != nil {
+			if !strings.Contains(err.Error(), st.path()) {
+				t.Fatalf("refusal does not name the file: %v", err)
+			}
+			return
+		}
+		fresh := &State{Version: StateVersion}
+		for _, h := range s.Hooks {
+			if s.find(h.Netns, h.Interface, h.Hook) == nil {
+				t.Fatalf("hook %s %s not found", h.Interface, h.Hook)
+			}
+			for _, e := range h.Elements {
+				h.element(e.Name)
+			}
+			for _, p := range h.Pending {
+				h.element(p.Name)
+			}
+			fresh.put(h)
+		}
+		if err := st.save(s); err != nil {
+			t.Fatal(err)
+		}
+		again, err := st.load()
+		if err != nil {
+			t.Fatalf("saved state does not load: %v", err)
+		}
+		s.Version = StateVersion
+		before, err := json.Marshal(s)
+		if err != nil {
+			t.Fatalf("loaded state does not marshal: %v", err)
+		}
+		after, _ := json.Marshal(again)
+		if !bytes.Equal(before, after) {
+			t.Fatalf("state changed in a save/load round trip:\n%s\n%s", before, after)
+		}
+	})
 }

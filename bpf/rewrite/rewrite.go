@@ -192,9 +192,14 @@ func TCNextGated(insns asm.Instructions, proceedOn []int32, gate Gate) (asm.Inst
 	for _, a := range proceed {
 		epi = append(epi, asm.JEq.Imm32(asm.R0, a, next))
 	}
+	epi = append(epi, asm.Return())
+	// Without proceed-on verdicts (none, or only -1) nothing jumps to
+	// next, and the verifier refuses unreachable code (found by
+	// FuzzVerifier).
+	if len(proceed) > 0 {
+		epi = append(epi, asm.Mov.Imm(asm.R0, -1).WithSymbol(next))
+	}
 	epi = append(epi,
-		asm.Return(),
-		asm.Mov.Imm(asm.R0, -1).WithSymbol(next),
 		asm.LoadMem(asm.R1, asm.R10, ctxOff, asm.DWord).WithSymbol(restore),
 		asm.LoadMem(asm.R2, asm.R10, wordOff, asm.Word),
 		asm.StoreMem(asm.R1, gate.Offset, asm.R2, asm.Word),

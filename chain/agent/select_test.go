@@ -3,6 +3,7 @@ package agent_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kfm-project/kfm/chain/agent"
@@ -45,4 +46,54 @@ func ExampleInterfaceSelector_Select() {
 	picked, missing, _ := sel.Select([]agent.Link{{Name: "eth0"}, {Name: "eth1"}, {Name: "eth2"}, {Name: "lo"}})
 	fmt.Println(picked, missing)
 	// Output: [eth0 eth2] [bond0]
+}
+
+// FuzzSelect: interface selectors come from ChainSets and lockfiles (names
+// and /RE/ patterns, excludes); links from the node. Any selector either
+// fails to compile with an error or picks a sorted, duplicate-free subset
+// of the links that no exclude matches, and reports as missing only
+// literal names the node lacks.
+func FuzzSelect(f *testing.F) {
+	f.Add("eth0\n/veth.*/", "/veth9.*/", "lo\neth0\nveth12\nveth99\neth0", true)
+	f.Add("/(/\n/a{1001}/", "", "a", false)
+	f.Add("//\n/^$/\n/.*/", "/x|/", "\nx", false)
+	f.Fuzz(func(t *testing.T, names, exclude, links string, primary bool) {
+		sel := agent.InterfaceSelector{PrimaryNodeInterface: primary}
+		if names != "" {
+			sel.Names = strings.Split(names, "\n")
+		}
+		if exclude != "" {
+			sel.Exclude = strings.Split(exclude, "\n")
+		}
+		var ls []agent.Link
+		have := map[string]bool{}
+		for i, n := range strings.Split(links, "\n") {
+			ls = append(ls, agent.Link{Name: n, Primary: i == 1})
+			have[n] = true
+		}
+		picked, missing, err := sel.Select(ls)
+		if err != nil {
+			if picked != nil || missing != nil {
+				t.Fatalf("error %v with picks %q, missing %q", err, picked, missing)
+			}
+			return
+		}
+		if !slices.IsSorted(picked) || len(slices.Compact(slices.Clone(picked))) != len(picked) {
+			t.Fatalf("picked %q: not sorted or duplicated", picked)
+		}
+		for _, p := range picked {
+			if !have[p] {
+				t.Fatalf("picked %q, which the node does not have", p)
+			}
+			isPattern := len(p) >= 2 && strings.HasPrefix(p, "/") && strings.HasSuffix(p, "/")
+			if !isPattern && slices.Contains(sel.Exclude, p) {
+				t.Fatalf("picked excluded %q", p)
+			}
+		}
+		for _, m := range missing {
+			if m != "primaryNodeInterface" && (have[m] || !slices.Contains(sel.Names, m)) {
+				t.Fatalf("missing %q: the node has it or the selector does not name it", m)
+			}
+		}
+	})
 }

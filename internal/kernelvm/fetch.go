@@ -336,12 +336,26 @@ func kernelPackage(control []byte) (string, error) {
 		for _, d := range strings.Split(alt, "|") {
 			name, _, _ := strings.Cut(strings.TrimSpace(d), " ")
 			name, _, _ = strings.Cut(name, ":")
-			if strings.HasPrefix(name, "linux-image-") && strings.HasSuffix(name, "-cloud-amd64") && len(name) > len("linux-image--cloud-amd64") {
+			if strings.HasPrefix(name, "linux-image-") && strings.HasSuffix(name, "-cloud-amd64") && len(name) > len("linux-image--cloud-amd64") && debianName(name) {
 				return name, nil
 			}
 		}
 	}
 	return "", fmt.Errorf("no linux-image-*-cloud-amd64 dependency in %q", deps)
+}
+
+// debianName reports whether s is a Debian package name (Debian policy
+// 5.6.1: lower-case letters, digits, '+', '-' and '.'). A name from the
+// archive's control data that is not one is refused before it reaches a
+// command line or a URL (found by FuzzKernelPackage: "linux-image-(-cloud-amd64").
+func debianName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // controlField returns a field of the first record of Debian control data.

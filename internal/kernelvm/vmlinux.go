@@ -88,6 +88,9 @@ func extractVmlinux(ctx context.Context, bzImage, out string) error {
 	})
 }
 
+// maxNoteSegment bounds the ELF note segment hasPVHEntry reads.
+const maxNoteSegment = 1 << 20
+
 // hasPVHEntry reports whether an ELF kernel carries the Xen note
 // XEN_ELFNOTE_PHYS32_ENTRY (18) that qemu's PVH boot uses.
 func hasPVHEntry(r io.ReaderAt) bool {
@@ -97,7 +100,9 @@ func hasPVHEntry(r io.ReaderAt) bool {
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
+		// A kernel's notes take a few KiB; a segment header claiming more
+		// (found by FuzzBzPayload: an exabyte) must not size an allocation.
+		if p.Type != elf.PT_NOTE || p.Filesz > maxNoteSegment {
 			continue
 		}
 		b := make([]byte, p.Filesz)

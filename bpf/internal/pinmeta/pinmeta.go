@@ -37,21 +37,18 @@ func Write(path string, v any) error {
 	if len(doc) > MaxSize {
 		return fmt.Errorf("%s: document of %d bytes exceeds %d", path, len(doc), MaxSize)
 	}
-	size := (4 + len(doc) + 63) &^ 63
+	val := encode(doc)
 	m, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       MapName,
 		Type:       ebpf.Array,
 		KeySize:    4,
-		ValueSize:  uint32(size),
+		ValueSize:  uint32(len(val)),
 		MaxEntries: 1,
 	})
 	if err != nil {
 		return fmt.Errorf("create metadata map for %s: %w", path, err)
 	}
 	defer m.Close()
-	val := make([]byte, size)
-	binary.LittleEndian.PutUint32(val, uint32(len(doc)))
-	copy(val[4:], doc)
 	if err := m.Put(uint32(0), val); err != nil {
 		return fmt.Errorf("write metadata map for %s: %w", path, err)
 	}
@@ -82,8 +79,25 @@ func Read(path string, v any) error {
 	if err := m.Lookup(uint32(0), &val); err != nil {
 		return fmt.Errorf("read metadata %s: %w", path, err)
 	}
+	return decode(path, val, v)
+}
+
+// encode makes the map value of a document: its length, little-endian, the
+// JSON, and zeros up to a multiple of 64 bytes.
+func encode(doc []byte) []byte {
+	val := make([]byte, (4+len(doc)+63)&^63)
+	binary.LittleEndian.PutUint32(val, uint32(len(doc)))
+	copy(val[4:], doc)
+	return val
+}
+
+// decode reads the document in the map value val (pinned at path) into v.
+func decode(path string, val []byte, v any) error {
+	if len(val) < 4 {
+		return fmt.Errorf("%s: not a kfm metadata map (value size %d)", path, len(val))
+	}
 	n := binary.LittleEndian.Uint32(val)
-	if int(n) > len(val)-4 {
+	if uint64(n) > uint64(len(val)-4) {
 		return fmt.Errorf("%s: corrupt metadata (length %d in a %d-byte value)", path, n, len(val))
 	}
 	if err := json.Unmarshal(val[4:4+n], v); err != nil {

@@ -2,6 +2,7 @@ package configdir_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/agent"
 	"github.com/kfm-project/kfm/chain/agent/configdir"
 )
@@ -116,4 +118,41 @@ func TestWatch(t *testing.T) {
 		t.Errorf("an unchanged lock was delivered again: %+v", d)
 	case <-time.After(500 * time.Millisecond):
 	}
+}
+
+// FuzzLoad: the agent's config directory holds a kfm.yaml and a kfm.lock
+// that an operator or a configuration tool writes. Any pair is loaded or
+// refused without a panic; a loaded lock names every chain the manifest
+// wants and survives its own round trip.
+func FuzzLoad(f *testing.F) {
+	f.Add(manifest, lock("10"))
+	f.Add(manifest, lock("99999999999999999999"))
+	f.Add(strings.ReplaceAll(manifest, "eth0", "/eth.*/"), strings.ReplaceAll(lock("1"), "eth0", "/eth.*/"))
+	f.Add("version: 1\nchains: []\n", "version: 1\nchains: []\n")
+	dir := f.TempDir()
+	src := configdir.New(dir, slog.New(slog.DiscardHandler), nil)
+	f.Fuzz(func(t *testing.T, man, lk string) {
+		write(t, dir, "kfm.yaml", man)
+		write(t, dir, "kfm.lock", lk)
+		l, err := src.Load()
+		if err != nil {
+			return
+		}
+		m, err := chain.LoadManifest(filepath.Join(dir, "kfm.yaml"))
+		if err != nil {
+			t.Fatalf("loaded, yet the manifest does not load alone: %v", err)
+		}
+		for _, c := range m.Chains {
+			if l.ChainIn(c.NetnsPath(), c.Interface, c.Hook) == nil {
+				t.Fatalf("loaded a lock without the chain %s %s", c.Interface, c.Hook)
+			}
+		}
+		out, err := l.Marshal()
+		if err != nil {
+			t.Fatalf("loaded lock does not marshal: %v", err)
+		}
+		if _, err := chain.ParseLock("again", strings.NewReader(string(out))); err != nil {
+			t.Fatalf("loaded lock does not re-parse: %v\n%s", err, out)
+		}
+	})
 }
