@@ -1606,5 +1606,3 @@ func (w *modelWorld) leftovers() []string {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-
