@@ -69,6 +69,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -85,8 +86,12 @@ var (
 )
 
 // defaultModelSteps bounds TestModel in make test (about a minute on the
-// shared 2-core machine).
-const defaultModelSteps = 30
+// shared 2-core machine), defaultModelStepsVM TestModelDispatcher in a
+// kernel VM.
+const (
+	defaultModelSteps   = 30
+	defaultModelStepsVM = 12
+)
 
 // ---- the programs ----
 
@@ -140,11 +145,24 @@ func hookType(hook string) string {
 	return "tc"
 }
 
-// hostBackends are the backends of each hook type on the host (the
-// dispatcher needs freplace, which the host refuses), and what auto picks
-// for a new chain.
-var hostBackends = map[string][]string{"xdp": {"tailcall"}, "tc": {"tailcall", "tcx", "tc"}}
-var autoBackend = map[string]string{"xdp": "tailcall", "tc": "tcx"}
+// modelBackends are the backends a run uses per hook type, and what auto
+// picks for a new chain.
+type modelBackends struct {
+	use  map[string][]string
+	auto map[string]string
+}
+
+// hostBackends: the host refuses freplace, so no dispatcher.
+var hostBackends = modelBackends{
+	use:  map[string][]string{"xdp": {"tailcall"}, "tc": {"tailcall", "tcx", "tc"}},
+	auto: map[string]string{"xdp": "tailcall", "tc": "tcx"},
+}
+
+// vmBackends: a kernel VM (6.12) has them all; auto picks the dispatcher.
+var vmBackends = modelBackends{
+	use:  map[string][]string{"xdp": {"dispatcher", "tailcall"}, "tc": {"tailcall", "tcx", "tc"}},
+	auto: map[string]string{"xdp": "dispatcher", "tc": "tcx"},
+}
 
 // ---- the model ----
 
@@ -231,14 +249,14 @@ func (s mState) equal(o mState) bool { return s.String() == o.String() }
 // install is the model of kfm install (add, or replace the element of the
 // same name) with --backend flag: auto keeps a chain's backend and picks
 // the default for a new chain.
-func (s mState) install(h hookID, e mElem, backend string) mState {
+func (s mState) install(h hookID, e mElem, backend, auto string) mState {
 	s = s.clone()
 	c := s[h]
 	switch {
 	case backend != "auto":
 		c.Backend = backend
 	case len(c.Elems) == 0:
-		c.Backend = autoBackend[hookType(h.Hook)]
+		c.Backend = auto
 	}
 	if i := slices.IndexFunc(c.Elems, func(x mElem) bool { return x.Name == e.Name }); i >= 0 {
 		c.Elems[i] = e
@@ -285,6 +303,7 @@ type modelWorld struct {
 	repos     map[string]*mRepo
 	rng       *rand.Rand
 	nameSeq   int
+	backends  modelBackends
 
 	// Every program, map and link the test saw, to check at the end that
 	// none is left.
@@ -311,7 +330,10 @@ func modelBinary(t *testing.T) string {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("building kfm for TestModel needs the go command (or KFM_BIN=path/to/kfm): %v", err)
+		// No toolchain (a kernel VM): this test binary runs as kfm
+		// (TestMain hands its arguments to main's run).
+		t.Logf("no go command to build kfm (%v): the test binary runs as kfm", err)
+		return ""
 	}
 	out := filepath.Join(t.TempDir(), "kfm")
 	cmd := exec.Command(goBin, "build", "-trimpath", "-o", out, ".")
@@ -322,10 +344,11 @@ func modelBinary(t *testing.T) string {
 	return out
 }
 
-func newModelWorld(t *testing.T, seed uint64) *modelWorld {
+func newModelWorld(t *testing.T, seed uint64, backends modelBackends) *modelWorld {
 	testenv.RequirePrivileged(t)
 	w := &modelWorld{
 		t:         t,
+		backends:  backends,
 		rng:       rand.New(rand.NewPCG(seed, seed^0x6b666d)),
 		repos:     map[string]*mRepo{},
 		seenProgs: map[ebpf.ProgramID]string{},
@@ -433,8 +456,16 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 // start starts the kfm binary (in the test's network namespace, where the
 // registry listens; the interfaces are in others, named with --netns).
 func (w *modelWorld) start(args ...string) *proc {
-	p := &proc{cmd: exec.Command(w.bin, args...), done: make(chan struct{})}
-	p.cmd.Env = os.Environ()
+	bin, env := w.bin, os.Environ()
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		bin, env = exe, append(env, asKFMEnv+"="+stayInNetns)
+	}
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		w.t.Fatal(err)
@@ -507,7 +538,7 @@ func (w *modelWorld) installOp(verb string, h hookID, e mElem, backend string) m
 	return mOp{
 		desc:  fmt.Sprintf("%s if%d/%s %s backend=%s", verb, h.Iface, h.Hook, e, backend),
 		cmds:  [][]string{args},
-		model: func(s mState) mState { return s.install(h, e, backend) },
+		model: func(s mState) mState { return s.install(h, e, backend, w.backends.auto[hookType(h.Hook)]) },
 	}
 }
 
@@ -563,7 +594,7 @@ func (w *modelWorld) randomElemOf(s mState) (hookID, mElem, bool) {
 }
 
 func (w *modelWorld) randomBackend(h hookID) string {
-	bs := hostBackends[hookType(h.Hook)]
+	bs := w.backends.use[hookType(h.Hook)]
 	return bs[w.pick(len(bs))]
 }
 
@@ -600,7 +631,7 @@ func (w *modelWorld) singleOp(s mState) mOp {
 				return w.installOp("reorder", h, e, "auto")
 			}
 		default: // switch the backend of a chain
-			if h, e, ok := w.randomElemOf(s); ok && hookType(h.Hook) == "tc" {
+			if h, e, ok := w.randomElemOf(s); ok && len(w.backends.use[hookType(h.Hook)]) > 1 {
 				b := s[h].Backend
 				for b == s[h].Backend {
 					b = w.randomBackend(h)
@@ -625,7 +656,7 @@ func (w *modelWorld) applyOp(s mState) mOp {
 				backend = w.randomBackend(h)
 			}
 			e := w.randomElem(h, "")
-			next = next.install(h, e, backend)
+			next = next.install(h, e, backend, w.backends.auto[hookType(h.Hook)])
 			what = append(what, fmt.Sprintf("+if%d/%s %s", h.Iface, h.Hook, e))
 		case k < 5:
 			if h, e, ok := w.randomElemOf(next); ok {
@@ -636,7 +667,7 @@ func (w *modelWorld) applyOp(s mState) mOp {
 			if h, e, ok := w.randomElemOf(next); ok {
 				e.Version = modelVersions[(slices.Index(modelVersions, e.Version)+1)%len(modelVersions)]
 				e.Priority = 10 * (1 + w.pick(6))
-				next = next.install(h, e, "auto")
+				next = next.install(h, e, "auto", "")
 				what = append(what, fmt.Sprintf("~if%d/%s %s", h.Iface, h.Hook, e))
 			}
 		case k < 7:
@@ -707,7 +738,7 @@ func (w *modelWorld) check(s mState) []string {
 	}
 	bad = append(bad, w.checkStatus(s, hs)...)
 	bad = append(bad, w.checkKernel(s, hs)...)
-	bad = append(bad, w.checkPins(s)...)
+	bad = append(bad, w.checkPins(s, hs)...)
 	bad = append(bad, w.checkManifest(s)...)
 	if len(bad) == 0 {
 		bad = append(bad, w.checkLeaks(hs)...)
@@ -898,6 +929,79 @@ func (w *modelWorld) tailcallChain(root ebpf.ProgramID) (kHook, error) {
 	return k, nil
 }
 
+// dispatcherChain reads a libxdp-protocol dispatcher: the freplace links
+// whose target is the dispatcher, each program in the slot its target
+// function names (prog<N>, or the dispatcher's own function for a single
+// program), from the kernel's link list and the dispatcher's BTF.
+func (w *modelWorld) dispatcherChain(root ebpf.ProgramID) (kHook, error) {
+	k := kHook{Backend: "dispatcher", Root: root}
+	p, err := ebpf.NewProgramFromID(root)
+	if err != nil {
+		return k, err
+	}
+	info, err := p.Info()
+	p.Close()
+	if err != nil {
+		return k, err
+	}
+	btfID, ok := info.BTFID()
+	if !ok {
+		return k, fmt.Errorf("dispatcher %d has no BTF", root)
+	}
+	bh, err := btf.NewHandleFromID(btfID)
+	if err != nil {
+		return k, err
+	}
+	spec, err := bh.Spec(nil)
+	bh.Close()
+	if err != nil {
+		return k, err
+	}
+	slots := map[int]ebpf.ProgramID{}
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		li, err := it.Link.Info()
+		if err != nil || li.Type != link.TracingType {
+			continue
+		}
+		ti := li.Tracing()
+		if ti == nil || ebpf.ProgramID(ti.TargetObjectId) != root {
+			continue
+		}
+		typ, err := spec.TypeByID(ti.TargetBtfId)
+		if err != nil {
+			return k, fmt.Errorf("freplace link %d: target %d: %w", li.ID, ti.TargetBtfId, err)
+		}
+		n := 0
+		if fn := typ.TypeName(); fn != "xdp_dispatcher" {
+			if n, err = strconv.Atoi(strings.TrimPrefix(fn, "prog")); err != nil {
+				return k, fmt.Errorf("freplace link %d replaces %s", li.ID, fn)
+			}
+		}
+		if old, dup := slots[n]; dup {
+			return k, fmt.Errorf("dispatcher %d: two programs (%d, %d) in slot %d", root, old, li.Program, n)
+		}
+		slots[n] = li.Program
+		w.seenLinks[li.ID] = true
+	}
+	if err := it.Err(); err != nil {
+		return k, err
+	}
+	for n := range len(slots) {
+		id, ok := slots[n]
+		if !ok {
+			return k, fmt.Errorf("dispatcher %d: slots %v, none in slot %d", root, slots, n)
+		}
+		p, _, err := w.progInfo(id)
+		if err != nil {
+			return k, err
+		}
+		k.Progs = append(k.Progs, p)
+	}
+	return k, nil
+}
+
 // kernelHook reads what runs on hook of interface i.
 func (w *modelWorld) kernelHook(i int, hook string) (kHook, error) {
 	f := w.ifaces[i]
@@ -950,6 +1054,13 @@ func (w *modelWorld) kernelHook(i int, hook string) (kHook, error) {
 	case hook == "xdp":
 		if xdpID == 0 {
 			return kHook{}, nil
+		}
+		root, _, err := w.progInfo(xdpID)
+		if err != nil {
+			return kHook{}, err
+		}
+		if root.Name == "xdp_dispatcher" {
+			return w.dispatcherChain(xdpID)
 		}
 		return w.tailcallChain(xdpID)
 	case len(tcx) > 0 && len(filters) > 0:
@@ -1111,7 +1222,7 @@ func (w *modelWorld) pinKind(path string) string {
 
 // wantPins is the pin layout of s, as each backend's documentation
 // describes it (bpf/tailcall, bpf/tc, chain's map store).
-func (w *modelWorld) wantPins(s mState) []string {
+func (w *modelWorld) wantPins(s mState, hs map[hookID]chain.HookStatus) []string {
 	dirs := map[string]bool{}
 	var out []string
 	add := func(p, kind string) {
@@ -1126,6 +1237,14 @@ func (w *modelWorld) wantPins(s mState) []string {
 		idx := strconv.Itoa(f.ifindex)
 		if f.netns != "" {
 			idx = filepath.Join(f.cookieDir, idx)
+		}
+		if c.Backend == "dispatcher" {
+			// libxdp's layout, the same in every namespace.
+			dir := filepath.Join("xdp", fmt.Sprintf("dispatch-%d-%d", f.ifindex, hs[h].RootID))
+			for n := range c.Elems {
+				add(filepath.Join(dir, fmt.Sprintf("prog%d-link", n)), "link")
+				add(filepath.Join(dir, fmt.Sprintf("prog%d-prog", n)), "prog")
+			}
 		}
 		for _, p := range modelPinLayout(c.Backend, h.Hook, len(c.Elems)) {
 			add(filepath.Join("kfm", c.Backend, idx, h.Hook, p[0]), p[1])
@@ -1166,12 +1285,17 @@ func modelPinLayout(backend, hook string, programs int) [][2]string {
 	return nil
 }
 
-func (w *modelWorld) checkPins(s mState) []string {
+func (w *modelWorld) checkPins(s mState, hs map[hookID]chain.HookStatus) []string {
 	got, err := w.pinList()
 	if err != nil {
 		return []string{"pins: " + err.Error()}
 	}
-	want := w.wantPins(s)
+	want := w.wantPins(s, hs)
+	if !slices.Contains(want, "xdp dir") {
+		// <bpffs>/xdp is libxdp's lock directory, shared by every tool
+		// of the protocol; neither libxdp nor kfm removes it.
+		got = slices.DeleteFunc(got, func(p string) bool { return p == "xdp dir" })
+	}
 	if slices.Equal(got, want) {
 		return nil
 	}
@@ -1364,7 +1488,7 @@ func (w *modelWorld) checkLeaks(hs map[hookID]chain.HookStatus) []string {
 
 // ---- the test ----
 
-func modelParams(t *testing.T) (seed uint64, steps int) {
+func modelParams(t *testing.T, defaultSteps int) (seed uint64, steps int) {
 	seed, steps = *modelSeedFlag, *modelStepsFlag
 	if seed == 0 {
 		if v := os.Getenv("KFM_MODEL_SEED"); v != "" {
@@ -1386,15 +1510,27 @@ func modelParams(t *testing.T) (seed uint64, steps int) {
 		}
 	}
 	if steps == 0 {
-		steps = defaultModelSteps
+		steps = defaultSteps
 	}
 	return seed, steps
 }
 
 func TestModel(t *testing.T) {
-	seed, steps := modelParams(t)
-	t.Logf("TestModel: seed %d, %d steps", seed, steps)
-	w := newModelWorld(t, seed)
+	runModel(t, hostBackends, defaultModelSteps)
+}
+
+// TestModelDispatcher is TestModel with the dispatcher backend, in the
+// kernel VMs (the host refuses freplace), with a smaller bound: the VMs
+// emulate the CPU (TCG).
+func TestModelDispatcher(t *testing.T) {
+	testenv.RequireEXT(t)
+	runModel(t, vmBackends, defaultModelStepsVM)
+}
+
+func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
+	seed, steps := modelParams(t, defaultSteps)
+	t.Logf("%s: seed %d, %d steps", t.Name(), seed, steps)
+	w := newModelWorld(t, seed, backends)
 	var (
 		s     = mState{}
 		log   []string
@@ -1408,7 +1544,7 @@ func TestModel(t *testing.T) {
 		for i, l := range log {
 			fmt.Fprintf(&b, "  %3d %s\n", i+1, l)
 		}
-		fmt.Fprintf(&b, "reproduce (as root): go test -count=1 -run 'TestModel$' ./cmd/kfm -args -model.seed=%d -model.steps=%d\n", seed, step+1)
+		fmt.Fprintf(&b, "reproduce (as root): go test -count=1 -run '%s$' ./cmd/kfm -args -model.seed=%d -model.steps=%d\n", t.Name(), seed, step+1)
 		t.Fatal(b.String())
 	}
 	// Recorded views must be what an empty host shows.
@@ -1416,6 +1552,10 @@ func TestModel(t *testing.T) {
 		fail(-1, "before the first step:\n  %s", strings.Join(bad, "\n  "))
 	}
 	for step := 0; step < steps; step++ {
+		if step > 0 && step%250 == 0 {
+			took := time.Since(begin)
+			t.Logf("step %d: %s, %.2f steps/s, %d kill -9, %d concurrent pairs (%d busy)", step, took.Round(time.Second), float64(step)/took.Seconds(), w.kills, w.concurrent, w.busy)
+		}
 		var op, op2 mOp
 		mode := "run"
 		switch k := w.pick(20); {
@@ -1525,8 +1665,8 @@ func TestModel(t *testing.T) {
 		fail(steps, "after removing everything, objects the test saw are still in the kernel: %v", left)
 	}
 	took := time.Since(begin)
-	t.Logf("TestModel: seed %d: %d steps in %s (%.2f steps/s), %d kfm commands, %d kill -9 (%d more finished first), %d concurrent pairs (%d busy), %d programs, %d maps, %d links seen, all gone",
-		seed, steps, took.Round(time.Second), float64(steps)/took.Seconds(), w.commands, w.kills, w.killsMissed, w.concurrent, w.busy, len(w.seenProgs), len(w.seenMaps), len(w.seenLinks))
+	t.Logf("%s: seed %d: %d steps in %s (%.2f steps/s), %d kfm commands, %d kill -9 (%d more finished first), %d concurrent pairs (%d busy), %d programs, %d maps, %d links seen, all gone",
+		t.Name(), seed, steps, took.Round(time.Second), float64(steps)/took.Seconds(), w.commands, w.kills, w.killsMissed, w.concurrent, w.busy, len(w.seenProgs), len(w.seenMaps), len(w.seenLinks))
 }
 
 // commuting finds a second single change that commutes with op (the same

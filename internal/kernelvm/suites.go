@@ -49,6 +49,9 @@ func DefaultSuites() []Suite {
 		// with the helper named, accepted from 5.18.
 		{Package: "bpf/compat"},
 		{Package: "chain", Run: "^TestNetnsDispatcher$", Kernels: []string{"6.12"}},
+		// The model-based random test with the dispatcher backend
+		// (issue 14), a small bound: the VMs emulate the CPU.
+		{Package: "cmd/kfm", Run: "^TestModelDispatcher$", Kernels: []string{"6.12"}, Files: []string{"examples/programs", "internal/testprogs"}, Timeout: 20 * time.Minute},
 		// The exporter reads a dispatcher chain's declared metrics.
 		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
