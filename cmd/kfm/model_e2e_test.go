@@ -3,8 +3,8 @@ package main
 // TestModel is kfm's model-based randomized test (issue 14). A seeded
 // random sequence of steps changes chains on the hooks of three
 // interfaces (veth ends in two network namespaces the test creates, two in
-// one, addressed with --netns as for containers) with every backend the host has
-// (tailcall on XDP; tailcall, tcx and tc on the TC hooks): kfm install of a
+// one, addressed with --netns as for containers) with every backend the host
+// has (tailcall on XDP; tailcall, tcx and tc on the TC hooks): kfm install of a
 // new program or a replacement, kfm remove, an update to another version (a
 // new digest, for one program new code), a reorder (a new priority), kfm
 // apply of an edited kfm.yaml (several hooks at once, backend switches,
@@ -12,8 +12,11 @@ package main
 // these killed with SIGKILL after a random delay, and two kfm processes at
 // once (two changes that commute; with a short --lock-timeout exit 5, busy,
 // is allowed and the model drops that change). kfm is the real binary,
-// built once by the test (KFM_BIN=path uses a built one), run as a process; programs come signed from an
-// in-process registry (CNCF Distribution) through the trust policy.
+// built once by the test (KFM_BIN=path uses a built one; in a kernel VM,
+// without a Go toolchain, the test binary runs as kfm), run as a process;
+// programs come signed from an in-process registry (CNCF Distribution)
+// through the trust policy. TestModelDispatcher does the same with the
+// dispatcher backend in the 6.12 kernel VM (internal/kernelvm/suites.go).
 //
 // The model is what each hook should run: backend and programs (name,
 // repository, version, priority, params). After every step four views must
