@@ -318,8 +318,10 @@ type modelWorld struct {
 	// took is a running estimate of how long each kind of command takes
 	// (the range of the random kill delay).
 	took map[string]time.Duration
-	// counts of what happened.
+	// counts of what happened; perBackend counts, per backend, the
+	// chains checked after each step.
 	kills, killsMissed, busy, concurrent, commands int
+	perBackend                                     map[string]int
 }
 
 // modelBinary returns the kfm binary: KFM_BIN, else one built now.
@@ -350,15 +352,16 @@ func modelBinary(t *testing.T) string {
 func newModelWorld(t *testing.T, seed uint64, backends modelBackends) *modelWorld {
 	testenv.RequirePrivileged(t)
 	w := &modelWorld{
-		t:         t,
-		backends:  backends,
-		rng:       rand.New(rand.NewPCG(seed, seed^0x6b666d)),
-		repos:     map[string]*mRepo{},
-		seenProgs: map[ebpf.ProgramID]string{},
-		seenMaps:  map[ebpf.MapID]string{},
-		seenLinks: map[link.ID]bool{},
-		ourMaps:   map[ebpf.MapID]bool{},
-		took:      map[string]time.Duration{},
+		t:          t,
+		backends:   backends,
+		rng:        rand.New(rand.NewPCG(seed, seed^0x6b666d)),
+		repos:      map[string]*mRepo{},
+		seenProgs:  map[ebpf.ProgramID]string{},
+		seenMaps:   map[ebpf.MapID]string{},
+		seenLinks:  map[link.ID]bool{},
+		ourMaps:    map[ebpf.MapID]bool{},
+		took:       map[string]time.Duration{},
+		perBackend: map[string]int{},
 	}
 	cliEnv(t)
 	w.configDir, w.stateDir = os.Getenv("KFM_CONFIG_DIR"), os.Getenv("KFM_STATE_DIR")
@@ -1562,6 +1565,11 @@ func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
 		var op, op2 mOp
 		mode := "run"
 		switch k := w.pick(20); {
+		case step == 0:
+			// The first backend of XDP (the dispatcher in the VM) is
+			// used in every run, however short.
+			h := hookID{0, "xdp"}
+			op = w.installOp("install", h, w.randomElem(h, ""), w.backends.use["xdp"][0])
 		case k < 5:
 			op = w.applyOp(s)
 		default:
@@ -1651,6 +1659,9 @@ func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
 		if bad := w.check(s); len(bad) > 0 {
 			fail(step, "after the step the host differs from the model:\n  %s", strings.Join(bad, "\n  "))
 		}
+		for _, c := range s {
+			w.perBackend[c.Backend]++
+		}
 	}
 	// Remove everything; nothing the test ever saw may be left.
 	log = append(log, "apply of an empty kfm.yaml")
@@ -1668,8 +1679,8 @@ func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
 		fail(steps, "after removing everything, objects the test saw are still in the kernel: %v", left)
 	}
 	took := time.Since(begin)
-	t.Logf("%s: seed %d: %d steps in %s (%.2f steps/s), %d kfm commands, %d kill -9 (%d more finished first), %d concurrent pairs (%d busy), %d programs, %d maps, %d links seen, all gone",
-		t.Name(), seed, steps, took.Round(time.Second), float64(steps)/took.Seconds(), w.commands, w.kills, w.killsMissed, w.concurrent, w.busy, len(w.seenProgs), len(w.seenMaps), len(w.seenLinks))
+	t.Logf("%s: seed %d: %d steps in %s (%.2f steps/s), %d kfm commands, %d kill -9 (%d more finished first), %d concurrent pairs (%d busy), chains checked per backend %v, %d programs, %d maps, %d links seen, all gone",
+		t.Name(), seed, steps, took.Round(time.Second), float64(steps)/took.Seconds(), w.commands, w.kills, w.killsMissed, w.concurrent, w.busy, w.perBackend, len(w.seenProgs), len(w.seenMaps), len(w.seenLinks))
 }
 
 // commuting finds a second single change that commutes with op (the same
