@@ -1474,7 +1474,8 @@ func (w *modelWorld) checkLeaks(hs map[hookID]chain.HookStatus) []string {
 			want[p.ProgramID] = p.Name
 		}
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	// (Generous: the machines running this are often heavily loaded.)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reach, err := w.reachablePrograms()
 		if err != nil {
@@ -1732,7 +1733,7 @@ func (w *modelWorld) concurrently(step int, op, op2 mOp, s mState, fail func(int
 // leftovers lists the programs, maps and links the test saw that the
 // kernel still has (freed lazily: a moment is given).
 func (w *modelWorld) leftovers() []string {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var left []string
 		for id, name := range w.seenProgs {
