@@ -17,7 +17,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror \
 
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build image bpf bpf-check deps generate lint test test-host test-kernels bench bench-scale fuzz demo clean
+.PHONY: all build image bpf bpf-check deps generate lint test test-host test-kernels bench bench-scale fuzz soak demo clean
 
 all: build
 
@@ -112,6 +112,16 @@ bench-scale: build deps
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./internal/scalebench
 	BENCH_SCALE_N=$(BENCH_SCALE_N) bin/scalebench -kfm bin/kfm
 	bin/scalebench -kfm bin/kfm -byhand -rounds 10
+
+# The model-based random test (cmd/kfm TestModel, as root) for
+# SOAK_STEPS steps (default 10000) with the kfm binary make build makes;
+# SOAK_SEED=N replays a seed (printed at the start and on failure).
+SOAK_STEPS ?= 10000
+SOAK_SEED  ?= 0
+soak: build
+	@[ "$$(id -u)" = 0 ] || { echo "make soak: run it as root" >&2; exit 1; }
+	cd cmd/kfm && KFM_BIN=$(CURDIR)/bin/kfm KFM_MODEL_STEPS=$(SOAK_STEPS) KFM_MODEL_SEED=$(SOAK_SEED) \
+	  KFM_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 0 -v -run 'TestModel$$' .
 
 # A short, real tour (as root): registry, signed programs, a chain on a veth
 # pair in network namespaces, reordered under traffic, restored from kfm.lock.

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/counters"
 )
 
 // ErrMapChanged: an upgrade changes the definition of a map that holds
@@ -125,7 +126,12 @@ func newStateMap(spec *ebpf.MapSpec) (*ebpf.Map, error) {
 	return ebpf.NewMap(s)
 }
 
-// commit replaces reset maps' pins with the fresh maps.
+// commit replaces reset maps' pins with the fresh maps, and removes the
+// pins of maps the element's program no longer has (an upgrade, or a
+// program of another object installed under the same name, dropped them):
+// no program of the chain uses them, so they would stay pinned for
+// nothing until the element is removed. The verdict counters' pin is
+// elementCounters' business.
 func (em *elementMaps) commit() error {
 	for name, m := range em.reset {
 		pin := filepath.Join(em.dir, pinName(name))
@@ -137,7 +143,23 @@ func (em *elementMaps) commit() error {
 		}
 	}
 	em.created = nil
-	return nil
+	keep := map[string]bool{counters.PinName: true}
+	for name := range em.maps {
+		keep[pinName(name)] = true
+	}
+	entries, err := os.ReadDir(em.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(em.dir, e.Name())); err != nil {
+				errs = append(errs, fmt.Errorf("remove the pin of a map the program no longer has: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // abort removes the pins this apply created and closes every map.

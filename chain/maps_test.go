@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -141,5 +142,67 @@ func TestMapStoreAbortRemovesNewPins(t *testing.T) {
 	em.abort()
 	if _, err := os.Stat(ms.elementDir(tgt, "kept")); err != nil {
 		t.Errorf("abort of p removed kept's maps: %v", err)
+	}
+}
+
+// TestMapStoreDropsMapsTheProgramLost: when an element's program is
+// replaced by one without some of its maps (another object installed under
+// the same name, or an upgrade that drops a map), the committed change
+// removes those maps' pins; the maps the new program has and the verdict
+// counters stay. (TestModel found the old maps pinned for good.)
+func TestMapStoreDropsMapsTheProgramLost(t *testing.T) {
+	fs := testenv.BPFFS(t)
+	ms := newMapStore(fs)
+	tgt := bpf.Target{Interface: "x", Ifindex: 5, Hook: bpf.HookXDP}
+	dir := ms.elementDir(tgt, "p")
+
+	em, err := ms.prepare(tgt, "p", testSpec(t, 0), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := ms.prepareCounters(tgt, "p", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := em.commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ec.commit(); err != nil {
+		t.Fatal(err)
+	}
+	em.close()
+	ec.close()
+
+	obj, err := bpf.ReadObject("../examples/programs/xdp_count.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := obj.Spec(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	em, err = ms.prepare(tgt, "p", other, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Until the change commits, the old program's map stays (a revert
+	// goes back to it).
+	if _, err := os.Stat(filepath.Join(dir, "seen")); err != nil {
+		t.Fatalf("before commit: %v", err)
+	}
+	if err := em.commit(); err != nil {
+		t.Fatal(err)
+	}
+	em.close()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if want := []string{"counters", "kfm-counters", "non_ip"}; !slices.Equal(got, want) {
+		t.Errorf("pins of p after replacing its program: %v, want %v", got, want)
 	}
 }

@@ -54,6 +54,9 @@ func DefaultSuites() []Suite {
 		// accounted for (60 changes by default here: TCG takes 1-5 s a
 		// change, so 1000 would take 20 minutes or more).
 		{Package: "chain", Run: "^TestNetnsDispatcher$|^TestDispatcherPinsGone$|^TestChangesUnderTraffic$/^dispatcher$", Files: []string{"bpf/internal/chaintest/tag.o"}, Kernels: []string{"6.12"}, Timeout: 10 * time.Minute},
+		// The model-based random test with the dispatcher backend
+		// (issue 14), a small bound: the VMs emulate the CPU.
+		{Package: "cmd/kfm", Run: "^TestModelDispatcher$", Kernels: []string{"6.12"}, Files: []string{"examples/programs", "internal/testprogs"}, Timeout: 20 * time.Minute},
 		// The exporter reads a dispatcher chain's declared metrics.
 		{Package: "chain/metrics", Files: []string{"examples/programs"}},
 	}
