@@ -83,6 +83,7 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	delay := 5 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := m.applyOnce(ctx, st, specs)
+		m.refreshView() // the hooks changed, or someone else changed them
 		if !errors.Is(err, bpf.ErrConflict) || attempt == maxConflictRetries {
 			return err
 		}
@@ -297,7 +298,11 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	if p.old != nil && p.old.Owner != spec.Owner {
 		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
 	}
-	owner, current, err := m.owner(ctx, ifc.ns, t)
+	prefer := ""
+	if p.old != nil {
+		prefer = p.old.Backend
+	}
+	owner, current, err := m.owner(ctx, ifc.ns, t, prefer)
 	if err != nil {
 		return nil, err
 	}

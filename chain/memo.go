@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/kfm-project/kfm/bpf"
+	"github.com/kfm-project/kfm/bpf/analyze"
 	"github.com/kfm-project/kfm/registry"
 )
 
@@ -21,6 +22,7 @@ type memo struct {
 	pulls   map[string]*pulled
 	opens   map[string]*registry.Bundle
 	objects map[string]*bpf.Object
+	caps    map[string]*analyze.Capabilities
 }
 
 func (m *memo) pulled(key string, f func() (*pulled, error)) (*pulled, error) {
@@ -35,6 +37,19 @@ func (m *memo) opened(key string, f func() (*registry.Bundle, error)) (*registry
 func (m *memo) object(source string, data []byte) (*bpf.Object, error) {
 	sum := sha256.Sum256(data)
 	return remember(m, &m.objects, hex.EncodeToString(sum[:]), func() (*bpf.Object, error) { return bpf.ParseObject(source, data) })
+}
+
+// capabilities analyses function of obj once per object content and
+// function (the analysis reads the bytecode only; the policy's verdict on
+// it is asked each time, by reference and hook).
+func (m *memo) capabilities(obj *bpf.Object, function string) (*analyze.Capabilities, error) {
+	return remember(m, &m.caps, obj.SHA256+"\x00"+function, func() (*analyze.Capabilities, error) {
+		spec, err := obj.Spec(nil)
+		if err != nil {
+			return nil, err
+		}
+		return analyze.Program(spec, function)
+	})
 }
 
 func remember[V any](m *memo, table *map[string]V, key string, f func() (V, error)) (V, error) {

@@ -84,6 +84,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		return nil, err
 	}
 	defer lock.release()
+	defer m.beginView()()
 	if !opts.DryRun && !opts.LockOnly {
 		st, err := m.state.load()
 		if err != nil {

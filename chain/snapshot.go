@@ -47,11 +47,12 @@ func MapPin(dir, mapName string) string { return filepath.Join(dir, pinName(mapN
 // every hook of every interface. It takes no lock: the host state is
 // replaced atomically, so a snapshot sees it before or after a change.
 func (m *Manager) Snapshot(ctx context.Context) (*Snapshot, error) {
+	defer m.beginView()()
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(m.bpffs); err != nil {
+	if err := m.ensureBPFFS(); err != nil {
 		return nil, err
 	}
 	var hooks []HookStatus

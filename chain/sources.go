@@ -13,7 +13,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/bpf"
-	"github.com/kfm-project/kfm/bpf/analyze"
 	"github.com/kfm-project/kfm/registry"
 	"github.com/kfm-project/kfm/verify"
 )
@@ -445,16 +444,11 @@ func (s *Sources) Element(ctx context.Context, c *LockedChain, lp LockedProgram,
 // for programs accepted with --insecure-allow-unsigned). A refusal wraps
 // verify.ErrCapability.
 func (s *Sources) CheckCapabilities(ref string, obj *bpf.Object, function string, hook bpf.Hook) error {
-	spec, err := obj.Spec(nil)
-	if err != nil {
-		return err
-	}
-	caps, err := analyze.Program(spec, function)
+	caps, err := s.memo.capabilities(obj, function)
 	if err != nil {
 		return err
 	}
 	return s.Policy.CheckCapabilities(ref, function, caps, hook)
-
 }
 
 // metrics finds the metric declarations of function: in the bundle's
