@@ -80,6 +80,8 @@ type Manager struct {
 	// view is what the running operation read from the kernel for
 	// every hook (see view.go); nil between operations.
 	view *view
+	// snaps is what Snapshot keeps between snapshots.
+	snaps *snapCache
 	// netns caches the namespaces resolved during the command, by path;
 	// hostNetns is the identity of the namespace kfm runs in.
 	netns     map[string]*namespace

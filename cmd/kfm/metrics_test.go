@@ -222,6 +222,14 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`count_packets_total{%s,program="count",position="1",proto="17"}`, sel), 20*time.Second, equals(n)); err != nil {
 		t.Errorf("counter after the removal: %v", err)
 	}
+	// Detached by hand (no kfm command: the host state stays as it was).
+	// The exporter reuses what it read of a chain while the hook looks the
+	// same (see chain.Manager.Snapshot); it sees the hook change and drops
+	// the chain from the next scrape.
+	h.detachXDP(h.iface)
+	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`absent(kfm_chain_info{%s})`, sel), 20*time.Second, equals(1)); err != nil {
+		t.Errorf("chain detached by hand still exported: %v\nscrape:\n%s", err, scrape(t, addr))
+	}
 	if targets, err := prom.Targets(ctx); err != nil || targets["http://"+addr+"/metrics"] != "up" {
 		t.Errorf("targets %v %v", targets, err)
 	}
