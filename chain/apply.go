@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -115,6 +116,11 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			return err
 		}
 		plans = append(plans, p)
+	}
+	if !slices.ContainsFunc(plans, func(p *hookPlan) bool { return !p.noop || !p.recorded() }) {
+		// Nothing to change, in the kernel or in the host state: a
+		// no-op writes nothing either.
+		return nil
 	}
 
 	// Mark the hooks about to change before anything is loaded: a
@@ -399,6 +405,15 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	// the backend removes what that apply left pinned.
 	p.noop = p.unchanged(spec) && (p.old == nil || !p.old.Changing)
 	return p, nil
+}
+
+// recorded reports whether the host state holds exactly what the hook's
+// state would be after the plan commits (then a no-op need not write it).
+func (p *hookPlan) recorded() bool {
+	if p.old == nil {
+		return len(p.elems) == 0
+	}
+	return reflect.DeepEqual(p.final(), p.old)
 }
 
 // restored is the hook's state as the apply found it.

@@ -84,18 +84,17 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 	if err := m.ensureBPFFS(); err != nil {
 		return nil, err
 	}
+	var st *State
 	if l, err := acquireLock(ctx, m.state.dir, time.Nanosecond, nil); err == nil {
-		st, err := m.state.load()
+		st, err = m.state.load()
 		if err == nil {
-			m.pruneFirst(st)
+			m.pruneFirst(st) // (updates st as it saves it)
 		}
 		l.release()
 		if err != nil {
 			return nil, err
 		}
-	}
-	st, err := m.state.load()
-	if err != nil {
+	} else if st, err = m.state.load(); err != nil {
 		return nil, err
 	}
 	// (kfm.yaml is not needed: drift is against the lock.)
