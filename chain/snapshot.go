@@ -25,6 +25,11 @@ type Snapshot struct {
 	// LockDigest is "sha256:<hex>" of <config-dir>/kfm.lock, "" when there
 	// is none: hosts that run the same lock report the same digest.
 	LockDigest string
+	// Generation identifies the host state the snapshot was read with:
+	// snapshots of the same generation were taken while kfm changed
+	// nothing on the host (every change, such as a program's maps reset
+	// and pinned anew, rewrites the host state first). "" when unknown.
+	Generation string
 	Hooks      []HookSnapshot
 }
 
@@ -115,7 +120,7 @@ func (m *Manager) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 	}
 	c.hooks = kept
-	snap := &Snapshot{}
+	snap := &Snapshot{Generation: stamp}
 	if stamp, err := fileStamp(m.lockPath()); err != nil {
 		return nil, err
 	} else if stamp != "" && stamp == c.lockStamp {
