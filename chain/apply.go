@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -86,6 +87,7 @@ func (m *Manager) apply(ctx context.Context, st *State, specs []HookSpec) error 
 	delay := 5 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := m.applyOnce(ctx, st, specs)
+		m.refreshView() // the hooks changed, or someone else changed them
 		if !errors.Is(err, bpf.ErrConflict) || attempt == maxConflictRetries {
 			return err
 		}
@@ -117,6 +119,11 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 			return err
 		}
 		plans = append(plans, p)
+	}
+	if !slices.ContainsFunc(plans, func(p *hookPlan) bool { return !p.noop || !p.recorded() }) {
+		// Nothing to change, in the kernel or in the host state: a
+		// no-op writes nothing either.
+		return nil
 	}
 
 	// Maps of running programs that lost their pins are pinned again
@@ -304,7 +311,11 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	if p.old != nil && p.old.Owner != spec.Owner {
 		return nil, fmt.Errorf("%s: %w: it runs the chain of %s", t, ErrNotOwner, ownerName(p.old.Owner))
 	}
-	owner, current, err := m.owner(ctx, ifc.ns, t)
+	prefer := ""
+	if p.old != nil {
+		prefer = p.old.Backend
+	}
+	owner, current, err := m.owner(ctx, ifc.ns, t, prefer)
 	if owner == nil && (err == nil || errors.Is(err, bpf.ErrForeignProgram)) {
 		if p.orphan = m.orphanRoot(ifc, p.old); p.orphan != nil {
 			err = nil
@@ -446,6 +457,15 @@ func (m *Manager) repinMaps(p *hookPlan) {
 			m.notify(fmt.Sprintf("%s: %s: %v", p.target, c.Name, err))
 		}
 	}
+}
+
+// recorded reports whether the host state holds exactly what the hook's
+// state would be after the plan commits (then a no-op need not write it).
+func (p *hookPlan) recorded() bool {
+	if p.old == nil {
+		return len(p.elems) == 0
+	}
+	return reflect.DeepEqual(p.final(), p.old)
 }
 
 // restored is the hook's state as the apply found it.

@@ -73,6 +73,7 @@ func (m *Manager) ApplyLock(ctx context.Context, lk *Lock, opts LockApplyOptions
 		return nil, err
 	}
 	defer release()
+	defer m.beginView()()
 
 	var specs []HookSpec
 	for i := range lk.Chains {

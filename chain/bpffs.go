@@ -26,6 +26,20 @@ func ensureBPFFS(dir string) error {
 	return ensureBPFFSFor(dir, "/proc/1", "/proc/self/mountinfo")
 }
 
+// ensureBPFFS is ensureBPFFS(m.bpffs), checked once per Manager: the
+// check reads the mount tables, and a command that reads many hooks
+// would read them once per hook.
+func (m *Manager) ensureBPFFS() error {
+	if m.bpffsOK {
+		return nil
+	}
+	if err := ensureBPFFS(m.bpffs); err != nil {
+		return err
+	}
+	m.bpffsOK = true
+	return nil
+}
+
 // ensureBPFFSFor is ensureBPFFS with the host's init process at initProc
 // (a /proc/PID directory) and this process's mount table at mountinfo.
 func ensureBPFFSFor(dir, initProc, mountinfo string) error {

@@ -116,7 +116,7 @@ func ParseLock(name string, r io.Reader) (*Lock, error) {
 		return nil, fmt.Errorf("%s: larger than %d KiB: %w", name, maxFileSize>>10, ErrManifest)
 	}
 	var l Lock
-	if _, err := decodeStrict(name, data, &l); err != nil {
+	if _, err := decodeStrictNode(name, data, &l, false); err != nil {
 		return nil, err
 	}
 	if l.Version != LockVersion {

@@ -76,6 +76,12 @@ type Manager struct {
 	notify      func(string)
 	checkpoint  func(string)
 	probed      map[string]error
+	bpffsOK     bool // ensureBPFFS succeeded
+	// view is what the running operation read from the kernel for
+	// every hook (see view.go); nil between operations.
+	view *view
+	// snaps is what Snapshot keeps between snapshots.
+	snaps *snapCache
 	// netns caches the namespaces resolved during the command, by path;
 	// hostNetns is the identity of the namespace kfm runs in.
 	netns     map[string]*namespace
@@ -116,7 +122,7 @@ func (m *Manager) lock(ctx context.Context) (*hostLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(m.bpffs); err != nil {
+	if err := m.ensureBPFFS(); err != nil {
 		l.release()
 		return nil, err
 	}
@@ -145,18 +151,14 @@ type iface struct {
 }
 
 // target finds iface in the network namespace at netnsPath ("" for the
-// host) through a netlink socket in that namespace.
+// host): in the operation's view of the namespace's links when one runs,
+// else through a netlink socket in that namespace.
 func (m *Manager) target(netnsPath, name string, hook bpf.Hook) (iface, error) {
 	ns, err := m.namespace(netnsPath)
 	if err != nil {
 		return iface{}, err
 	}
-	h, err := ns.handle()
-	if err != nil {
-		return iface{}, err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(name)
+	l, err := m.link(ns, name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -172,30 +174,6 @@ func (m *Manager) target(netnsPath, name string, hook bpf.Hook) (iface, error) {
 		ns:     ns,
 		hwaddr: l.Attrs().HardwareAddr.String(),
 	}, nil
-}
-
-// owner finds the backend whose chain runs on t, if any. A foreign program
-// that no backend claims is reported as an error wrapping
-// bpf.ErrForeignProgram. The backend returned runs its calls in ns.
-func (m *Manager) owner(ctx context.Context, ns *namespace, t bpf.Target) (Backend, *bpf.Chain, error) {
-	var foreign error
-	for _, name := range preference(t.Hook) {
-		b, err := m.backend(name)
-		if err != nil {
-			continue
-		}
-		b = m.backendIn(b, ns)
-		c, err := b.Current(ctx, t)
-		switch {
-		case errors.Is(err, bpf.ErrForeignProgram):
-			foreign = err
-		case err != nil:
-			return nil, nil, fmt.Errorf("%s: read %s chain: %w", t, name, err)
-		case c != nil:
-			return b, c, nil
-		}
-	}
-	return nil, nil, foreign
 }
 
 func (m *Manager) step(name string) {

@@ -165,10 +165,22 @@ const maxFileSize = 1 << 20
 // decodeStrict decodes YAML into v, refusing unknown keys, and returns the
 // document's root mapping node for line lookups.
 func decodeStrict(name string, data []byte, v any) (*yaml.Node, error) {
+	return decodeStrictNode(name, data, v, true)
+}
+
+// decodeStrictNode is decodeStrict, returning no node (and parsing the
+// document once) unless withNode.
+func decodeStrictNode(name string, data []byte, v any, withNode bool) (*yaml.Node, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("%s: empty file: %w", name, ErrManifest)
 	}
-	root, err := yamlfile.DecodeStrict(data, v)
+	var root *yaml.Node
+	var err error
+	if withNode {
+		root, err = yamlfile.DecodeStrict(data, v)
+	} else {
+		err = yamlfile.DecodeStrictValue(data, v)
+	}
 	if err != nil {
 		line, msg := yamlfile.ErrorLine(err)
 		if line > 0 {

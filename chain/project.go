@@ -84,12 +84,13 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		return nil, err
 	}
 	defer lock.release()
+	defer m.beginView()()
+	var st *State
 	if !opts.DryRun && !opts.LockOnly {
-		st, err := m.state.load()
-		if err != nil {
+		if st, err = m.state.load(); err != nil {
 			return nil, err
 		}
-		m.pruneFirst(st)
+		m.pruneFirst(st) // (updates st as it saves it)
 	}
 	man, lk, err := m.loadProject()
 	if err != nil {
@@ -115,9 +116,10 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		}
 	}
 
-	st, err := m.state.load()
-	if err != nil {
-		return nil, err
+	if st == nil {
+		if st, err = m.state.load(); err != nil {
+			return nil, err
+		}
 	}
 	// An apply that only takes programs away does not ask the trust
 	// policy about those that stay (see removesOnly).

@@ -158,7 +158,11 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 			return nil, err
 		default:
 			in.ns = ns
-			if in.links, err = m.dump(ns); err != nil {
+			if vl, err := m.viewLinks(ns); err != nil {
+				return nil, err
+			} else if vl != nil {
+				in.links = vl.byIndex
+			} else if in.links, err = m.dump(ns); err != nil {
 				return nil, err
 			}
 		}

@@ -449,7 +449,6 @@ func (s *Sources) CheckCapabilities(ref string, obj *bpf.Object, function string
 		return err
 	}
 	return s.Policy.CheckCapabilities(ref, function, caps, hook)
-
 }
 
 // metrics finds the metric declarations of function: in the bundle's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"time"
@@ -79,24 +80,28 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(m.bpffs); err != nil {
+	defer m.beginView()()
+	if err := m.ensureBPFFS(); err != nil {
 		return nil, err
 	}
+	var st *State
 	if l, err := acquireLock(ctx, m.state.dir, time.Nanosecond, nil); err == nil {
-		st, err := m.state.load()
+		st, err = m.state.load()
 		if err == nil {
-			m.pruneFirst(st)
+			m.pruneFirst(st) // (updates st as it saves it)
 		}
 		l.release()
 		if err != nil {
 			return nil, err
 		}
-	}
-	st, err := m.state.load()
-	if err != nil {
+	} else if st, err = m.state.load(); err != nil {
 		return nil, err
 	}
-	_, lk, err := m.loadProject()
+	// (kfm.yaml is not needed: drift is against the lock.)
+	lk, err := LoadLock(m.lockPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		lk, err = &Lock{Version: LockVersion}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -143,14 +148,9 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 		if err != nil {
 			return nil, err
 		}
-		h, err := ns.handle()
+		links, err := m.links(ns)
 		if err != nil {
 			return nil, err
-		}
-		links, err := h.LinkList()
-		h.Close()
-		if err != nil {
-			return nil, fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
 			ifaces = append(ifaces, l.Attrs().Name)
@@ -189,6 +189,7 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 // use). It returns nil when no chain runs there.
 // netns is a network namespace path as NetnsPath gives it ("" for kfm's own).
 func (m *Manager) HookStatus(ctx context.Context, netns, iface string, hook bpf.Hook) (*HookStatus, error) {
+	defer m.beginView()()
 	st, err := m.state.load()
 	if err != nil {
 		return nil, err
@@ -254,10 +255,15 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 		return nil, err
 	}
 	t := ifc.Target
-	if err := ensureBPFFS(m.bpffs); err != nil {
+	if err := m.ensureBPFFS(); err != nil {
 		return nil, err
 	}
-	owner, c, err := m.owner(ctx, ifc.ns, t)
+	old := st.find(netnsPath, iface, hook)
+	prefer := ""
+	if old != nil {
+		prefer = old.Backend
+	}
+	owner, c, err := m.owner(ctx, ifc.ns, t, prefer)
 	if err != nil && !errors.Is(err, bpf.ErrForeignProgram) {
 		return nil, err
 	}
@@ -272,7 +278,7 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 	}
 	hs := &HookStatus{Netns: netnsPath, Interface: iface, Ifindex: t.Ifindex, Hook: hook, Backend: owner.Name(), Mode: c.Mode, RootID: c.RootID, Version: c.Version, Programs: []ProgramStatus{}}
 	byID := map[ebpf.ProgramID]*ElementState{}
-	if old := st.find(netnsPath, iface, hook); old != nil && sameInterface(old, ifc) {
+	if old != nil && sameInterface(old, ifc) {
 		hs.Owner = old.Owner
 		if old.Backend == owner.Name() {
 			hs.Reason = old.Reason

@@ -67,7 +67,9 @@ func (r *running) isDispatcher() bool { return r.cfg != nil && r.pinErr == nil }
 // changes while it reads, it starts over.
 func readRunning(ctx context.Context, t bpf.Target, withLinks bool) (*running, error) {
 	for attempt := 0; ; attempt++ {
-		r, retry, err := readRunningOnce(ctx, t, withLinks)
+		// A retry asks the kernel: what the caller knew (see
+		// xdp.WithKnown) is what changed.
+		r, retry, err := readRunningOnce(ctx, t, withLinks, attempt == 0)
 		if !retry || attempt >= maxRetries {
 			if retry {
 				return nil, fmt.Errorf("%s: the XDP program kept changing while kfm read it (%d tries): %w", t.Interface, attempt+1, bpf.ErrConflict)
@@ -82,8 +84,12 @@ func readRunning(ctx context.Context, t bpf.Target, withLinks bool) (*running, e
 	}
 }
 
-func readRunningOnce(ctx context.Context, t bpf.Target, withLinks bool) (_ *running, retry bool, _ error) {
-	att, err := xdp.Query(t.Ifindex)
+func readRunningOnce(ctx context.Context, t bpf.Target, withLinks, known bool) (_ *running, retry bool, _ error) {
+	query := xdp.Query
+	if known {
+		query = func(ifindex int) (xdp.Attachment, error) { return xdp.QueryContext(ctx, ifindex) }
+	}
+	att, err := query(t.Ifindex)
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %w", t.Interface, err)
 	}

@@ -216,9 +216,15 @@ func (b *Backend) read(t bpf.Target) (st *hookState, err error) {
 
 // readAttachment finds out whether the pinned root runs on the hook.
 func (b *Backend) readAttachment(t bpf.Target, st *hookState) error {
+	return b.readAttachmentContext(context.Background(), t, st)
+}
+
+// readAttachmentContext is readAttachment, with the XDP attachment taken
+// from ctx when the caller knows it (see xdp.WithKnown).
+func (b *Backend) readAttachmentContext(ctx context.Context, t bpf.Target, st *hookState) error {
 	switch {
 	case t.Hook == bpf.HookXDP:
-		a, err := xdp.Query(t.Ifindex)
+		a, err := xdp.QueryContext(ctx, t.Ifindex)
 		if err != nil {
 			return err
 		}
@@ -298,12 +304,41 @@ func openGeneration(dir string, n int) (*generation, error) {
 // Current reads the chain the backend runs on t: nil when its root does not
 // run there (nothing installed, or only leftovers after another backend took
 // the hook over).
+//
+// It reads what a change needs to know to be shown, and no more: the
+// pinned root's ID, the hook's attachment (from ctx when the caller
+// passed it, see xdp.WithKnown), the head and the generations' program
+// arrays and descriptions. The programs' IDs come from the arrays' slots
+// and their tags from the description written when they were loaded; a
+// program is opened only when its slot holds another ID than the
+// description says (someone changed the array by hand). Program info
+// costs a read of /proc/self/fdinfo each: this keeps `kfm status` and
+// metrics scrapes at a few system calls per chain.
 func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error) {
-	st, err := b.read(t)
+	c, err := b.current(ctx, t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t, err)
 	}
+	return c, nil
+}
+
+func (b *Backend) current(ctx context.Context, t bpf.Target) (*bpf.Chain, error) {
+	dir := Dir(t)
+	root, err := loadPinnedProgram(filepath.Join(dir, pinRoot))
+	if err != nil {
+		return nil, fmt.Errorf("open pinned root: %w", err)
+	}
+	if root == nil {
+		return nil, nil
+	}
+	st := &hookState{dir: dir, root: root}
 	defer st.close()
+	if st.rootID, err = programID(root); err != nil {
+		return nil, err
+	}
+	if err := b.readAttachmentContext(ctx, t, st); err != nil {
+		return nil, err
+	}
 	if !st.attached {
 		return nil, nil
 	}
@@ -311,17 +346,78 @@ func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 	if t.Hook == bpf.HookXDP {
 		c.Mode = string(st.mode)
 	}
-	if st.current == nil {
+	if st.head, err = loadPinnedMap(filepath.Join(dir, pinHead)); err != nil {
+		return nil, fmt.Errorf("open pinned head: %w", err)
+	}
+	if st.head == nil {
 		return c, nil
 	}
-	for i, pm := range st.current.desc.Programs {
-		cp, err := chainProgram(pm, st.current.progs[i])
+	if st.headID, err = slotID(st.head, 0); err != nil {
+		return nil, fmt.Errorf("read head: %w", err)
+	}
+	if st.headID == 0 {
+		return c, nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if n, ok := strings.CutPrefix(e.Name(), genPrefix); ok && e.IsDir() {
+			if g, err := strconv.Atoi(n); err == nil {
+				st.gens = append(st.gens, g)
+			}
+		}
+	}
+	slices.Sort(st.gens)
+	// The current generation is the one whose first slot the head holds.
+	for _, n := range slices.Backward(st.gens) {
+		progs, err := generationPrograms(genDir(dir, n))
+		if err != nil || len(progs) == 0 || progs[0].ID != st.headID {
+			continue // garbage from an interrupted run, or an older chain
+		}
+		c.Programs = progs
+		return c, nil
+	}
+	return c, nil
+}
+
+// generationPrograms reads a generation's chain from its pinned array and
+// description, without opening its programs (see Current).
+func generationPrograms(dir string) ([]bpf.ChainProgram, error) {
+	chain, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinChain), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer chain.Close()
+	var desc meta
+	if err := pinmeta.Read(filepath.Join(dir, pinMeta), &desc); err != nil {
+		return nil, err
+	}
+	out := make([]bpf.ChainProgram, 0, len(desc.Programs))
+	for i, pm := range desc.Programs {
+		id, err := slotID(chain, uint32(i))
+		if err == nil && id == 0 {
+			err = fmt.Errorf("slot %d of %s is empty", i, dir)
+		}
 		if err != nil {
 			return nil, err
 		}
-		c.Programs = append(c.Programs, cp)
+		cp := bpf.ChainProgram{Name: pm.Function, Priority: pm.Priority, ProceedOn: pm.ProceedOn, ID: id, Tag: pm.Tag}
+		if id != pm.ID || pm.Tag == "" {
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				return nil, err
+			}
+			cp, err = chainProgram(pm, p)
+			p.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, cp)
 	}
-	return c, nil
+	return out, nil
 }
 
 func chainProgram(pm progMeta, p *ebpf.Program) (bpf.ChainProgram, error) {

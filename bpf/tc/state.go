@@ -176,6 +176,11 @@ func (b *Backend) read(t bpf.Target, open bool) (st *hookState, err error) {
 	for _, em := range st.doc.Programs {
 		byID[em.ID] = em
 	}
+	if !open && len(st.doc.Programs) == 0 {
+		// No description, no chain of kfm's (Current): the kernel
+		// need not be asked what else runs on the hook.
+		return st, nil
+	}
 	// Entries of a version 1 description run ungated.
 	st.ungated = st.doc.Version < 2 && len(st.doc.Programs) > 0
 	if b.kind == kindTCX {

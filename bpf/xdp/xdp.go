@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -86,9 +87,15 @@ func Query(ifindex int) (Attachment, error) {
 	if err != nil {
 		return Attachment{}, fmt.Errorf("interface %d: %w", ifindex, err)
 	}
+	return AttachmentOf(l), nil
+}
+
+// AttachmentOf is what l's XDP hook ran when l was read (one link of a
+// netlink dump, say).
+func AttachmentOf(l netlink.Link) Attachment {
 	x := l.Attrs().Xdp
 	if x == nil || !x.Attached || x.ProgId == 0 {
-		return Attachment{}, nil
+		return Attachment{}
 	}
 	a := Attachment{ProgramID: ebpf.ProgramID(x.ProgId)}
 	switch x.AttachMode {
@@ -99,7 +106,29 @@ func Query(ifindex int) (Attachment, error) {
 	default:
 		a.Mode = ModeNative
 	}
-	return a, nil
+	return a
+}
+
+// knownKey is the context key of WithKnown.
+type knownKey struct{ ifindex int }
+
+// WithKnown returns a context telling QueryContext what the interface
+// with ifindex runs: a caller that read every interface with one netlink
+// dump passes what it found to the backends it asks about each hook,
+// instead of one netlink request per hook and backend. Only for reading:
+// an attachment is known for as long as the caller's read is, never
+// across a change of the hook.
+func WithKnown(ctx context.Context, ifindex int, a Attachment) context.Context {
+	return context.WithValue(ctx, knownKey{ifindex}, a)
+}
+
+// QueryContext is Query, answered from ctx when WithKnown put the
+// interface's attachment there.
+func QueryContext(ctx context.Context, ifindex int) (Attachment, error) {
+	if a, ok := ctx.Value(knownKey{ifindex}).(Attachment); ok {
+		return a, nil
+	}
+	return Query(ifindex)
 }
 
 // Replace attaches prog to the interface in mode, atomically replacing

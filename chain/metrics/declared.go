@@ -44,7 +44,7 @@ type family struct {
 }
 
 // Collect implements Collector.
-func (d Declared) Collect(_ context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
+func (d Declared) Collect(ctx context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
 	limit := d.MaxEntries
 	if limit <= 0 {
 		limit = 1 << 16
@@ -58,7 +58,7 @@ func (d Declared) Collect(_ context.Context, s *chain.Snapshot, ch chan<- promet
 			if p.MapDir == "" || len(p.Metrics) == 0 {
 				continue
 			}
-			if err := d.program(h, p, families, limit, ch); err != nil {
+			if err := d.program(ctx, h, p, families, limit, ch); err != nil {
 				errs = append(errs, fmt.Errorf("%s %s %s: %w", h.Interface, h.Hook, p.Name, err))
 			}
 		}
@@ -66,12 +66,13 @@ func (d Declared) Collect(_ context.Context, s *chain.Snapshot, ch chan<- promet
 	return errors.Join(errs...)
 }
 
-func (d Declared) program(h *chain.HookSnapshot, p *chain.ProgramSnapshot, families map[string]*family, limit int, ch chan<- prometheus.Metric) error {
+func (d Declared) program(ctx context.Context, h *chain.HookSnapshot, p *chain.ProgramSnapshot, families map[string]*family, limit int, ch chan<- prometheus.Metric) error {
 	var errs []error
 	open := map[string]*ebpf.Map{}
+	var releases []func()
 	defer func() {
-		for _, m := range open {
-			m.Close()
+		for _, release := range releases {
+			release()
 		}
 	}()
 	base := ProgramLabels(h, p)
@@ -96,12 +97,14 @@ func (d Declared) program(h *chain.HookSnapshot, p *chain.ProgramSnapshot, famil
 		}
 		m := open[dm.Layout.Map]
 		if m == nil {
+			var release func()
 			var err error
-			m, err = ebpf.LoadPinnedMap(chain.MapPin(p.MapDir, dm.Layout.Map), &ebpf.LoadPinOptions{ReadOnly: true})
+			m, release, err = openPinned(ctx, chain.MapPin(p.MapDir, dm.Layout.Map))
 			if err != nil {
 				errs = append(errs, fmt.Errorf("metric %s: open map %s: %w", dm.Name, dm.Layout.Map, err))
 				continue
 			}
+			releases = append(releases, release)
 			open[dm.Layout.Map] = m
 		}
 		if m.KeySize() != dm.Layout.KeySize || m.ValueSize() != dm.Layout.ValueSize {

@@ -3,9 +3,12 @@
 // hash maps of installed programs are, and counts and durations of applies
 // and reconciles.
 //
-// An Exporter is a prometheus.Collector that reads the host afresh on every
-// scrape (chain.Manager.Snapshot: the kernel and the host state); it caches
-// nothing, so a removed program disappears from the next scrape. What it
+// An Exporter is a prometheus.Collector that reads the host on every scrape
+// (chain.Manager.Snapshot: the kernel and the host state). Counters and maps
+// are read afresh each time; the structure of a chain is read again only
+// when the host state file or a cheap look at the hook (one netlink link
+// dump per namespace) says it may have changed, so a removed program, or a
+// chain detached by hand, disappears from the next scrape. What it
 // exposes comes from a list of Collectors, each turning the snapshot into
 // metrics:
 //

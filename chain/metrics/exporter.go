@@ -40,6 +40,7 @@ type Exporter struct {
 	src        Source
 	collectors []Collector
 	timeout    time.Duration
+	pins       pins // maps kept open between scrapes
 }
 
 // Options configure an Exporter.
@@ -86,6 +87,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(errorsDesc, fmt.Errorf("read the host: %w", err))
 		return
 	}
+	e.pins.begin(snap.Generation)
+	defer e.pins.end()
+	ctx = context.WithValue(ctx, pinsKey{}, &e.pins)
 	for _, c := range e.collectors {
 		n := 0.0
 		if err := c.Collect(ctx, snap, ch); err != nil {

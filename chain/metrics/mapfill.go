@@ -43,7 +43,7 @@ var (
 func (MapFill) Name() string { return "mapfill" }
 
 // Collect implements Collector.
-func (f MapFill) Collect(_ context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
+func (f MapFill) Collect(ctx context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
 	limit := f.MaxEntries
 	if limit <= 0 {
 		limit = 1 << 20
@@ -62,7 +62,7 @@ func (f MapFill) Collect(_ context.Context, s *chain.Snapshot, ch chan<- prometh
 				continue
 			}
 			for _, e := range entries {
-				if err := fill(h, p, e.Name(), limit, ch); err != nil {
+				if err := fill(ctx, h, p, e.Name(), limit, ch); err != nil {
 					errs = append(errs, fmt.Errorf("%s %s %s: %w", h.Interface, h.Hook, p.Name, err))
 				}
 			}
@@ -71,12 +71,12 @@ func (f MapFill) Collect(_ context.Context, s *chain.Snapshot, ch chan<- prometh
 	return errors.Join(errs...)
 }
 
-func fill(h *chain.HookSnapshot, p *chain.ProgramSnapshot, pin string, limit int, ch chan<- prometheus.Metric) error {
-	m, err := ebpf.LoadPinnedMap(p.MapDir+"/"+pin, &ebpf.LoadPinOptions{ReadOnly: true})
+func fill(ctx context.Context, h *chain.HookSnapshot, p *chain.ProgramSnapshot, pin string, limit int, ch chan<- prometheus.Metric) error {
+	m, release, err := openPinned(ctx, p.MapDir+"/"+pin)
 	if err != nil {
 		return fmt.Errorf("open map %s: %w", pin, err)
 	}
-	defer m.Close()
+	defer release()
 	switch m.Type() {
 	case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LRUCPUHash:
 	default:

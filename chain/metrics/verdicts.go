@@ -60,7 +60,7 @@ var (
 func (Verdicts) Name() string { return "verdicts" }
 
 // Collect implements Collector.
-func (Verdicts) Collect(_ context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
+func (Verdicts) Collect(ctx context.Context, s *chain.Snapshot, ch chan<- prometheus.Metric) error {
 	var errs []error
 	for i := range s.Hooks {
 		h := &s.Hooks[i]
@@ -75,7 +75,7 @@ func (Verdicts) Collect(_ context.Context, s *chain.Snapshot, ch chan<- promethe
 			p := &h.Programs[j]
 			lv := ProgramLabels(h, p)
 			if p.MapDir != "" {
-				c, err := counters.ReadPinned(filepath.Join(p.MapDir, counters.PinName))
+				c, err := readCounters(ctx, filepath.Join(p.MapDir, counters.PinName))
 				switch {
 				case err == nil:
 					for _, v := range c.Verdicts(h.Hook) {
@@ -96,4 +96,17 @@ func (Verdicts) Collect(_ context.Context, s *chain.Snapshot, ch chan<- promethe
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// readCounters is counters.ReadPinned through openPinned.
+func readCounters(ctx context.Context, path string) (counters.Counts, error) {
+	m, release, err := openPinned(ctx, path)
+	if err != nil {
+		return counters.Counts{}, fmt.Errorf("open the verdict counters %s: %w", path, err)
+	}
+	defer release()
+	if err := counters.Compatible(m); err != nil {
+		return counters.Counts{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return counters.Read(m)
 }

@@ -264,9 +264,14 @@ func TestAgentConfigDir(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// (Until the agent logs the apply, it may not have saved the host
+	// state: status shows the chain as soon as it is committed, and a kill
+	// in between leaves a change the restarted agent must finish.)
 	h.eventually(10*time.Second, "the new interface gets its chain", func() bool {
 		names, _ := h.xdpChain(hotplug)
-		return slices.Equal(names, []string{"count", "portfilter"})
+		return slices.Equal(names, []string{"count", "portfilter"}) && slices.ContainsFunc(strings.Split(logs(), "\n"), func(l string) bool {
+			return strings.Contains(l, `"msg":"applied"`) && strings.Contains(l, `"interface":"`+hotplug+`"`)
+		})
 	}, logs)
 	t.Logf("hot-plug: chain attached %v after the link was created", time.Since(start).Round(time.Millisecond))
 

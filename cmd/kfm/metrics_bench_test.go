@@ -45,6 +45,9 @@ import (
 // map (an empty hash map still costs a walk of its buckets). Before
 // Snapshot looked only at kfm's own hooks (it listed every hook of every
 // interface, 1800 with 600 veths) a scrape of 300 chains took 8.2 s.
+// Since then the exporter keeps the chains it read, and the maps it opened,
+// between scrapes while nothing changed (see chain.Manager.Snapshot);
+// BenchmarkReadPath/scrape reports the CPU time of a scrape in-process.
 func BenchmarkScrape(b *testing.B) {
 	h := newHost(b)
 	n := 300

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -221,6 +222,27 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	}
 	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`count_packets_total{%s,program="count",position="1",proto="17"}`, sel), 20*time.Second, equals(n)); err != nil {
 		t.Errorf("counter after the removal: %v", err)
+	}
+	// Detached by hand (no kfm command: the host state stays as it was).
+	// The exporter reuses what it read of a chain while the hook looks the
+	// same (see chain.Manager.Snapshot); it sees the hook change and drops
+	// the chain from the next scrape.
+	h.detachXDP(h.iface)
+	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`absent(kfm_chain_info{%s})`, sel), 20*time.Second, equals(1)); err != nil {
+		t.Errorf("chain detached by hand still exported: %v\nscrape:\n%s", err, scrape(t, addr))
+	}
+	// kfm status (which reads every chain in full) calls
+	// it drift, and a no-op-looking apply --locked puts the chain back.
+	hs := hookOf(h.status(), h.iface, "xdp")
+	if hs == nil || hs.Backend != "" || !slices.ContainsFunc(hs.Drift, func(d string) bool { return strings.Contains(d, "locked but not running") }) {
+		t.Errorf("status after the chain was detached by hand: %+v", hs)
+	}
+	h.mustKFM("apply", "--locked")
+	if hs := hookOf(h.status(), h.iface, "xdp"); hs == nil || len(hs.Programs) != 2 || len(hs.Drift) != 0 {
+		t.Errorf("status after apply --locked repaired the chain: %+v", hs)
+	}
+	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`kfm_chain_programs{%s}`, sel), 20*time.Second, equals(2)); err != nil {
+		t.Errorf("repaired chain not exported: %v", err)
 	}
 	if targets, err := prom.Targets(ctx); err != nil || targets["http://"+addr+"/metrics"] != "up" {
 		t.Errorf("targets %v %v", targets, err)
