@@ -227,6 +227,11 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 				errs = append(errs, fmt.Errorf("%s: clean up after the %s backend: %w", p.target, p.previous.Name(), err))
 			}
 		}
+		if p.old != nil && p.old.Changing {
+			if err := m.releaseStrays(ctx, p); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		for _, em := range p.maps {
 			if err := em.commit(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: pin reset maps: %w", p.target, err))
@@ -261,6 +266,36 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		errs = append(errs, fmt.Errorf("write host state: %w", err))
 	}
 	m.step("state-saved")
+	return errors.Join(errs...)
+}
+
+// releaseStrays removes what other backends left pinned for p's hook by an
+// interrupted change: kfm killed during a switch of backend, after the new
+// backend had pinned its generation but before the state named it, finishes
+// the change on the old backend at the next run (the state still names it),
+// and nothing else would ever remove the new backend's pins. Only a backend
+// that runs nothing on the hook is released, so a chain another kfm backend
+// really runs there is never touched. The dispatcher is left out: its pins
+// follow libxdp's layout, shared with xdp-loader, and its own Prepare
+// removes dispatchers that no longer run.
+func (m *Manager) releaseStrays(ctx context.Context, p *hookPlan) error {
+	var errs []error
+	for _, b := range m.backends {
+		name := b.Name()
+		if name == "dispatcher" || (p.backend != nil && name == p.backend.Name()) || (p.previous != nil && name == p.previous.Name()) {
+			continue
+		}
+		if _, err := os.Stat(p.target.PinDir(name)); err != nil {
+			continue
+		}
+		nb := m.backendIn(b, p.ns)
+		if c, err := nb.Current(ctx, p.target); err != nil || c != nil {
+			continue
+		}
+		if err := nb.Release(ctx, p.target); err != nil {
+			errs = append(errs, fmt.Errorf("%s: remove what an interrupted switch to the %s backend left: %w", p.target, name, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

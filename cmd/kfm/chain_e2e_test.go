@@ -1216,3 +1216,37 @@ func TestChainFirstInstallCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestChainBackendSwitchCrash: kfm install switching a chain from tcx to
+// tailcall, killed after the tailcall backend pinned its new chain but
+// before the host state named it (found by TestModel). kfm.yaml still says
+// tcx, so the next kfm apply finishes the interrupted change on tcx; it must
+// also remove what the tailcall backend left pinned, which nothing would
+// remove later.
+func TestChainBackendSwitchCrash(t *testing.T) {
+	h := newHost(t)
+	h.publish(samplesDir+"tc_count.o", "net/tc-count", "1.0.0", "")
+	install := []string{"install", h.reg.Ref("net/tc-count", "1.0.0"), "--iface", h.iface, "--hook", "tc-ingress", "--name", "tc-count"}
+	h.mustKFM(append(install, "--backend", "tcx")...)
+	clean := h.pinTree()
+
+	p := h.start([]string{"KFM_TEST_CRASH_AT=prepared"}, append(install, "--backend", "tailcall")...)
+	if _, sig := p.wait(t, time.Minute); sig != syscall.SIGKILL {
+		t.Fatalf("install --backend tailcall with KFM_TEST_CRASH_AT=prepared was not killed: %s", p.stderr.String())
+	}
+	if got := h.pinTree(); !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, "kfm/tailcall/") }) {
+		t.Fatalf("the killed switch left no tailcall pins to clean up (the test no longer reaches its case): %v", got)
+	}
+
+	h.mustKFM("apply")
+	hs := h.status()
+	h.checkKernel(hs)
+	if tc := hookOf(hs, h.iface, "tc-ingress"); tc == nil || tc.Backend != "tcx" || len(tc.Drift) > 0 {
+		t.Fatalf("after kfm apply tc-ingress runs %+v, want tc-count on tcx without drift", tc)
+	}
+	if got := h.pinTree(); !slices.Equal(got, clean) {
+		t.Errorf("pins after kfm apply:\n  %s\nwant (before the killed switch):\n  %s", strings.Join(got, "\n  "), strings.Join(clean, "\n  "))
+	}
+	h.mustKFM("remove", "tc-count", "--iface", h.iface, "--hook", "tc-ingress")
+	h.checkEmpty()
+}
