@@ -3,11 +3,17 @@ package metrics_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
@@ -16,6 +22,7 @@ import (
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/metrics"
 	"github.com/kfm-project/kfm/internal/netns"
+	"github.com/kfm-project/kfm/internal/promtest"
 	"github.com/kfm-project/kfm/internal/testenv"
 )
 
@@ -120,11 +127,63 @@ portfilter_dropped_packets_total{digest="",hook="xdp",interface=%[1]q,netns="",p
 	if err != nil || !strings.Contains(string(out), drops+"\n") {
 		t.Errorf("want %s in:\n%s (%v)", drops, out, err)
 	}
+	promQL(t, e, pair.BIf, name, n)
 	if n := testutil.CollectAndCount(e, "kfm_chain_info"); n != 1 {
 		t.Errorf("%d chains", n)
 	}
 	out, err = testutil.CollectAndFormat(e, expfmt.TypeTextPlain, "kfm_chain_info")
 	if err != nil || !strings.Contains(string(out), `backend="`+name+`"`) {
 		t.Errorf("chain info: %s %v", out, err)
+	}
+}
+
+// promQL serves e on 127.0.0.1, has a real Prometheus scrape it, and asks
+// it over the HTTP API (PromQL) what the chain did: the port filter dropped
+// exactly n datagrams by its own declared counter and by kfm's verdict
+// counter, and the chain runs on backend. In the kernel VMs (KFM_REQUIRE_EXT
+// marks them) Prometheus comes from the initramfs (internal/kernelvm copies
+// the host's), and its absence is a failure there, not a skip.
+func promQL(t *testing.T, e prometheus.Collector, iface, backend string, n int) {
+	t.Helper()
+	if os.Getenv("KFM_REQUIRE_EXT") == "1" {
+		if _, err := exec.LookPath("prometheus"); err != nil {
+			t.Fatalf("no prometheus in the kernel VM (internal/kernelvm copies the host's /usr/bin/prometheus: install the prometheus package): %v", err)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	prom := promtest.Start(t, ln.Addr().String(), &promtest.Options{ScrapeInterval: 500 * time.Millisecond})
+	ctx := context.Background()
+	sel := fmt.Sprintf(`interface=%q,hook="xdp"`, iface)
+	equals := func(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+	for _, q := range []string{
+		fmt.Sprintf(`kfm_chain_info{%s,backend=%q}`, sel, backend),
+		fmt.Sprintf(`portfilter_dropped_packets_total{%s,program="portfilter",position="0"}`, sel),
+		fmt.Sprintf(`kfm_program_packets_total{%s,program="portfilter",verdict="drop"}`, sel),
+		fmt.Sprintf(`kfm_program_packets_total{%s,program="portfilter",verdict="pass"} >= 0`, sel),
+	} {
+		want := float64(n)
+		switch {
+		case strings.HasPrefix(q, "kfm_chain_info"):
+			want = 1
+		case strings.HasSuffix(q, ">= 0"):
+			// Passed: the n datagrams to the open port and whatever the
+			// kernel sends on its own (neighbour discovery): at least n.
+			if _, err := prom.WaitFor(ctx, q, 60*time.Second, func(v float64) bool { return v >= float64(n) }); err != nil {
+				t.Errorf("PromQL %s: %v\nprometheus: %s", q, err, prom.Output())
+			}
+			continue
+		}
+		if _, err := prom.WaitFor(ctx, q, 60*time.Second, equals(want)); err != nil {
+			t.Errorf("PromQL %s: %v\nprometheus: %s", q, err, prom.Output())
+		}
 	}
 }

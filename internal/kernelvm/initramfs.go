@@ -35,6 +35,9 @@ var hostTools = []hostTool{
 	{name: "bpftool"},
 	{name: "xdpdump", optional: true},
 	{name: "tc", optional: true},
+	// A real Prometheus for chain/metrics' PromQL checks of dispatcher
+	// chains (about 50 MB; the tests fail without it in the VMs).
+	{name: "prometheus", optional: true},
 }
 
 // xdpObjectDir holds the BPF objects of xdp-tools; libxdp loads its
