@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netns"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/compat"
@@ -120,17 +121,17 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		}
 		plans = append(plans, p)
 	}
+	// Maps of running programs that lost their pins are pinned again
+	// first, so that neither this change nor a later one starts them
+	// empty (a no-op apply too: that is how a pin removed by hand comes
+	// back).
+	for _, p := range plans {
+		m.repinMaps(p)
+	}
 	if !slices.ContainsFunc(plans, func(p *hookPlan) bool { return !p.noop || !p.recorded() }) {
 		// Nothing to change, in the kernel or in the host state: a
 		// no-op writes nothing either.
 		return nil
-	}
-
-	// Maps of running programs that lost their pins are pinned again
-	// first, so that neither this change nor a later one starts them
-	// empty.
-	for _, p := range plans {
-		m.repinMaps(p)
 	}
 
 	// Mark the hooks about to change before anything is loaded: a
@@ -590,6 +591,17 @@ func (m *Manager) prepareAll(ctx context.Context, plans []*hookPlan) error {
 		}
 		return nil
 	}
+	// The workers run in the caller's network namespace. A caller may have
+	// entered one on its own thread only (internal/netns's Do does, and
+	// so may a program that embeds chain), and the hooks' interfaces are
+	// there; a new goroutine could run on any thread of the process.
+	runtime.LockOSThread()
+	here, err := netns.Get()
+	runtime.UnlockOSThread()
+	if err != nil {
+		return fmt.Errorf("get the current network namespace: %w", err)
+	}
+	defer here.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -597,20 +609,30 @@ func (m *Manager) prepareAll(ctx context.Context, plans []*hookPlan) error {
 		first error
 		wg    sync.WaitGroup
 	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+			cancel(err)
+		}
+		mu.Unlock()
+	}
 	work := make(chan *hookPlan)
 	for range workers {
 		wg.Go(func() {
+			runtime.LockOSThread()
+			if err := enter(here); err != nil {
+				fail(err)
+				for range work {
+				}
+				return // the thread stays locked, and ends with the goroutine
+			}
 			for p := range work {
 				if ctx.Err() != nil {
 					continue
 				}
 				if err := m.prepare(ctx, p); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-						cancel(err)
-					}
-					mu.Unlock()
+					fail(err)
 				}
 			}
 		})
@@ -625,6 +647,27 @@ func (m *Manager) prepareAll(ctx context.Context, plans []*hookPlan) error {
 		return context.Cause(ctx)
 	}
 	return first
+}
+
+// enter puts the calling goroutine's thread, locked by the caller, into
+// the network namespace ns. A thread already there is unlocked again; one
+// that had to change namespace stays locked, so that it ends with its
+// goroutine and no other goroutine runs in that namespace by accident.
+func enter(ns netns.NsHandle) error {
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get the current network namespace: %w", err)
+	}
+	same := cur.Equal(ns)
+	cur.Close()
+	if same {
+		runtime.UnlockOSThread()
+		return nil
+	}
+	if err := netns.Set(ns); err != nil {
+		return fmt.Errorf("enter the caller's network namespace: %w", err)
+	}
+	return nil
 }
 
 // prepare opens the state maps and loads the new chain.

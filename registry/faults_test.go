@@ -234,7 +234,7 @@ func TestPullUnderRegistryFaults(t *testing.T) {
 			setup: func(e env) {
 				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Redirect("http://" + e.dead)})
 			},
-			wantErr: []string{"storage host DEAD (where registry PROXY redirected) kept failing after 5 tries", "connection refused", "kfm/faults"},
+			wantErr: []string{"storage host DEAD (where registry PROXY redirected) stayed unreachable after 5 tries", "connection refused", "kfm/faults"},
 			wantIs:  []error{registry.ErrUnavailable, registry.ErrUnreachable},
 		},
 		{

@@ -146,6 +146,9 @@ func (e *RetryError) Error() string {
 		who = fmt.Sprintf("storage host %s (where registry %s redirected)", e.Host, e.RedirectedFrom)
 	}
 	what := "kept failing"
+	if e.Status == 0 && isDialError(e.Err) {
+		what = "stayed unreachable"
+	}
 	if e.Status != 0 {
 		what += fmt.Sprintf(" with HTTP %d", e.Status)
 	}
@@ -372,6 +375,14 @@ func isNetworkError(err error) bool {
 	var netErr net.Error
 	var opErr *net.OpError
 	return errors.As(err, &opErr) || (errors.As(err, &netErr) && netErr.Timeout())
+}
+
+// isDialError reports whether err says that no connection could be made
+// at all (refused, no route, no such host), as opposed to one that broke.
+func isDialError(err error) bool {
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) || (errors.As(err, &opErr) && opErr.Op == "dial")
 }
 
 func isTLSError(err error) bool {
