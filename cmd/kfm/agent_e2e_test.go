@@ -413,9 +413,11 @@ func TestAgentCrash(t *testing.T) {
 			h.writeConfig("kfm.yaml", "version: 1\nchains: []\n")
 			h.mustKFM("lock")
 			a := h.startAgent("--source", h.configDir)
+			// Done when the hook is empty and the host state says so too
+			// (the agent saves it after the switch).
 			h.eventually(20*time.Second, "the agent removes its chain", func() bool {
 				got, _ := h.xdpChain(h.iface)
-				return got == nil
+				return got == nil && !slices.ContainsFunc(h.hostState().Hooks, func(hs *chain.HookState) bool { return len(hs.Elements) > 0 })
 			}, a.stderr.String)
 			h.checkEmpty()
 		})
