@@ -125,9 +125,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 	// first, so that neither this change nor a later one starts them
 	// empty (a no-op apply too: that is how a pin removed by hand comes
 	// back).
-	for _, p := range plans {
-		m.repinMaps(p)
-	}
+	m.repinMaps(ctx, plans)
 	if !slices.ContainsFunc(plans, func(p *hookPlan) bool { return !p.noop || !p.recorded() }) {
 		// Nothing to change, in the kernel or in the host state: a
 		// no-op writes nothing either.
@@ -470,22 +468,39 @@ func (m *Manager) plan(ctx context.Context, st *State, spec HookSpec) (*hookPlan
 	return p, nil
 }
 
-// repinMaps pins again the maps of p's running kfm programs whose pins
-// were removed (see mapStore.repinMaps), and tells the user.
-func (m *Manager) repinMaps(p *hookPlan) {
-	for i, c := range p.comps {
-		e := p.elems[i]
-		if e == nil || c.Running == 0 {
+// repinMaps pins again the maps of the plans' running kfm programs whose
+// pins were removed (see mapStore.repinMaps), and tells the user. The
+// check runs for every program of every hook, also in a no-op apply, so
+// it runs on several goroutines (see forEach); the few maps it finds are
+// pinned again in order.
+func (m *Manager) repinMaps(ctx context.Context, plans []*hookPlan) {
+	type check struct {
+		p       *hookPlan
+		i       int
+		missing map[ebpf.MapID]string
+	}
+	var checks []check
+	for _, p := range plans {
+		for i, c := range p.comps {
+			if p.elems[i] != nil && c.Running != 0 {
+				checks = append(checks, check{p: p, i: i})
+			}
+		}
+	}
+	forEach(ctx, len(checks), func(i int) {
+		c := &checks[i]
+		_, c.missing = m.maps.unpinnedMaps(c.p.target, c.p.comps[c.i].Name, c.p.comps[c.i].Running)
+	})
+	for _, ch := range checks {
+		if len(ch.missing) == 0 {
 			continue
 		}
-		if names, _ := m.maps.unpinnedMaps(p.target, c.Name, c.Running); len(names) == 0 {
-			continue
-		}
+		p, c, e := ch.p, ch.p.comps[ch.i], ch.p.elems[ch.i]
 		spec, err := e.Object.Spec(e.Params)
 		if err != nil {
 			spec = nil
 		}
-		done, err := m.maps.repinMaps(p.target, c.Name, c.Running, spec)
+		done, err := m.maps.repinMaps(p.target, c.Name, ch.missing, spec)
 		if len(done) > 0 {
 			m.notify(fmt.Sprintf("%s: %s: pinned %s again (the pins had been removed)", p.target, c.Name, strings.Join(done, ", ")))
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/counters"
+	"github.com/kfm-project/kfm/internal/bpfinfo"
 )
 
 // A state map pin removed by hand (rm <bpffs>/kfm/maps/.../ELEMENT/MAP)
@@ -21,39 +22,12 @@ import (
 // a map (unpinnedMaps), and apply pins the running program's map again
 // before it changes anything (repinMaps), so that no state is lost.
 
-// runningMaps returns the maps program id uses that kfm keeps pinned with
-// its element (state maps and verdict counters; see isStateMap), by ID,
-// with their kernel names.
-func runningMaps(id ebpf.ProgramID) (map[ebpf.MapID]string, error) {
-	p, err := ebpf.NewProgramFromID(id)
-	if err != nil {
-		return nil, err
-	}
-	defer p.Close()
-	info, err := p.Info()
-	if err != nil {
-		return nil, err
-	}
-	ids, ok := info.MapIDs()
-	if !ok {
-		return nil, errors.New("the kernel does not report a program's maps")
-	}
-	out := map[ebpf.MapID]string{}
-	for _, mid := range ids {
-		m, err := ebpf.NewMapFromID(mid)
-		if err != nil {
-			continue
-		}
-		mi, err := m.Info()
-		typ := m.Type()
-		m.Close()
-		if err != nil || typ == ebpf.ProgramArray ||
-			strings.Contains(mi.Name, ".rodata") || strings.Contains(mi.Name, ".kconfig") || strings.Contains(mi.Name, ".ksyms") {
-			continue
-		}
-		out[mid] = mi.Name
-	}
-	return out, nil
+// kept reports whether kfm keeps m pinned with its element: state maps and
+// verdict counters (see isStateMap), not the program arrays of tail calls
+// nor the read-only and kernel-symbol sections.
+func kept(m bpfinfo.Map) bool {
+	return m.Type != ebpf.ProgramArray &&
+		!strings.Contains(m.Name, ".rodata") && !strings.Contains(m.Name, ".kconfig") && !strings.Contains(m.Name, ".ksyms")
 }
 
 // pinnedMapIDs returns the IDs of the maps pinned directly in dir.
@@ -61,38 +35,40 @@ func pinnedMapIDs(dir string) map[ebpf.MapID]bool {
 	out := map[ebpf.MapID]bool{}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, e.Name()), &ebpf.LoadPinOptions{ReadOnly: true})
-		if err != nil {
-			continue
+		if m, err := bpfinfo.PinnedMap(filepath.Join(dir, e.Name())); err == nil {
+			out[m.ID] = true
 		}
-		if info, err := m.Info(); err == nil {
-			if id, ok := info.ID(); ok {
-				out[id] = true
-			}
-		}
-		m.Close()
 	}
 	return out
 }
 
 // unpinnedMaps lists, by kernel name, the maps the element's running
-// program id uses that are not pinned in the element's directory.
+// program id uses and kfm keeps pinned (see kept) that are not pinned in
+// the element's directory. It runs for every element of every chain in a
+// status and in the planning of an apply, so it reads the maps with
+// bpfinfo (a few system calls each) and looks closer only at the maps
+// that have no pin.
 func (ms mapStore) unpinnedMaps(t bpf.Target, element string, id ebpf.ProgramID) ([]string, map[ebpf.MapID]string) {
 	if id == 0 {
 		return nil, nil
 	}
-	running, err := runningMaps(id)
+	ids, err := bpfinfo.ProgramMapIDs(id)
 	if err != nil {
 		return nil, nil
 	}
 	pinned := pinnedMapIDs(ms.elementDir(t, element))
 	var names []string
 	missing := map[ebpf.MapID]string{}
-	for mid, name := range running {
-		if !pinned[mid] {
-			names = append(names, name)
-			missing[mid] = name
+	for _, mid := range ids {
+		if pinned[mid] {
+			continue
 		}
+		m, err := bpfinfo.MapByID(mid)
+		if err != nil || !kept(m) {
+			continue
+		}
+		names = append(names, m.Name)
+		missing[mid] = m.Name
 	}
 	slices.Sort(names)
 	return names, missing
@@ -109,12 +85,12 @@ func (ms mapStore) unpinnedDrift(t bpf.Target, element string, id ebpf.ProgramID
 		element, strings.Join(names, ", "), ms.elementDir(t, element))
 }
 
-// repinMaps pins again the maps of the running program id of element that
-// lost their pins, under the names prepare looks for: the name of the map
-// in spec (the kernel keeps only the first 15 characters), or the verdict
-// counters' pin name.
-func (ms mapStore) repinMaps(t bpf.Target, element string, id ebpf.ProgramID, spec *ebpf.CollectionSpec) ([]string, error) {
-	_, missing := ms.unpinnedMaps(t, element, id)
+// repinMaps pins again the maps of element's running program that lost
+// their pins (missing, as unpinnedMaps found them: kernel names by ID),
+// under the names prepare looks for: the name of the map in spec (the
+// kernel keeps only the first 15 characters), or the verdict counters'
+// pin name.
+func (ms mapStore) repinMaps(t bpf.Target, element string, missing map[ebpf.MapID]string, spec *ebpf.CollectionSpec) ([]string, error) {
 	if len(missing) == 0 {
 		return nil, nil
 	}

@@ -157,10 +157,14 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 		}
 		slices.Sort(ifaces)
 	}
-	out := []HookStatus{}
+	var (
+		found  []*HookStatus
+		locked []*LockedChain
+		checks []pinCheck
+	)
 	for _, ifn := range ifaces {
 		for _, h := range bpf.Hooks {
-			hs, err := m.hookStatus(ctx, st, netnsPath, ifn, h)
+			hs, err := m.hookStatusOf(ctx, st, netnsPath, ifn, h, &checks)
 			if err != nil {
 				return nil, err
 			}
@@ -169,10 +173,15 @@ func (m *Manager) statusOf(ctx context.Context, st *State, lk *Lock, netnsPath, 
 				hs = &HookStatus{Netns: netnsPath, Interface: ifn, Hook: h, Programs: []ProgramStatus{}}
 			}
 			if hs != nil {
-				hs.Drift = append(hs.Drift, drift(hs, lc)...)
-				out = append(out, *hs)
+				found, locked = append(found, hs), append(locked, lc)
 			}
 		}
+	}
+	m.checkPins(ctx, checks)
+	out := make([]HookStatus, 0, len(found))
+	for i, hs := range found {
+		hs.Drift = append(hs.Drift, drift(hs, locked[i])...)
+		out = append(out, *hs)
 	}
 	if iface == "" {
 		for _, lc := range lk.Chains {
@@ -250,6 +259,19 @@ func orNone(s string) string {
 // hookStatus combines the kernel's view of one hook with the host state.
 // It returns nil when no backend runs a chain there.
 func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface string, hook bpf.Hook) (*HookStatus, error) {
+	var checks []pinCheck
+	hs, err := m.hookStatusOf(ctx, st, netnsPath, iface, hook, &checks)
+	if err != nil {
+		return nil, err
+	}
+	m.checkPins(ctx, checks)
+	return hs, nil
+}
+
+// hookStatusOf is hookStatus without the check of each kfm program's map
+// pins, which costs most: it appends that to checks, so that a caller that
+// reads many hooks runs them all at once (checkPins).
+func (m *Manager) hookStatusOf(ctx context.Context, st *State, netnsPath, iface string, hook bpf.Hook, checks *[]pinCheck) (*HookStatus, error) {
 	ifc, err := m.target(netnsPath, iface, hook)
 	if err != nil {
 		return nil, err
@@ -300,13 +322,37 @@ func (m *Manager) hookStatus(ctx context.Context, st *State, netnsPath, iface st
 		if e, ok := byID[cp.ID]; ok && cp.ID != 0 {
 			ps.Name, ps.Origin = e.Name, OriginKFM
 			ps.Source, ps.Digest, ps.Function, ps.Params = e.Source, e.Digest, e.Function, e.Params
-			if d := m.maps.unpinnedDrift(t, e.Name, cp.ID); d != "" {
-				hs.Drift = append(hs.Drift, d)
-			}
+			*checks = append(*checks, pinCheck{hs: hs, target: t, element: e.Name, id: cp.ID})
 		} else if owner.Name() == "dispatcher" {
 			ps.Origin = OriginLibxdp
 		}
 		hs.Programs = append(hs.Programs, ps)
 	}
 	return hs, nil
+}
+
+// pinCheck is the check of the map pins of one kfm program of a chain
+// (see mapStore.unpinnedDrift) that hookStatus leaves to checkPins.
+type pinCheck struct {
+	hs      *HookStatus
+	target  bpf.Target
+	element string
+	id      ebpf.ProgramID
+	drift   string
+}
+
+// checkPins runs checks, on as many goroutines as Go runs threads (the
+// reads are system calls about objects in bpffs and the kernel, which no
+// network namespace changes), and adds what they find to the drift of
+// their hooks: in the hook's program order, ahead of anything else.
+func (m *Manager) checkPins(ctx context.Context, checks []pinCheck) {
+	forEach(ctx, len(checks), func(i int) {
+		c := &checks[i]
+		c.drift = m.maps.unpinnedDrift(c.target, c.element, c.id)
+	})
+	for _, c := range checks {
+		if c.drift != "" {
+			c.hs.Drift = append(c.hs.Drift, c.drift)
+		}
+	}
 }

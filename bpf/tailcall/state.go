@@ -18,6 +18,7 @@ import (
 	"github.com/kfm-project/kfm/bpf/internal/clsact"
 	"github.com/kfm-project/kfm/bpf/internal/pinmeta"
 	"github.com/kfm-project/kfm/bpf/xdp"
+	"github.com/kfm-project/kfm/internal/bpfinfo"
 )
 
 // Pin names inside a hook's directory.
@@ -165,14 +166,7 @@ func (b *Backend) read(t bpf.Target) (st *hookState, err error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		if n, ok := strings.CutPrefix(e.Name(), genPrefix); ok && e.IsDir() {
-			if g, err := strconv.Atoi(n); err == nil {
-				st.gens = append(st.gens, g)
-			}
-		}
-	}
-	slices.Sort(st.gens)
+	st.gens = generations(entries)
 
 	if st.root, err = loadPinnedProgram(filepath.Join(st.dir, pinRoot)); err != nil {
 		return nil, fmt.Errorf("open pinned root: %w", err)
@@ -324,18 +318,15 @@ func (b *Backend) Current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 
 func (b *Backend) current(ctx context.Context, t bpf.Target) (*bpf.Chain, error) {
 	dir := Dir(t)
-	root, err := loadPinnedProgram(filepath.Join(dir, pinRoot))
+	root, err := bpfinfo.PinnedProgram(filepath.Join(dir, pinRoot))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open pinned root: %w", err)
 	}
-	if root == nil {
-		return nil, nil
-	}
-	st := &hookState{dir: dir, root: root}
+	st := &hookState{dir: dir, rootID: root.ID}
 	defer st.close()
-	if st.rootID, err = programID(root); err != nil {
-		return nil, err
-	}
 	if err := b.readAttachmentContext(ctx, t, st); err != nil {
 		return nil, err
 	}
@@ -346,34 +337,29 @@ func (b *Backend) current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 	if t.Hook == bpf.HookXDP {
 		c.Mode = string(st.mode)
 	}
-	if st.head, err = loadPinnedMap(filepath.Join(dir, pinHead)); err != nil {
-		return nil, fmt.Errorf("open pinned head: %w", err)
-	}
-	if st.head == nil {
+	head, err := bpfinfo.OpenPinnedMap(filepath.Join(dir, pinHead))
+	if errors.Is(err, fs.ErrNotExist) {
 		return c, nil
 	}
-	if st.headID, err = slotID(st.head, 0); err != nil {
+	if err != nil {
+		return nil, fmt.Errorf("open pinned head: %w", err)
+	}
+	headID, err := head.LookupUint32(0)
+	head.Close()
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, fmt.Errorf("read head: %w", err)
 	}
-	if st.headID == 0 {
+	if headID == 0 {
 		return c, nil
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		if n, ok := strings.CutPrefix(e.Name(), genPrefix); ok && e.IsDir() {
-			if g, err := strconv.Atoi(n); err == nil {
-				st.gens = append(st.gens, g)
-			}
-		}
-	}
-	slices.Sort(st.gens)
 	// The current generation is the one whose first slot the head holds.
-	for _, n := range slices.Backward(st.gens) {
+	for _, n := range slices.Backward(generations(entries)) {
 		progs, err := generationPrograms(genDir(dir, n))
-		if err != nil || len(progs) == 0 || progs[0].ID != st.headID {
+		if err != nil || len(progs) == 0 || progs[0].ID != ebpf.ProgramID(headID) {
 			continue // garbage from an interrupted run, or an older chain
 		}
 		c.Programs = progs
@@ -382,10 +368,25 @@ func (b *Backend) current(ctx context.Context, t bpf.Target) (*bpf.Chain, error)
 	return c, nil
 }
 
+// generations lists the generation numbers of the directories among
+// entries (a hook directory's), in ascending order.
+func generations(entries []os.DirEntry) []int {
+	var gens []int
+	for _, e := range entries {
+		if n, ok := strings.CutPrefix(e.Name(), genPrefix); ok && e.IsDir() {
+			if g, err := strconv.Atoi(n); err == nil {
+				gens = append(gens, g)
+			}
+		}
+	}
+	slices.Sort(gens)
+	return gens
+}
+
 // generationPrograms reads a generation's chain from its pinned array and
 // description, without opening its programs (see Current).
 func generationPrograms(dir string) ([]bpf.ChainProgram, error) {
-	chain, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinChain), &ebpf.LoadPinOptions{ReadOnly: true})
+	chain, err := bpfinfo.OpenPinnedMap(filepath.Join(dir, pinChain))
 	if err != nil {
 		return nil, err
 	}
@@ -396,7 +397,11 @@ func generationPrograms(dir string) ([]bpf.ChainProgram, error) {
 	}
 	out := make([]bpf.ChainProgram, 0, len(desc.Programs))
 	for i, pm := range desc.Programs {
-		id, err := slotID(chain, uint32(i))
+		slot, err := chain.LookupUint32(uint32(i))
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			slot, err = 0, nil
+		}
+		id := ebpf.ProgramID(slot)
 		if err == nil && id == 0 {
 			err = fmt.Errorf("slot %d of %s is empty", i, dir)
 		}
@@ -405,15 +410,11 @@ func generationPrograms(dir string) ([]bpf.ChainProgram, error) {
 		}
 		cp := bpf.ChainProgram{Name: pm.Function, Priority: pm.Priority, ProceedOn: pm.ProceedOn, ID: id, Tag: pm.Tag}
 		if id != pm.ID || pm.Tag == "" {
-			p, err := ebpf.NewProgramFromID(id)
+			p, err := bpfinfo.ProgramByID(id)
 			if err != nil {
 				return nil, err
 			}
-			cp, err = chainProgram(pm, p)
-			p.Close()
-			if err != nil {
-				return nil, err
-			}
+			cp.Tag = p.Tag
 		}
 		out = append(out, cp)
 	}

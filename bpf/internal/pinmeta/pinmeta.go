@@ -20,6 +20,8 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/kfm-project/kfm/internal/bpfinfo"
 )
 
 // MaxSize bounds a document (1 MiB).
@@ -67,16 +69,18 @@ func Write(path string, v any) error {
 // Read loads the JSON document pinned at path into v. A missing pin is an
 // error wrapping fs.ErrNotExist.
 func Read(path string, v any) error {
-	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	// (bpfinfo: cilium/ebpf's LoadPinnedMap also reads /proc/self/fdinfo,
+	// and kfm status reads a document per chain and element.)
+	m, err := bpfinfo.OpenPinnedMap(path)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	if m.Type() != ebpf.Array || m.KeySize() != 4 || m.ValueSize() < 4 {
-		return fmt.Errorf("%s: not a kfm metadata map (%s, value size %d)", path, m.Type(), m.ValueSize())
+	if m.Type != ebpf.Array || m.KeySize != 4 || m.ValueSize < 4 {
+		return fmt.Errorf("%s: not a kfm metadata map (%s, value size %d)", path, m.Type, m.ValueSize)
 	}
-	val := make([]byte, m.ValueSize())
-	if err := m.Lookup(uint32(0), &val); err != nil {
+	val := make([]byte, m.ValueSize)
+	if err := m.Lookup(make([]byte, 4), val); err != nil {
 		return fmt.Errorf("read metadata %s: %w", path, err)
 	}
 	return decode(path, val, v)
