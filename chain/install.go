@@ -90,14 +90,14 @@ func (m *Manager) lockPath() string     { return filepath.Join(m.configDir, "kfm
 
 // loadProject reads kfm.yaml and kfm.lock; missing files are empty.
 func (m *Manager) loadProject() (*Manifest, *Lock, error) {
-	man, err := LoadManifest(m.manifestPath())
+	man, err := m.loadManifest()
 	if errors.Is(err, fs.ErrNotExist) {
 		man, err = &Manifest{Version: ManifestVersion}, nil
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	lk, err := LoadLock(m.lockPath())
+	lk, err := m.loadLock()
 	if errors.Is(err, fs.ErrNotExist) {
 		lk, err = &Lock{Version: LockVersion}, nil
 	}

@@ -49,8 +49,10 @@ type Manifest struct {
 	Chains  []ChainSpec `yaml:"chains" json:"chains"`
 
 	// doc is the parsed file, kept so that Marshal edits it in place and
-	// keeps the user's comments and order.
+	// keeps the user's comments and order; parsed from raw, the file's
+	// content, when Marshal first needs it (see parsedDoc).
 	doc *yaml.Node
+	raw []byte
 }
 
 // ChainSpec is the chain wanted on one hook of one interface.
@@ -117,6 +119,13 @@ func ParseManifest(name string, r io.Reader) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseManifest(name, data)
+}
+
+// parseManifest is ParseManifest of the file's content. The document's
+// node tree, which Marshal edits, is parsed again only when Marshal runs
+// (most commands never write kfm.yaml).
+func parseManifest(name string, data []byte) (*Manifest, error) {
 	if len(data) > maxFileSize {
 		return nil, fmt.Errorf("%s: larger than %d KiB: %w", name, maxFileSize>>10, ErrManifest)
 	}
@@ -142,11 +151,21 @@ func ParseManifest(name string, r io.Reader) (*Manifest, error) {
 	if err := m.validate(name); err != nil {
 		return nil, err
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
-		m.doc = &doc
-	}
+	m.raw = data
 	return &m, nil
+}
+
+// parsedDoc is the document Marshal edits: the file m was read from,
+// parsed into nodes; nil for a manifest not read from a file.
+func (m *Manifest) parsedDoc() *yaml.Node {
+	if m.doc == nil && m.raw != nil {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(m.raw, &doc); err == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+			m.doc = &doc
+		}
+		m.raw = nil
+	}
+	return m.doc
 }
 
 // LoadManifest reads the manifest at path.
@@ -288,11 +307,11 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if m.doc != nil {
-		if err := m.edit(m.doc.Content[0]); err != nil {
+	if doc := m.parsedDoc(); doc != nil {
+		if err := m.edit(doc.Content[0]); err != nil {
 			return nil, err
 		}
-		if err := enc.Encode(m.doc); err != nil {
+		if err := enc.Encode(doc); err != nil {
 			return nil, err
 		}
 		return buf.Bytes(), enc.Close()

@@ -107,13 +107,26 @@ type PendingElement struct {
 	ProgramID ebpf.ProgramID `json:"programId"`
 }
 
+// find returns the entry of a hook, or nil. Hooks are kept sorted (put,
+// load), so it is a binary search: status and apply look up every hook of
+// every interface.
 func (s *State) find(netns, iface string, hook bpf.Hook) *HookState {
-	for _, h := range s.Hooks {
-		if h.Netns == netns && h.Interface == iface && h.Hook == hook {
-			return h
-		}
+	want := &HookState{Netns: netns, Interface: iface, Hook: hook}
+	if i, ok := slices.BinarySearchFunc(s.Hooks, want, hookOrder); ok {
+		return s.Hooks[i]
 	}
 	return nil
+}
+
+// hookOrder orders hook entries by namespace, interface and hook.
+func hookOrder(a, b *HookState) int {
+	if c := strings.Compare(a.Netns, b.Netns); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Interface, b.Interface); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Hook), string(b.Hook))
 }
 
 func (s *State) put(h *HookState) {
@@ -123,15 +136,7 @@ func (s *State) put(h *HookState) {
 	if len(h.Elements) > 0 || len(h.Pending) > 0 || h.Changing {
 		s.Hooks = append(s.Hooks, h)
 	}
-	slices.SortFunc(s.Hooks, func(a, b *HookState) int {
-		if c := strings.Compare(a.Netns, b.Netns); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a.Interface, b.Interface); c != 0 {
-			return c
-		}
-		return strings.Compare(string(a.Hook), string(b.Hook))
-	})
+	slices.SortFunc(s.Hooks, hookOrder)
 }
 
 func (h *HookState) element(name string) *ElementState {
@@ -175,6 +180,8 @@ func (st stateStore) load() (*State, error) {
 			return nil, fmt.Errorf("host state %s is corrupt (a null element on %s %s): remove it and run kfm apply to rebuild it", st.path(), h.Interface, h.Hook)
 		}
 	}
+	// (kfm writes them sorted; one edited by hand may not be.)
+	slices.SortStableFunc(s.Hooks, hookOrder)
 	return &s, nil
 }
 

@@ -98,7 +98,7 @@ func (m *Manager) StatusIn(ctx context.Context, netns, iface string) ([]HookStat
 		return nil, err
 	}
 	// (kfm.yaml is not needed: drift is against the lock.)
-	lk, err := LoadLock(m.lockPath())
+	lk, err := m.loadLock()
 	if errors.Is(err, fs.ErrNotExist) {
 		lk, err = &Lock{Version: LockVersion}, nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,5 +188,13 @@ func (g *globals) report(v any, text func(w io.Writer) error) error {
 	if g.output == "json" {
 		return printJSON(g.out, v)
 	}
-	return text(g.out)
+	// Buffered: a table goes through tabwriter a cell at a time, which
+	// would be a write(2) per cell (thousands for kfm status at 300
+	// chains).
+	bw := bufio.NewWriter(g.out)
+	err := text(bw)
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
