@@ -264,14 +264,41 @@ func TestPullUnderRegistryFaults(t *testing.T) {
 			},
 		},
 		{
-			name: "body cut short on every try makes progress, then gives up",
+			// Every try brings 1000 more bytes: the tries are counted
+			// anew after each, and the blob completes.
+			name: "body cut short on every try makes progress until it is whole",
 			setup: func(e env) {
 				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Truncate(1000)})
 			},
-			wantErr: []string{"registry PROXY kept failing after 5 tries", "broke off after 5000 of"},
+			check: func(t *testing.T, e env) {
+				want := []string{""}
+				for off := int64(1000); off < size; off += 1000 {
+					want = append(want, rangeFrom(off, size))
+				}
+				if len(want) < 5 {
+					t.Fatalf("the layer has %d bytes: too few to show more than 5 tries", size)
+				}
+				checkRanges(t, e.p, layerPath, want...)
+				for _, w := range e.clk.Waits() {
+					if w < 900*time.Millisecond || w > 1100*time.Millisecond {
+						t.Errorf("waits %v, want the first backoff (1s ±10%% here) after each try that made progress", e.clk.Waits())
+						break
+					}
+				}
+			},
+		},
+		{
+			// Half of the blob, then nothing more: five tries in a row
+			// without progress end it.
+			name: "body that stops growing gives up after the tries without progress",
+			setup: func(e env) {
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Times: 1, Fault: faultproxy.Truncate(half)})
+				e.p.Add(faultproxy.Rule{Method: "GET", Path: layerPath, Fault: faultproxy.Truncate(0)})
+			},
+			wantErr: []string{"registry PROXY kept failing after 5 tries", fmt.Sprintf("broke off after %d of", half)},
 			wantIs:  []error{registry.ErrUnavailable},
 			check: func(t *testing.T, e env) {
-				checkRanges(t, e.p, layerPath, "", rangeFrom(1000, size), rangeFrom(2000, size), rangeFrom(3000, size), rangeFrom(4000, size))
+				checkRanges(t, e.p, layerPath, "", rangeFrom(half, size), rangeFrom(half, size), rangeFrom(half, size), rangeFrom(half, size))
 			},
 		},
 		{

@@ -318,12 +318,16 @@ func (s *remoteSource) fetch(ctx context.Context, desc ocispec.Descriptor, max i
 	ctx = withBudget(ctx, b)
 	t := &transfer{src: s, desc: desc, kind: kind, data: make([]byte, 0, desc.Size), ranges: !isManifestKind(kind)}
 	for {
+		had := len(t.data)
 		f, err := t.try(ctx)
 		if err == nil && f == nil {
 			break
 		}
 		if err != nil {
 			return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)
+		}
+		if len(t.data) > had {
+			b.progress()
 		}
 		if err := b.fail(ctx, *f); err != nil {
 			return nil, classify(err, fmt.Sprintf("%s %s", kind, desc.Digest), s.repo.Reference.Registry)

@@ -30,10 +30,15 @@ import (
 // The tries of one request share one budget: a blob whose body breaks off
 // after half of it is resumed with an HTTP Range request, and that request,
 // its waits and its own failures count against the same Attempts and
-// Timeout. Zero fields take DefaultRetryPolicy's.
+// Timeout. A try that brought bytes of the blob before it failed starts
+// the count of tries (and the backoff) again: a slow, flaky link that keeps
+// delivering finishes the blob within Timeout, while a registry that fails
+// at the same place every time is given up after Attempts tries. Zero
+// fields take DefaultRetryPolicy's.
 type RetryPolicy struct {
 	// Attempts is how many times one request (a manifest, a blob, a tag
-	// lookup) is tried before kfm gives up (default 5).
+	// lookup) is tried in a row without progress before kfm gives up
+	// (default 5).
 	Attempts int
 	// Timeout bounds each registry operation of a Client, every try and
 	// wait included: resolving a reference, fetching a bundle, fetching
@@ -235,6 +240,14 @@ func (b *budget) fail(ctx context.Context, f failure) error {
 	b.waits = append(b.waits, wait)
 	b.mu.Unlock()
 	return b.p.Clock.Sleep(ctx, wait)
+}
+
+// progress records that a failed try brought part of the blob: the
+// tries since are counted anew (Timeout still bounds them all).
+func (b *budget) progress() {
+	b.mu.Lock()
+	b.tries = 0
+	b.mu.Unlock()
 }
 
 // backoff is the wait after the n-th failed try (n >= 1).
