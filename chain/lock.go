@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +29,10 @@ type hostLock struct {
 // ctx ends). waiting is called once if the lock is busy, with a message
 // that says who holds it.
 func acquireLock(ctx context.Context, dir string, timeout time.Duration, waiting func(msg string)) (*hostLock, error) {
-	if err := mkdirPrivate(dir); err != nil {
+	if err := mkdirPrivate(dir, waiting); err != nil {
+		if errors.Is(err, ErrStateDir) {
+			return nil, err
+		}
 		return nil, stateDirError(dir, err)
 	}
 	path := filepath.Join(dir, "lock")
@@ -93,10 +97,31 @@ func stateDirError(dir string, err error) error {
 }
 
 // mkdirPrivate makes dir (mode 0700 whatever the umask: the host state is
-// kfm's alone) if it does not exist. An existing directory keeps its mode.
-func mkdirPrivate(dir string) error {
-	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+// kfm's alone) if it does not exist. An existing directory of kfm's user
+// that others may write into (an old /run/kfm made under another umask, a
+// directory made by hand) is tightened to 0700, and notify is told; one of
+// another user that others may write into is refused: anyone could plant
+// a host state there.
+func mkdirPrivate(dir string, notify func(string)) error {
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && st.IsDir():
+		perm := st.Mode().Perm()
+		if perm&0o022 == 0 {
+			return nil
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+			return fmt.Errorf("%w: %s (mode %#o) belongs to user %d and others may write into it: kfm keeps its host lock and state there; make it %d's with mode 0700, or point --state-dir / KFM_STATE_DIR at another directory", ErrStateDir, dir, perm, sys.Uid, os.Geteuid())
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return err
+		}
+		if notify != nil {
+			notify(fmt.Sprintf("made the state directory %s private (mode %#o, was %#o): the host state is kfm's alone", dir, 0o700, perm))
+		}
 		return nil
+	case err == nil:
+		return fmt.Errorf("%w: %s is not a directory", ErrStateDir, dir)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -102,4 +103,19 @@ func TestFileModes(t *testing.T) {
 			t.Errorf("%s: only %d entries checked, want at least %d", what, counts[what], min)
 		}
 	}
+
+	// A state directory that others may write into (made by hand, or
+	// by an older kfm under another umask) is made private again, and
+	// the user is told.
+	if err := os.Chmod(h.stateDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = h.kfm("apply", "--locked")
+	if code != exitOK || !strings.Contains(stderr, "made the state directory "+h.stateDir+" private") {
+		t.Errorf("apply --locked with the state directory at 0777: exit %d, want %d and a notice:\n%s", code, exitOK, stderr)
+	}
+	if m := mode(h.stateDir); m != 0o700 {
+		t.Errorf("state directory after apply: mode %#o, want 0700", m)
+	}
+	h.checkThreeBackends()
 }
