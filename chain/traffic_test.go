@@ -1,13 +1,11 @@
 package chain_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,8 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,11 +429,14 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 	holdAll("first install", "")
 	valid := map[string]bool{trace(): true}
 
-	recv := listenTraces(t, r.pair.B, r.pair.BAddr, openPort)
+	recv := netns.ListenTraces(t, r.pair.B, r.pair.BAddr, openPort, traceLen)
 	filtered := netns.Listen(t, r.pair.B, r.pair.BAddr, filteredPort)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fl := startTraceFlood(t, ctx, r.pair.A, r.pair.BAddr, 2)
+	// Alternately to the open and the filtered port, empty traces.
+	fl := netns.StartFlood(t, ctx, r.pair.A, []netip.AddrPort{
+		netip.AddrPortFrom(r.pair.BAddr, openPort), netip.AddrPortFrom(r.pair.BAddr, filteredPort),
+	}, 2, make([]byte, traceLen+8))
 	time.Sleep(50 * time.Millisecond)
 
 	ops := map[string]int{}
@@ -514,14 +513,17 @@ func runChangesUnderTraffic(t *testing.T, bc trafficCase, changes int, seed uint
 	loadEnd := trafficLoadavg()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
-	sentOpen, sentFiltered, err := fl.Wait()
+	sent, err := fl.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sentOpen, sentFiltered := sent[0], sent[1]
 	got := recv.WaitFor(sentOpen, 10*time.Second)
 
 	// Every datagram arrived or was dropped by the filter.
-	if drops := udpSocketDrops(t, r.pair.B); drops > 0 {
+	if drops, err := netns.UDPSocketDrops(r.pair.B); err != nil {
+		t.Fatal(err)
+	} else if drops > 0 {
 		t.Fatalf("the receiving socket dropped %d datagrams (queue full): the test cannot tell what the chain did with them", drops)
 	}
 	if got != sentOpen {
@@ -631,157 +633,3 @@ func trafficLoadavg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// traceReceiver counts the datagrams arriving at a port by the trace in
-// their payload.
-type traceReceiver struct {
-	conn   *net.UDPConn
-	mu     sync.Mutex
-	traces map[string]uint64
-	total  atomic.Uint64
-	done   chan struct{}
-}
-
-func listenTraces(t *testing.T, ns *netns.Namespace, addr netip.Addr, port int) *traceReceiver {
-	t.Helper()
-	var conn *net.UDPConn
-	err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-		if err != nil {
-			return err
-		}
-		return netns.DeepQueue(conn)
-	})
-	if err != nil {
-		t.Fatalf("listen on %s:%d: %v", addr, port, err)
-	}
-	r := &traceReceiver{conn: conn, traces: map[string]uint64{}, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			tr := "?"
-			if n >= traceLen {
-				tr = string(bytes.TrimRight(buf[:traceLen], "\x00"))
-			}
-			r.mu.Lock()
-			r.traces[tr]++
-			r.mu.Unlock()
-			r.total.Add(1)
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-r.done })
-	return r
-}
-
-func (r *traceReceiver) WaitFor(n uint64, timeout time.Duration) uint64 {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && r.total.Load() < n {
-		time.Sleep(5 * time.Millisecond)
-	}
-	return r.total.Load()
-}
-
-func (r *traceReceiver) Traces() map[string]uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]uint64, len(r.traces))
-	for k, v := range r.traces {
-		out[k] = v
-	}
-	return out
-}
-
-// traceFlood sends datagrams with an empty trace, alternately to the open
-// and the filtered port, batch of each per millisecond (about 1000 batches
-// a second, fewer on a busy machine), from one unconnected socket.
-type traceFlood struct {
-	open, filtered atomic.Uint64
-	wg             sync.WaitGroup
-	err            error
-}
-
-func startTraceFlood(t *testing.T, ctx context.Context, ns *netns.Namespace, dst netip.Addr, batch int) *traceFlood {
-	t.Helper()
-	var conn *net.UDPConn
-	if err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	f := &traceFlood{}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		defer conn.Close()
-		open := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, openPort))
-		filtered := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, filteredPort))
-		payload := make([]byte, traceLen+8)
-		for ctx.Err() == nil {
-			for i := 0; i < batch; i++ {
-				if _, err := conn.WriteToUDP(payload, open); err != nil {
-					f.err = err
-					return
-				}
-				f.open.Add(1)
-				if _, err := conn.WriteToUDP(payload, filtered); err != nil {
-					f.err = err
-					return
-				}
-				f.filtered.Add(1)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	t.Cleanup(func() { f.wg.Wait() })
-	return f
-}
-
-func (f *traceFlood) Wait() (open, filtered uint64, err error) {
-	f.wg.Wait()
-	return f.open.Load(), f.filtered.Load(), f.err
-}
-
-// udpSocketDrops is the namespace's count of UDP datagrams dropped because a
-// socket's receive queue was full.
-func udpSocketDrops(t *testing.T, ns *netns.Namespace) uint64 {
-	t.Helper()
-	var n uint64
-	err := ns.Do(func() error {
-		data, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		var names []string
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, name := range names {
-				if name == "RcvbufErrors" && i < len(f) {
-					n, err = strconv.ParseUint(f[i], 10, 64)
-					return err
-				}
-			}
-		}
-		return errors.New("no Udp RcvbufErrors in /proc/net/snmp")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}

@@ -6,19 +6,12 @@
 package chaintest
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,88 +129,25 @@ func Count(tb testing.TB, m *ebpf.Map) uint64 {
 	return v
 }
 
-// TraceReceiver collects the traces of datagrams arriving at a UDP port.
+// TraceReceiver collects the traces of datagrams arriving at a UDP port
+// (netns.ListenTraces), in the counts the backends' tests compare.
 type TraceReceiver struct {
-	conn   *net.UDPConn
-	ns     *netns.Namespace
-	mu     sync.Mutex
-	traces map[string]int
-	total  int
-	done   chan struct{}
+	r  *netns.Receiver
+	ns *netns.Namespace
 }
 
 // ListenTraces opens a UDP socket on addr:port inside ns; it is closed when
 // the test ends.
 func ListenTraces(tb testing.TB, ns *netns.Namespace, addr netip.Addr, port int) *TraceReceiver {
 	tb.Helper()
-	var conn *net.UDPConn
-	err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
-		if err != nil {
-			return err
-		}
-		return netns.DeepQueue(conn)
-	})
-	if err != nil {
-		tb.Fatalf("listen on %s:%d: %v", addr, port, err)
-	}
-	r := &TraceReceiver{conn: conn, ns: ns, traces: map[string]int{}, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			trace := ""
-			if n >= TraceLen {
-				trace = string(bytes.TrimRight(buf[:TraceLen], "\x00"))
-			}
-			r.mu.Lock()
-			r.traces[trace]++
-			r.total++
-			r.mu.Unlock()
-		}
-	}()
-	tb.Cleanup(func() { conn.Close(); <-r.done })
-	return r
+	return &TraceReceiver{r: netns.ListenTraces(tb, ns, addr, port, TraceLen), ns: ns}
 }
 
 // SocketDrops is the receiving namespace's count of UDP datagrams dropped
-// because a socket's queue was full (UdpRcvbufErrors): packets the hook
-// passed but the reader was too slow for.
+// because a socket's queue was full (see netns.UDPSocketDrops).
 func (r *TraceReceiver) SocketDrops(tb testing.TB) uint64 {
 	tb.Helper()
-	var n uint64
-	err := r.ns.Do(func() error {
-		data, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		var names []string
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, name := range names {
-				if name == "RcvbufErrors" && i < len(f) {
-					n, err = strconv.ParseUint(f[i], 10, 64)
-					return err
-				}
-			}
-		}
-		return errors.New("no Udp RcvbufErrors in /proc/net/snmp")
-	})
+	n, err := netns.UDPSocketDrops(r.ns)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -225,40 +155,23 @@ func (r *TraceReceiver) SocketDrops(tb testing.TB) uint64 {
 }
 
 // Reset forgets what arrived so far.
-func (r *TraceReceiver) Reset() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.traces, r.total = map[string]int{}, 0
-}
+func (r *TraceReceiver) Reset() { r.r.Reset() }
 
 // Total is the number of datagrams received.
-func (r *TraceReceiver) Total() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.total
-}
+func (r *TraceReceiver) Total() int { return int(r.r.Count()) }
 
 // Traces returns how many datagrams arrived with each trace.
 func (r *TraceReceiver) Traces() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]int, len(r.traces))
-	for k, v := range r.traces {
-		out[k] = v
+	out := map[string]int{}
+	for k, v := range r.r.Traces() {
+		out[k] = int(v)
 	}
 	return out
 }
 
 // WaitFor waits until n datagrams have arrived or timeout passes.
 func (r *TraceReceiver) WaitFor(n int, timeout time.Duration) int {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if c := r.Total(); c >= n {
-			return c
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return r.Total()
+	return int(r.r.WaitFor(uint64(n), timeout))
 }
 
 // TracePayload is a datagram payload with an empty trace.
@@ -300,52 +213,19 @@ func FormatTraces(m map[string]int) string {
 	return strings.TrimSpace(b.String())
 }
 
-// Flood sends datagrams from a namespace as fast as a pacing of batch
-// datagrams per millisecond allows (about ten times what netns.Stream
-// reaches), to have packets in flight at every moment of a chain change.
-type Flood struct {
-	sent atomic.Uint64
-	wg   sync.WaitGroup
-	err  error
-}
+// Flood floods one destination (see netns.StartFlood).
+type Flood struct{ f *netns.Flood }
 
 // StartFlood floods dst from ns until ctx ends.
 func StartFlood(tb testing.TB, ctx context.Context, ns *netns.Namespace, dst netip.AddrPort, batch int) *Flood {
 	tb.Helper()
-	var conn *net.UDPConn
-	err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", nil)
-		return err
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	f := &Flood{}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		defer conn.Close()
-		to := net.UDPAddrFromAddrPort(dst)
-		payload := []byte("kfm-flood")
-		for ctx.Err() == nil {
-			for i := 0; i < batch; i++ {
-				if _, err := conn.WriteToUDP(payload, to); err != nil {
-					f.err = err
-					return
-				}
-				f.sent.Add(1)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	return f
+	return &Flood{netns.StartFlood(tb, ctx, ns, []netip.AddrPort{dst}, batch, []byte("kfm-flood"))}
 }
 
 // Wait waits for the flood to stop and returns how many datagrams it sent.
 func (f *Flood) Wait() (uint64, error) {
-	f.wg.Wait()
-	return f.sent.Load(), f.err
+	sent, err := f.f.Wait()
+	return sent[0], err
 }
 
 // Sample returns a component of the sample marketplace program name
