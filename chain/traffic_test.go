@@ -632,4 +632,3 @@ func trafficLoadavg() string {
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
-
