@@ -14,6 +14,7 @@ import (
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/rewrite"
+	"github.com/kfm-project/kfm/internal/bpfinfo"
 )
 
 const (
@@ -180,18 +181,14 @@ type RunStats struct {
 	RunTime  time.Duration `json:"runTimeNs"`
 }
 
-// ProgramRunStats reads the kernel's statistics of program id.
+// ProgramRunStats reads the kernel's statistics of program id (with
+// bpfinfo: a scrape reads them for every program of every chain).
 func ProgramRunStats(id ebpf.ProgramID) (RunStats, error) {
-	p, err := ebpf.NewProgramFromID(id)
+	runs, ns, err := bpfinfo.RunStats(id)
 	if err != nil {
-		return RunStats{}, fmt.Errorf("open program %d: %w", id, err)
+		return RunStats{}, err
 	}
-	defer p.Close()
-	s, err := p.Stats()
-	if err != nil {
-		return RunStats{}, fmt.Errorf("program %d: %w", id, err)
-	}
-	return RunStats{RunCount: s.RunCount, RunTime: s.Runtime}, nil
+	return RunStats{RunCount: runs, RunTime: time.Duration(ns)}, nil
 }
 
 // EnableStats turns on the kernel's run statistics of every program

@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/internal/bpfinfo"
 	"github.com/kfm-project/kfm/internal/testenv"
@@ -245,5 +247,36 @@ func TestPrograms(t *testing.T) {
 	}
 	if _, err := bpfinfo.PinnedProgram(filepath.Join(bpffs, "none")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("PinnedProgram of a missing pin: %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestRunStats(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("BPF_ENABLE_STATS (Linux 5.8, which kfm needs anyway): %v", err)
+	}
+	defer stats.Close()
+	prog := loadProgram(t)
+	for range 3 {
+		if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := prog.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	want, err := prog.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, ns, err := bpfinfo.RunStats(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != want.RunCount || time.Duration(ns) != want.Runtime || runs == 0 {
+		t.Errorf("RunStats = %d runs in %dns; cilium/ebpf reads %d in %v (3 test runs made)", runs, ns, want.RunCount, want.Runtime)
 	}
 }

@@ -183,3 +183,37 @@ func programOf(fd int, what string) (Program, error) {
 // ErrNotProgram is returned by PinnedProgram for a pin of another kind of
 // object (a map, a link).
 var ErrNotProgram = errors.New("not a program")
+
+// progStats is struct bpf_prog_info as far as run_cnt (Linux 5.1).
+type progStats struct {
+	progInfo
+	ifindex   uint32
+	_         uint32 // gpl_compatible
+	_         [2]uint64
+	_         [2]uint32
+	_         [2]uint64
+	_         [2]uint32
+	_         uint64 // func_info
+	_         [2]uint32
+	_         [2]uint64
+	_         [4]uint32
+	_         uint64 // prog_tags
+	runTimeNs uint64
+	runCnt    uint64
+}
+
+// RunStats reads the kernel's run statistics of the program with the
+// given ID: how many times it ran and for how long in all, counted while
+// statistics are enabled (BPF_ENABLE_STATS or kernel.bpf_stats_enabled).
+func RunStats(id ebpf.ProgramID) (runs uint64, ns uint64, err error) {
+	fd, err := fdByID(unix.BPF_PROG_GET_FD_BY_ID, uint32(id), 0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open program %d: %w", id, err)
+	}
+	defer unix.Close(fd)
+	var ps progStats
+	if err := objGetInfo(fd, unsafe.Pointer(&ps), unsafe.Sizeof(ps)); err != nil {
+		return 0, 0, fmt.Errorf("program %d: %w", id, err)
+	}
+	return ps.runCnt, ps.runTimeNs, nil
+}
