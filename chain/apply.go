@@ -744,6 +744,13 @@ func (m *Manager) prepare(ctx context.Context, p *hookPlan) error {
 		replace = p.orphan
 	}
 	change, err := p.backend.Prepare(ctx, p.target, p.comps, bpf.PrepareOptions{XDPMode: p.mode, Replace: replace})
+	// The programs are loaded (or the prepare failed): their specs are not
+	// needed any more. A transaction over many hooks would otherwise keep
+	// every program's instructions, BTF and map definitions until its last
+	// commit, so that memory grew with the number of chains.
+	for i := range p.comps {
+		p.comps[i].Spec = nil
+	}
 	if err != nil {
 		return fmt.Errorf("%s (%s backend): %w", p.target, p.backend.Name(), err)
 	}
