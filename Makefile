@@ -24,10 +24,12 @@ all: build
 # -buildvcs=auto: kfm version reports the commit it was built from (a
 # user-level GOFLAGS=-buildvcs=false would hide it; outside git it is a no-op).
 # bin/kfm is the launcher (cmd/kfm/launcher: version and --help in a few
-# milliseconds), which execs the complete CLI, bin/kfm-core (cmd/kfm), for
-# every other command: install both side by side (README, "Start-up").
+# milliseconds), which execs bin/kfm-core (cmd/kfm without the agent and
+# catalog commands: half the size) or bin/kfm-full (the complete CLI) for
+# every other command: install the three side by side (README, "Start-up").
 build:
-	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm-core ./cmd/kfm
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm-full ./cmd/kfm
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -tags kfm_core -ldflags '-s -w -extldflags=-static' -o bin/kfm-core ./cmd/kfm
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm ./cmd/kfm/launcher
 
 # The container image, without a Docker engine: bin/image is an OCI layout
@@ -35,7 +37,7 @@ build:
 # digest into manifests/kubernetes/kustomization.yaml. Its /usr/bin/kfm is
 # the complete CLI: the agent it runs starts once, the launcher saves nothing.
 image: build
-	$(GO) run ./internal/ociimage/mkimage -binary bin/kfm-core -layout bin/image \
+	$(GO) run ./internal/ociimage/mkimage -binary bin/kfm-full -layout bin/image \
 	  -version "$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
 	  $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),-ca-bundle /etc/ssl/certs/ca-certificates.crt) \
 	  $(if $(IMAGE),-push $(IMAGE) -kustomization manifests/kubernetes/kustomization.yaml)
@@ -68,7 +70,9 @@ generate: deps
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags kfm_core ./cmd/kfm
 	staticcheck ./...
+	staticcheck -tags kfm_core ./cmd/kfm
 
 # The quick loop: unit and privileged host tests, no kernel VMs.
 test-host: deps

@@ -1,3 +1,5 @@
+//go:build !kfm_core
+
 package main
 
 import (
@@ -5,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,7 +26,6 @@ import (
 	"github.com/spf13/cobra"
 	vnetns "github.com/vishvananda/netns"
 
-	"github.com/kfm-project/kfm/bpf/counters"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/agent"
 	"github.com/kfm-project/kfm/chain/agent/configdir"
@@ -294,22 +294,6 @@ func reexec() error {
 		errc <- syscall.Exec(exe, os.Args, os.Environ())
 	}()
 	return <-errc
-}
-
-// holdStats turns the kernel's BPF run statistics on for as long as the
-// process lives (BPF_ENABLE_STATS: they go off again when its file
-// descriptor closes, so a crashed kfm leaves nothing switched on), so that
-// kfm_program_run_seconds_total and kfm_chain_run_seconds_total count.
-// A kernel or sandbox that refuses it is reported once; the counters that
-// kfm injects do not need it. The caller keeps the returned closer until it
-// exits (nil when refused).
-func holdStats(warn func(msg string, args ...any)) io.Closer {
-	c, err := counters.EnableStats()
-	if err != nil {
-		warn("kernel run statistics stay off (BPF_ENABLE_STATS refused): run counts and times are not exported", "error", err)
-		return nil
-	}
-	return c
 }
 
 // nsSnapshots reads src's snapshots on a thread in the network namespace

@@ -79,21 +79,74 @@ func TestLauncher(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
 			t.Fatalf("kfm status without kfm-core: %v, want exit %d", err, exitFailure)
 		}
-		if !strings.Contains(stderr.String(), "kfm-core is missing") || !strings.Contains(stderr.String(), "make build") {
+		if !strings.Contains(stderr.String(), "kfm-core and kfm-full are missing") || !strings.Contains(stderr.String(), "make build") {
 			t.Errorf("stderr does not say what is missing and how to get it: %s", stderr.String())
 		}
 	})
 
-	t.Run("other commands run kfm-core", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("builds the complete CLI")
+	t.Run("routing", func(t *testing.T) {
+		// Stand-ins for kfm-core and kfm-full that say which ran.
+		rdir := t.TempDir()
+		rl := filepath.Join(rdir, "kfm")
+		goBuild(t, rl, "./launcher")
+		standIn := func(name string) {
+			if err := os.WriteFile(filepath.Join(rdir, name), []byte("#!/bin/sh\necho "+name+" \"$@\"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
-		goBuild(t, filepath.Join(dir, "kfm-core"), ".")
+		standIn("kfm-core")
+		standIn("kfm-full")
+		cases := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"status"}, "kfm-core status"},
+			{[]string{"install", "REF", "--iface", "eth0"}, "kfm-core install REF --iface eth0"},
+			{[]string{"lock"}, "kfm-core lock"},
+			{[]string{"--state-dir", "/x", "agent", "--source", "kubernetes"}, "kfm-full --state-dir /x agent --source kubernetes"},
+			{[]string{"catalog", "build"}, "kfm-full catalog build"},
+			{[]string{"completion", "bash"}, "kfm-full completion bash"},
+			{[]string{"lock", "--chainset=edge"}, "kfm-full lock --chainset=edge"},
+			{[]string{"help", "agent"}, "kfm-full help agent"},
+		}
+		check := func(what string, args []string, want string) {
+			t.Helper()
+			out, err := exec.Command(rl, args...).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != want {
+				t.Errorf("%s: kfm %s ran %q (%v), want %q", what, strings.Join(args, " "), strings.TrimSpace(string(out)), err, want)
+			}
+		}
+		for _, c := range cases {
+			check("both installed", c.args, c.want)
+		}
+		// One missing: the other runs everything.
+		for _, missing := range []string{"kfm-core", "kfm-full"} {
+			other := "kfm-full"
+			if missing == other {
+				other = "kfm-core"
+			}
+			os.Remove(filepath.Join(rdir, missing))
+			for _, c := range cases {
+				check(missing+" missing", c.args, other+" "+strings.Join(c.args, " "))
+			}
+			standIn(missing)
+		}
+	})
+
+	t.Run("other commands run kfm-core and kfm-full", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("builds the CLI twice")
+		}
+		goBuild(t, filepath.Join(dir, "kfm-core"), ".", "-tags", "kfm_core")
+		goBuild(t, filepath.Join(dir, "kfm-full"), ".")
 		for _, args := range [][]string{
 			{"version", "--help"},     // exit 0
 			{"version", "-o", "yaml"}, // usage error, exit 2
 			{"no-such-command"},       // usage error, exit 2
 			{"completion", "bash", "--no-descriptions"},
+			{"lock", "--help"}, // kfm-core: the same flags as the complete CLI
+			{"agent", "--help"},
+			{"catalog", "--help"},
 		} {
 			var want, wantErr bytes.Buffer
 			wantCode := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &want, err: &wantErr})
@@ -144,11 +197,12 @@ func writeLauncherData(t *testing.T) {
 	}
 }
 
-// goBuild builds pkg (relative to cmd/kfm) as make build does, without VCS
+// goBuild builds pkg (relative to cmd/kfm) as make build does (with extra
+// go build flags), without VCS
 // stamping (a test binary has none either, so both say "(devel)").
-func goBuild(t *testing.T, out, pkg string) {
+func goBuild(t *testing.T, out, pkg string, flags ...string) {
 	t.Helper()
-	c := exec.Command(testenv.RequireTool(t, "go"), "build", "-buildvcs=false", "-trimpath", "-o", out, pkg)
+	c := exec.Command(testenv.RequireTool(t, "go"), append(append([]string{"build", "-buildvcs=false", "-trimpath", "-o", out}, flags...), pkg)...)
 	c.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)

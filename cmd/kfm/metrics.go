@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/spf13/cobra"
 
+	"github.com/kfm-project/kfm/bpf/counters"
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/metrics"
 )
@@ -196,4 +197,20 @@ func familiesJSON(mfs []*dto.MetricFamily) []family {
 		out = append(out, f)
 	}
 	return out
+}
+
+// holdStats turns the kernel's BPF run statistics on for as long as the
+// process lives (BPF_ENABLE_STATS: they go off again when its file
+// descriptor closes, so a crashed kfm leaves nothing switched on), so that
+// kfm_program_run_seconds_total and kfm_chain_run_seconds_total count.
+// A kernel or sandbox that refuses it is reported once; the counters that
+// kfm injects do not need it. The caller keeps the returned closer until it
+// exits (nil when refused).
+func holdStats(warn func(msg string, args ...any)) io.Closer {
+	c, err := counters.EnableStats()
+	if err != nil {
+		warn("kernel run statistics stay off (BPF_ENABLE_STATS refused): run counts and times are not exported", "error", err)
+		return nil
+	}
+	return c
 }

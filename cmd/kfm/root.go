@@ -122,10 +122,10 @@ inside the programs.`,
 		newVersionCommand(g),
 		newSearchCommand(g),
 		newShowCommand(g),
-		newCatalogCommand(g),
 		newMetricsCommand(g),
-		newAgentCommand(g), newPushLockCommand(g),
+		newPushLockCommand(g),
 	)
+	root.AddCommand(fullCommands(g)...)
 	return root
 }
 

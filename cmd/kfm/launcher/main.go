@@ -1,9 +1,21 @@
 // Command launcher is what `make build` installs as bin/kfm: a small
 // front-end that answers `kfm version`, `kfm --version` and `kfm --help`
-// itself and hands every other command line to the complete kfm CLI
-// (package cmd/kfm, installed beside it as kfm-core) by exec, so that the
-// process, its exit status, signals and standard streams are the complete
-// CLI's own.
+// itself and hands every other command line to kfm's CLI (package cmd/kfm)
+// by exec, so that the process, its exit status, signals and standard
+// streams are the CLI's own. The CLI is installed beside it twice:
+//
+//   - kfm-full, the complete CLI, for the command lines that name the agent
+//     or the catalog commands, ask for shell completion, or use kfm lock
+//     --chainset (any argument "agent", "catalog", "completion" or
+//     "--chainset...": a program that happens to be called so goes there
+//     too, which is only slower);
+//   - kfm-core, the CLI built with the tag kfm_core, for all others: it
+//     leaves out client-go, controller-runtime and the Markdown renderer,
+//     half of the binary, and with them about 20 MiB of resident memory
+//     and 20 ms of start-up per command (see cmd/kfm/full.go).
+//
+// When the one chosen is missing the other runs (kfm-full can do
+// everything; kfm-core says which command it lacks).
 //
 // Why: Go runs the initialiser of every package a binary links before main,
 // whatever the command. The complete CLI links sigstore-go, oras-go,
@@ -18,7 +30,7 @@
 // it: help.txt and formats.json are written from cmd/kfm by
 // `go test ./cmd/kfm -run TestLauncher -update`, and TestLauncher fails when
 // they differ from what cmd/kfm prints. Any command line the launcher does
-// not recognise exactly goes to kfm-core, which also reports usage errors.
+// not recognise exactly goes to the CLI, which also reports usage errors.
 package main
 
 import (
@@ -35,9 +47,25 @@ import (
 	"syscall"
 )
 
-// CoreName is the file name of the complete kfm CLI, looked for in the
-// directory of the launcher's own executable.
-const CoreName = "kfm-core"
+// The file names of kfm's CLI, looked for in the directory of the
+// launcher's own executable: CoreName for most commands, FullName (the
+// complete CLI) for the rest (see needsFull).
+const (
+	CoreName = "kfm-core"
+	FullName = "kfm-full"
+)
+
+// needsFull reports whether a command line needs the complete CLI: it
+// names one of the commands kfm-core lacks, or kfm lock's --chainset.
+func needsFull(args []string) bool {
+	for _, a := range args {
+		switch {
+		case a == "agent", a == "catalog", a == "completion", strings.HasPrefix(a, "--chainset"):
+			return true
+		}
+	}
+	return false
+}
 
 // help is `kfm --help` as cmd/kfm prints it, with each path flag's default
 // replaced by @ENV@ (the variable that sets it).
@@ -84,21 +112,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return execCore(args, stderr)
 }
 
-// execCore replaces the launcher with kfm-core, given the same arguments
-// and environment. It returns only when that fails.
+// execCore replaces the launcher with kfm-core or kfm-full (see
+// needsFull), given the same arguments and environment. It returns only
+// when that fails.
 func execCore(args []string, stderr io.Writer) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "kfm: find the kfm executable: %v\n", err)
 		return 1
 	}
-	core := filepath.Join(filepath.Dir(self), CoreName)
-	err = syscall.Exec(core, append([]string{"kfm"}, args...), os.Environ())
-	if os.IsNotExist(err) {
-		fmt.Fprintf(stderr, "kfm: %s is missing: this kfm is the launcher built by `make build`, and it runs the complete kfm CLI from the same directory; install both (bin/kfm and bin/%s), or build the complete CLI alone with `go build ./cmd/kfm`\n", core, CoreName)
-		return 1
+	names := []string{CoreName, FullName}
+	if needsFull(args) {
+		names = []string{FullName, CoreName}
 	}
-	fmt.Fprintf(stderr, "kfm: run %s: %v\n", core, err)
+	for _, name := range names {
+		bin := filepath.Join(filepath.Dir(self), name)
+		err = syscall.Exec(bin, append([]string{"kfm"}, args...), os.Environ())
+		if !os.IsNotExist(err) {
+			fmt.Fprintf(stderr, "kfm: run %s: %v\n", bin, err)
+			return 1
+		}
+	}
+	dir := filepath.Dir(self)
+	fmt.Fprintf(stderr, "kfm: %s and %s are missing from %s: this kfm is the launcher built by `make build`, and it runs kfm's CLI from the same directory; install all three (bin/kfm, bin/%s and bin/%s), or build the complete CLI alone with `go build ./cmd/kfm`\n", CoreName, FullName, dir, CoreName, FullName)
 	return 1
 }
 
