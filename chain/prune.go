@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/dispatcher"
@@ -135,6 +136,68 @@ func (m *Manager) dump(ns *namespace) (linkDump, error) {
 	return d, nil
 }
 
+// nsLinks answers prune's questions about the links of one namespace: the
+// first few by one netlink request each, the rest from one dump of them
+// all (or the running view's). A command that touches one hook of a host
+// with hundreds of interfaces then does not pay for a dump of them all
+// before it starts.
+type nsLinks struct {
+	m     *Manager
+	ns    *namespace
+	dump  linkDump // nil until dumped
+	asked int
+}
+
+// maxLinkRequests is how many links nsLinks asks for one by one before it
+// dumps them all.
+const maxLinkRequests = 8
+
+// all returns every link of the namespace.
+func (l *nsLinks) all() (linkDump, error) {
+	if l.dump != nil {
+		return l.dump, nil
+	}
+	vl, err := l.m.viewLinks(l.ns)
+	if err != nil {
+		return nil, err
+	}
+	if vl != nil {
+		l.dump = vl.byIndex
+		return l.dump, nil
+	}
+	if l.dump, err = l.m.dump(l.ns); err != nil {
+		return nil, err
+	}
+	return l.dump, nil
+}
+
+// byIndex returns the link with index idx, and whether there is one.
+func (l *nsLinks) byIndex(idx int) (netlink.Link, bool, error) {
+	if l.dump == nil && l.m.view == nil && l.asked < maxLinkRequests {
+		l.asked++
+		h, err := l.ns.handle()
+		if err != nil {
+			return nil, false, err
+		}
+		defer h.Close()
+		link, err := h.LinkByIndex(idx)
+		var notFound netlink.LinkNotFoundError
+		switch {
+		case errors.As(err, &notFound), errors.Is(err, unix.ENODEV):
+			return nil, false, nil
+		case err != nil:
+			return nil, false, fmt.Errorf("interface %d of network namespace %s: %w", idx, orHost(l.ns.path), err)
+		}
+		return link, true, nil
+	}
+	d, err := l.all()
+	if err != nil {
+		return nil, false, err
+	}
+	link, ok := d[idx]
+	return link, ok, nil
+}
+
 // prune is Prune with the host lock held and st loaded; it saves st when it
 // changed. only, when set, limits it to one interface.
 func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([]Pruned, error) {
@@ -143,7 +206,7 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 	}
 	type nsInfo struct {
 		ns    *namespace // nil: the namespace is gone
-		links linkDump
+		links *nsLinks
 	}
 	spaces := map[string]*nsInfo{}
 	look := func(path string) (*nsInfo, error) {
@@ -158,13 +221,7 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 			return nil, err
 		default:
 			in.ns = ns
-			if vl, err := m.viewLinks(ns); err != nil {
-				return nil, err
-			} else if vl != nil {
-				in.links = vl.byIndex
-			} else if in.links, err = m.dump(ns); err != nil {
-				return nil, err
-			}
+			in.links = &nsLinks{m: m, ns: ns}
 		}
 		spaces[path] = in
 		return in, nil
@@ -201,8 +258,14 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 			if hs.Ifindex == 0 {
 				// Written by a kfm that did not record the ifindex of a
 				// hook it was about to change: go by name.
-				live = slices.ContainsFunc(mapsValues(in.links), func(l netlink.Link) bool { return l.Attrs().Name == hs.Interface })
-			} else if l, ok := in.links[hs.Ifindex]; ok {
+				d, err := in.links.all()
+				if err != nil {
+					return nil, err
+				}
+				live = slices.ContainsFunc(mapsValues(d), func(l netlink.Link) bool { return l.Attrs().Name == hs.Interface })
+			} else if l, ok, err := in.links.byIndex(hs.Ifindex); err != nil {
+				return nil, err
+			} else if ok {
 				live = sameLink(hs, l)
 			}
 		}
@@ -248,7 +311,9 @@ func (m *Manager) prune(st *State, only func(netns string, ifindex int) bool) ([
 				continue
 			}
 			if key == "" {
-				if _, exists := host.links[idx]; exists {
+				if _, exists, err := host.links.byIndex(idx); err != nil {
+					return nil, err
+				} else if exists {
 					continue // the interface is there: maybe a chain whose state was lost
 				}
 			} else if m.keyInUse(st, key) {
