@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/dispatcher"
@@ -136,66 +135,46 @@ func (m *Manager) dump(ns *namespace) (linkDump, error) {
 	return d, nil
 }
 
-// nsLinks answers prune's questions about the links of one namespace: the
-// first few by one netlink request each, the rest from one dump of them
-// all (or the running view's). A command that touches one hook of a host
-// with hundreds of interfaces then does not pay for a dump of them all
-// before it starts.
+// nsLinks answers prune's questions about the links of one namespace:
+// from the running view, or from a view of its own (see viewLinks: a few
+// links by one request each, more by one dump).
 type nsLinks struct {
-	m     *Manager
-	ns    *namespace
-	dump  linkDump // nil until dumped
-	asked int
+	m   *Manager
+	ns  *namespace
+	own *viewLinks
 }
 
-// maxLinkRequests is how many links nsLinks asks for one by one before it
-// dumps them all.
+// maxLinkRequests is how many links are asked for one by one before all
+// of a namespace's are dumped.
 const maxLinkRequests = 8
+
+func (l *nsLinks) view() (*viewLinks, error) {
+	vl, err := l.m.viewLinks(l.ns)
+	if err != nil || vl != nil {
+		return vl, err
+	}
+	if l.own == nil {
+		l.own = &viewLinks{ns: l.ns, byName: map[string]netlink.Link{}, byIndex: linkDump{}}
+	}
+	return l.own, nil
+}
 
 // all returns every link of the namespace.
 func (l *nsLinks) all() (linkDump, error) {
-	if l.dump != nil {
-		return l.dump, nil
-	}
-	vl, err := l.m.viewLinks(l.ns)
+	vl, err := l.view()
 	if err != nil {
 		return nil, err
 	}
-	if vl != nil {
-		l.dump = vl.byIndex
-		return l.dump, nil
-	}
-	if l.dump, err = l.m.dump(l.ns); err != nil {
-		return nil, err
-	}
-	return l.dump, nil
+	return vl.all(l.m)
 }
 
 // byIndex returns the link with index idx, and whether there is one.
 func (l *nsLinks) byIndex(idx int) (netlink.Link, bool, error) {
-	if l.dump == nil && l.m.view == nil && l.asked < maxLinkRequests {
-		l.asked++
-		h, err := l.ns.handle()
-		if err != nil {
-			return nil, false, err
-		}
-		defer h.Close()
-		link, err := h.LinkByIndex(idx)
-		var notFound netlink.LinkNotFoundError
-		switch {
-		case errors.As(err, &notFound), errors.Is(err, unix.ENODEV):
-			return nil, false, nil
-		case err != nil:
-			return nil, false, fmt.Errorf("interface %d of network namespace %s: %w", idx, orHost(l.ns.path), err)
-		}
-		return link, true, nil
-	}
-	d, err := l.all()
+	vl, err := l.view()
 	if err != nil {
 		return nil, false, err
 	}
-	link, ok := d[idx]
-	return link, ok, nil
+	return vl.lookup(l.m, "", idx)
 }
 
 // prune is Prune with the host lock held and st loaded; it saves st when it

@@ -210,8 +210,8 @@ func (m *Manager) fingerprint(ctx context.Context, h *HookState) (fp string, cac
 	if err != nil || vl == nil {
 		return "", false
 	}
-	l, ok := vl.byName[h.Interface]
-	if !ok {
+	l, ok, err := vl.lookup(m, h.Interface, 0)
+	if err != nil || !ok {
 		return "", false
 	}
 	a := l.Attrs()

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfm-project/kfm/bpf"
 	"github.com/kfm-project/kfm/bpf/xdp"
@@ -17,11 +19,12 @@ import (
 // every hook, so that its cost per hook is a few system calls and not a
 // netlink socket per request:
 //
-//   - the links of each network namespace, from one netlink dump each:
-//     names, ifindexes, hardware addresses and what every XDP hook runs
-//     (IFLA_XDP), which tells which XDP hooks run nothing at all and is
-//     handed to the backends instead of one query per hook and backend
-//     (xdp.WithKnown);
+//   - the links of each network namespace, from one netlink dump each
+//     (after the first few, which are asked for one by one: see
+//     viewLinks): names, ifindexes, hardware addresses and what every XDP
+//     hook runs (IFLA_XDP), which tells which XDP hooks run nothing at all
+//     and is handed to the backends instead of one query per hook and
+//     backend (xdp.WithKnown);
 //   - what owner found on each hook, so that an apply that plans every
 //     hook twice (describe, then apply) reads each hook once.
 //
@@ -35,8 +38,11 @@ type view struct {
 }
 
 type viewLinks struct {
+	ns      *namespace
 	byName  map[string]netlink.Link
 	byIndex linkDump
+	dumped  bool // byIndex and byName hold every link
+	asked   int  // links asked for one by one so far
 }
 
 type viewKey struct {
@@ -73,8 +79,11 @@ func (m *Manager) refreshView() {
 	}
 }
 
-// viewLinks returns the links of ns from the view, dumping them on first
-// use; nil without a view.
+// viewLinks returns the view's links of ns (nil without a view). It reads
+// them lazily: the first few links an operation asks for by one netlink
+// request each (see maxLinkRequests), then all of them by one dump, so
+// that an operation on one hook of a host with hundreds of interfaces does
+// not dump them all, and one on every hook dumps them once.
 func (m *Manager) viewLinks(ns *namespace) (*viewLinks, error) {
 	if m.view == nil {
 		return nil, nil
@@ -82,16 +91,76 @@ func (m *Manager) viewLinks(ns *namespace) (*viewLinks, error) {
 	if vl, ok := m.view.links[ns.path]; ok {
 		return vl, nil
 	}
-	d, err := m.dump(ns)
-	if err != nil {
-		return nil, err
-	}
-	vl := &viewLinks{byName: make(map[string]netlink.Link, len(d)), byIndex: d}
-	for _, l := range d {
-		vl.byName[l.Attrs().Name] = l
-	}
+	vl := &viewLinks{ns: ns, byName: map[string]netlink.Link{}, byIndex: linkDump{}}
 	m.view.links[ns.path] = vl
 	return vl, nil
+}
+
+// all returns every link of the namespace, dumping them on first use.
+func (vl *viewLinks) all(m *Manager) (linkDump, error) {
+	if !vl.dumped {
+		d, err := m.dump(vl.ns)
+		if err != nil {
+			return nil, err
+		}
+		vl.byIndex = d
+		vl.byName = make(map[string]netlink.Link, len(d))
+		for _, l := range d {
+			vl.byName[l.Attrs().Name] = l
+		}
+		vl.dumped = true
+	}
+	return vl.byIndex, nil
+}
+
+// lookup finds a link by name (name != "") or index: from what the view
+// holds, else by one request while few were asked for, else from a dump.
+// A missing link is (nil, false, nil).
+func (vl *viewLinks) lookup(m *Manager, name string, index int) (netlink.Link, bool, error) {
+	find := func() (netlink.Link, bool) {
+		if name != "" {
+			l, ok := vl.byName[name]
+			return l, ok
+		}
+		l, ok := vl.byIndex[index]
+		return l, ok
+	}
+	if l, ok := find(); ok || vl.dumped {
+		return l, ok, nil
+	}
+	if vl.asked >= maxLinkRequests {
+		if _, err := vl.all(m); err != nil {
+			return nil, false, err
+		}
+		l, ok := find()
+		return l, ok, nil
+	}
+	vl.asked++
+	h, err := vl.ns.handle()
+	if err != nil {
+		return nil, false, err
+	}
+	defer h.Close()
+	var l netlink.Link
+	if name != "" {
+		l, err = h.LinkByName(name)
+	} else {
+		l, err = h.LinkByIndex(index)
+	}
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound), errors.Is(err, unix.ENODEV):
+		return nil, false, nil
+	case err != nil:
+		what := name
+		if what == "" {
+			what = strconv.Itoa(index)
+		}
+		return nil, false, fmt.Errorf("interface %s of network namespace %s: %w", what, orHost(vl.ns.path), err)
+	}
+	vl.byName[l.Attrs().Name] = l
+	vl.byIndex[l.Attrs().Index] = l
+	return l, true, nil
 }
 
 // links lists the links of ns: from the view when one runs.
@@ -101,7 +170,11 @@ func (m *Manager) links(ns *namespace) ([]netlink.Link, error) {
 		return nil, err
 	}
 	if vl != nil {
-		return mapsValues(vl.byIndex), nil
+		d, err := vl.all(m)
+		if err != nil {
+			return nil, err
+		}
+		return mapsValues(d), nil
 	}
 	h, err := ns.handle()
 	if err != nil {
@@ -123,10 +196,14 @@ func (m *Manager) link(ns *namespace, name string) (netlink.Link, error) {
 		return nil, err
 	}
 	if vl != nil {
-		if l, ok := vl.byName[name]; ok {
-			return l, nil
+		l, ok, err := vl.lookup(m, name, 0)
+		if err != nil {
+			return nil, err
 		}
-		return nil, netlink.LinkNotFoundError{}
+		if !ok {
+			return nil, netlink.LinkNotFoundError{}
+		}
+		return l, nil
 	}
 	h, err := ns.handle()
 	if err != nil {
@@ -155,7 +232,11 @@ func (m *Manager) owner(ctx context.Context, ns *namespace, t bpf.Target, prefer
 		if err != nil {
 			return nil, nil, err
 		}
-		if l, ok := vl.byIndex[t.Ifindex]; ok {
+		l, ok, err := vl.lookup(m, "", t.Ifindex)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
 			att := xdp.AttachmentOf(l)
 			if att.ProgramID == 0 {
 				// Every XDP backend attaches its root to the hook:
