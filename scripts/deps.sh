@@ -52,16 +52,29 @@ go_tool() {
 	rmdir "$tmp"
 	echo "$pkg" >"$stamp"
 }
-go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
-go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchmark
+# The tools and the control plane build at once: a cold machine spends much
+# of each build downloading modules and linking on one core, which the others'
+# compiles fill (each still fails the script when it fails).
+pids=()
+bg() { "$@" & pids+=($!); }
+bg go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+bg go_tool oras oras.land/oras/cmd/oras@v1.3.6  # registry interop tests and benchmark
 # Signature interop tests (verify, cmd/kfm): both cosign generations, about
 # five minutes each to build the first time.
-go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3
-go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+bg go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3
+bg go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 # Generates the Kubernetes API's deepcopy code and CRDs (make generate) and
 # checks that the committed ones are current (chain/agent/kubernetes/api).
-go_tool controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-
+bg go_tool controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 # kube-apiserver and etcd for the control-plane tests, built from source and
 # cached by version (15-20 minutes of CPU the first time).
-"$(dirname "$0")/controlplane.sh"
+bg "$(dirname "$0")/controlplane.sh" etcd
+bg "$(dirname "$0")/controlplane.sh" kube-apiserver
+failed=0
+for pid in "${pids[@]}"; do
+	wait "$pid" || failed=1
+done
+if [ "$failed" = 1 ]; then
+	echo "deps: a tool failed to build (see above)" >&2
+	exit 1
+fi
