@@ -131,6 +131,34 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 		t.Fatalf("chain info: %v\nscrape:\n%s\nprometheus: %s", err, scrape(t, addr), prom.Output())
 	}
 
+	// What passed each program before the traffic, from one scrape that
+	// the next agrees with (nothing in flight).
+	passQ := fmt.Sprintf(`kfm_program_packets_total{%s,verdict="pass"}`, sel)
+	passes := func(q string) (rl, pf, c float64) {
+		t.Helper()
+		ss, err := prom.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		by := map[string]float64{}
+		for _, s := range ss {
+			by[s.Labels["program"]] = s.Value
+		}
+		return by["ratelimit"], by["portfilter"], by["count"]
+	}
+	if _, err := prom.WaitFor(ctx, fmt.Sprintf(`count(kfm_program_packets_total{%s,verdict="pass"})`, sel), 20*time.Second, equals(3)); err != nil {
+		t.Fatalf("pass counters: %v", err)
+	}
+	rl0, pf0, c0 := passes(passQ)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second) // two scrapes
+		rl1, pf1, c1 := passes(passQ)
+		if rl1 == rl0 && pf1 == pf0 && c1 == c0 {
+			break
+		}
+		rl0, pf0, c0 = rl1, pf1, c1
+	}
+
 	const n = 40
 	got := h.traffic(n, 7777, 7778)
 	if got[7777] != 0 || got[7778] != n {
@@ -184,26 +212,23 @@ func TestPrometheusScrapesXDPChain(t *testing.T) {
 	// one at a time, a packet of the kernel's own arriving between two
 	// scrapes would count in one and not the other. Such a packet may
 	// still arrive while one scrape reads the maps: the next scrape is
-	// then consistent again, so the check is retried for a while.
-	passQ := fmt.Sprintf(`kfm_program_packets_total{%s,verdict="pass"}`, sel)
-	var rlPass, pfPass, cPass float64
+	// then consistent again, so the check is retried for a while. They
+	// are compared as increments over the traffic (passes0, read before
+	// it): a packet of the kernel's that came while the chain was being
+	// built crossed the filter before the rate limiter was put ahead of
+	// it.
+	rlPass, pfPass, cPass := passes(passQ)
+	rlPass, pfPass, cPass = rlPass-rl0, pfPass-pf0, cPass-c0
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		ss, err := prom.Query(ctx, passQ)
-		if err != nil {
-			t.Fatalf("%s: %v", passQ, err)
-		}
-		by := map[string]float64{}
-		for _, s := range ss {
-			by[s.Labels["program"]] = s.Value
-		}
-		rlPass, pfPass, cPass = by["ratelimit"], by["portfilter"], by["count"]
 		if (rlPass >= 2*n && pfPass == rlPass-n && cPass == pfPass) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
+		rlPass, pfPass, cPass = passes(passQ)
+		rlPass, pfPass, cPass = rlPass-rl0, pfPass-pf0, cPass-c0
 	}
 	if rlPass < 2*n || pfPass != rlPass-n || cPass != pfPass {
-		t.Errorf("passes along the chain: ratelimit %v (want >= %d), portfilter %v (want %v), count %v (want %v)", rlPass, 2*n, pfPass, rlPass-n, cPass, pfPass)
+		t.Errorf("passes along the chain during the traffic: ratelimit %v (want >= %d), portfilter %v (want %v), count %v (want %v)", rlPass, 2*n, pfPass, rlPass-n, cPass, pfPass)
 	}
 	// Every query of the Grafana dashboard parses in Prometheus and has
 	// data (a rate needs two scrapes of a series that appeared with the
