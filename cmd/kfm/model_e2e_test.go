@@ -558,6 +558,13 @@ func (w *modelWorld) removeOp(h hookID, name string) mOp {
 
 func (w *modelWorld) pick(n int) int { return w.rng.IntN(n) }
 
+// modelMaxChain bounds the programs the sequences put on one hook: they
+// install twice as often as they remove, and a long run would otherwise
+// grow a chain past what a backend takes (tcx 16, the dispatcher 10),
+// which kfm refuses with an error the model does not predict. Two
+// concurrent installs may add one more.
+const modelMaxChain = 8
+
 func (w *modelWorld) randomHook() hookID {
 	return hookID{Iface: w.pick(len(w.ifaces)), Hook: modelHooks[w.pick(len(modelHooks))]}
 }
@@ -610,6 +617,9 @@ func (w *modelWorld) singleOp(s mState) mOp {
 		switch k := w.pick(10); {
 		case k < 4: // install a new program
 			h := w.randomHook()
+			if len(s[h].Elems) >= modelMaxChain {
+				continue
+			}
 			backend := "auto"
 			if len(s[h].Elems) == 0 && w.pick(3) > 0 || w.pick(5) == 0 {
 				backend = w.randomBackend(h)
@@ -657,6 +667,9 @@ func (w *modelWorld) applyOp(s mState) mOp {
 		switch k := w.pick(8); {
 		case k < 3:
 			h := w.randomHook()
+			if len(next[h].Elems) >= modelMaxChain {
+				continue
+			}
 			backend := "auto"
 			if len(next[h].Elems) == 0 {
 				backend = w.randomBackend(h)
