@@ -489,8 +489,9 @@ func (m *Manager) repinMaps(ctx context.Context, plans []*hookPlan) {
 	}
 	forEach(ctx, len(checks), func(i int) {
 		c := &checks[i]
-		_, c.missing = m.maps.unpinnedMaps(c.p.target, c.p.comps[c.i].Name, c.p.comps[c.i].Running)
+		_, c.missing = m.unpinned(c.p.target, c.p.comps[c.i].Name, c.p.comps[c.i].Running)
 	})
+	m.savePinMarks()
 	for _, ch := range checks {
 		if len(ch.missing) == 0 {
 			continue

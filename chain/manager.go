@@ -82,6 +82,10 @@ type Manager struct {
 	view *view
 	// snaps is what Snapshot keeps between snapshots.
 	snaps *snapCache
+
+	// pinMarks remembers the element directories whose map pins were
+	// found complete (see pinmarks.go).
+	pinMarks pinMarks
 	// netns caches the namespaces resolved during the command, by path;
 	// hostNetns is the identity of the namespace kfm runs in.
 	netns     map[string]*namespace

@@ -74,10 +74,9 @@ func (ms mapStore) unpinnedMaps(t bpf.Target, element string, id ebpf.ProgramID)
 	return names, missing
 }
 
-// unpinnedDrift is kfm status's line about an element whose maps lost
-// their pins ("" when none did).
-func (ms mapStore) unpinnedDrift(t bpf.Target, element string, id ebpf.ProgramID) string {
-	names, _ := ms.unpinnedMaps(t, element, id)
+// unpinnedDrift is kfm status's line about an element whose maps names
+// (as unpinnedMaps found them) lost their pins ("" when none did).
+func (ms mapStore) unpinnedDrift(t bpf.Target, element string, names []string) string {
 	if len(names) == 0 {
 		return ""
 	}

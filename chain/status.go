@@ -348,8 +348,10 @@ type pinCheck struct {
 func (m *Manager) checkPins(ctx context.Context, checks []pinCheck) {
 	forEach(ctx, len(checks), func(i int) {
 		c := &checks[i]
-		c.drift = m.maps.unpinnedDrift(c.target, c.element, c.id)
+		names, _ := m.unpinned(c.target, c.element, c.id)
+		c.drift = m.maps.unpinnedDrift(c.target, c.element, names)
 	})
+	m.savePinMarks()
 	for _, c := range checks {
 		if c.drift != "" {
 			c.hs.Drift = append(c.hs.Drift, c.drift)
