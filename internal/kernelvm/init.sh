@@ -43,14 +43,16 @@ done
 
 # run_suite NAME BINARY DIR [TEST FLAGS...]: run one test binary in DIR
 # (the package's files: testdata/ and friends) under bash, with a clean
-# environment, and frame its output.
+# environment plus the suite's KEY=VALUE settings in $KFM_SUITE_ENV (set
+# by kernel.sh before each call; values have no white space), and frame
+# its output.
 run_suite() {
 	name=$1 bin=$2 dir=$3
 	shift 3
 	mark begin "$name"
 	cd "$dir" || fail "cd $dir"
 	env -i PATH=/usr/sbin:/usr/bin:/usr/libexec/busybox HOME=/root TMPDIR=/tmp TERM=dumb \
-		KFM_REQUIRE_EXT=1 KFM_REQUIRE_PRIVILEGED=1 KFM_IN_VM="$KFM_RELEASE" \
+		KFM_REQUIRE_EXT=1 KFM_REQUIRE_PRIVILEGED=1 KFM_IN_VM="$KFM_RELEASE" $KFM_SUITE_ENV \
 		/usr/bin/bash -c 'exec "$@"' kfm-suite "$bin" -test.v -test.paniconexit0 "$@" </dev/null 2>&1
 	rc=$?
 	cd /

@@ -291,6 +291,7 @@ func WriteKernelPart(ctx context.Context, w io.Writer, k *Kernel, modules []stri
 	for _, s := range suites {
 		args := []string{s.Name, "/kfm/tests/" + binaryName(s.Package), "/src/" + s.Package}
 		args = append(args, s.testArgs()...)
+		fmt.Fprintf(&sh, "\tKFM_SUITE_ENV=%s\n", shellQuote(strings.Join(s.Env, " ")))
 		sh.WriteString("\trun_suite")
 		for _, a := range args {
 			sh.WriteString(" " + shellQuote(a))

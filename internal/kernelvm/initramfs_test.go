@@ -154,7 +154,7 @@ func TestWriteKernelPart(t *testing.T) {
 	k := fakeKernel(t)
 	suites := []kernelSuite{
 		{Suite: Suite{Package: "bpf/probe"}, Name: "bpf/probe"},
-		{Suite: Suite{Package: "chain", Run: "^Test(A|B)$"}, Name: "chain"},
+		{Suite: Suite{Package: "chain", Run: "^Test(A|B)$", Env: []string{"KFM_TRAFFIC_CHANGES=1000", "B=x/y"}}, Name: "chain"},
 	}
 	var buf bytes.Buffer
 	if err := WriteKernelPart(context.Background(), &buf, k, []string{"top", "sch_ingress"}, suites); err != nil {
@@ -176,7 +176,7 @@ func TestWriteKernelPart(t *testing.T) {
 	// Run the generated script the way init does, with run_suite recording
 	// its arguments.
 	script := string(sh) + `
-run_suite() { for a in "$@"; do printf '<%s>' "$a"; done; echo; }
+run_suite() { printf '[%s]' "$KFM_SUITE_ENV"; for a in "$@"; do printf '<%s>' "$a"; done; echo; }
 echo "modules: $KFM_MODULES"
 suites`
 	out, err := exec.Command("bash", "-c", script).CombinedOutput()
@@ -184,8 +184,8 @@ suites`
 		t.Fatalf("kernel.sh: %v\n%s\n%s", err, out, sh)
 	}
 	want := "modules: kernel/net/base.ko kernel/net/top.ko\n" +
-		"<bpf/probe></kfm/tests/bpf_probe.test></src/bpf/probe><-test.timeout=5m0s>\n" +
-		"<chain></kfm/tests/chain.test></src/chain><-test.timeout=5m0s><-test.run=^Test(A|B)$>\n"
+		"[]<bpf/probe></kfm/tests/bpf_probe.test></src/bpf/probe><-test.timeout=5m0s>\n" +
+		"[KFM_TRAFFIC_CHANGES=1000 B=x/y]<chain></kfm/tests/chain.test></src/chain><-test.timeout=5m0s><-test.run=^Test(A|B)$>\n"
 	if string(out) != want {
 		t.Errorf("kernel.sh ran as\n%s\nwant\n%s", out, want)
 	}
@@ -260,5 +260,24 @@ func TestInitScriptSyntax(t *testing.T) {
 	}
 	if !bytes.HasPrefix(initScript, []byte("#!/usr/bin/busybox sh\n")) {
 		t.Errorf("init.sh must start with #!/usr/bin/busybox sh (the kernel execs it directly)")
+	}
+}
+
+func TestValidateEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env []string
+		ok  bool
+	}{
+		{[]string{"KFM_TRAFFIC_CHANGES=1000"}, true},
+		{[]string{"A=", "B_2=x/y:z"}, true},
+		{[]string{"NOVALUE"}, false},
+		{[]string{"=1"}, false},
+		{[]string{"A-B=1"}, false},
+		{[]string{"A=two words"}, false},
+		{[]string{"A='q'"}, false},
+	} {
+		if err := ValidateEnv(tc.env); (err == nil) != tc.ok {
+			t.Errorf("ValidateEnv(%q) = %v, want ok=%v", tc.env, err, tc.ok)
+		}
 	}
 }

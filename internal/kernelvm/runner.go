@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,13 +25,16 @@ type Options struct {
 	Suites     []Suite      // suites to run (filtered per kernel by Suite.Kernels)
 	Modules    []string     // kernel modules to load
 	Run        string       // when set, replaces every suite's Run expression
-	Parallel   int          // VMs at once; 1 when zero
-	MemoryMiB  int          // guest memory; 2048 when zero
-	CPUs       int          // guest CPUs; 2 when zero
-	Timeout    time.Duration
-	Refresh    bool // download kernels even when cached
-	NoPVH      bool // boot the bzImage, not the extracted vmlinux
-	Shell      bool // boot the first kernel with an interactive shell instead
+	Env        []string     // KEY=VALUE added to every suite's environment
+	// SuiteTimeout, when set, replaces every suite's Timeout.
+	SuiteTimeout time.Duration
+	Parallel     int // VMs at once; 1 when zero
+	MemoryMiB    int // guest memory; 2048 when zero
+	CPUs         int // guest CPUs; 2 when zero
+	Timeout      time.Duration
+	Refresh      bool // download kernels even when cached
+	NoPVH        bool // boot the bzImage, not the extracted vmlinux
+	Shell        bool // boot the first kernel with an interactive shell instead
 	// Log receives progress messages and, when Verbose, every console
 	// line; nil discards them.
 	Log     io.Writer
@@ -107,10 +111,19 @@ func Run(ctx context.Context, o Options) ([]*KernelResult, Timings, error) {
 	if err := ValidateSuites(o.Suites, known); err != nil {
 		return nil, tm, fmt.Errorf("suite list (internal/kernelvm/suites.go): %w", err)
 	}
-	if o.Run != "" {
+	if err := ValidateEnv(o.Env); err != nil {
+		return nil, tm, err
+	}
+	if o.Run != "" || len(o.Env) > 0 || o.SuiteTimeout > 0 {
 		suites := make([]Suite, len(o.Suites))
 		for i, s := range o.Suites {
-			s.Run = o.Run
+			if o.Run != "" {
+				s.Run = o.Run
+			}
+			if o.SuiteTimeout > 0 {
+				s.Timeout = o.SuiteTimeout
+			}
+			s.Env = append(slices.Clone(s.Env), o.Env...)
 			suites[i] = s
 		}
 		o.Suites = suites

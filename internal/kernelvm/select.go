@@ -47,6 +47,10 @@ type Suite struct {
 	Kernels []string
 	// Timeout is passed as -test.timeout; zero means DefaultSuiteTimeout.
 	Timeout time.Duration
+	// Env holds KEY=VALUE settings for the test binary, on top of the
+	// clean environment init gives every suite (values without white
+	// space: see ValidateEnv).
+	Env []string
 	// Files are files or directories outside the package, relative to the
 	// module root, that the tests read by relative path (for example
 	// "bpf/testdata" for a test that opens "../bpf/testdata/params.o").
@@ -220,4 +224,21 @@ func FilterSuites(suites []Suite, expr string) ([]Suite, error) {
 		return nil, fmt.Errorf("suite filter %q %w", expr, ErrNoMatch)
 	}
 	return out, nil
+}
+
+// ValidateEnv checks KEY=VALUE settings for Suite.Env: a KEY of letters,
+// digits and underscores, a VALUE without white space or quotes.
+func ValidateEnv(env []string) error {
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.IndexFunc(k, func(r rune) bool {
+			return !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+		}) >= 0 {
+			return fmt.Errorf("environment setting %q: want KEY=VALUE with a KEY of letters, digits and _", kv)
+		}
+		if strings.ContainsAny(v, " \t\n\"'\\") {
+			return fmt.Errorf("environment setting %q: the value may not contain white space, quotes or backslashes", kv)
+		}
+	}
+	return nil
 }

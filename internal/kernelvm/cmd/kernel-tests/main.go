@@ -55,7 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		noPVH    = fs.Bool("no-pvh", false, "boot the compressed bzImage instead of the extracted vmlinux (PVH)")
 		shell    = fs.Bool("shell", os.Getenv("KFM_VM_SHELL") == "1", "boot the first selected kernel with an interactive shell instead of running tests ($KFM_VM_SHELL=1)")
 		verbose  = fs.Bool("v", false, "stream every console line")
+		suiteTO  = fs.Duration("test-timeout", 0, "replace every suite's -test.timeout (and raise the VM's limit with it)")
+		env      envFlag
 	)
+	fs.Var(&env, "env", "KEY=VALUE for every suite's test binary (repeatable), e.g. -env KFM_TRAFFIC_CHANGES=1000")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -93,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	results, tm, err := kernelvm.Run(ctx, kernelvm.Options{
 		ModuleRoot: root, CacheDir: *cache, WorkDir: *work, Keep: *keep,
-		Kernels: ks, Suites: ss, Run: *runExpr,
+		Kernels: ks, Suites: ss, Run: *runExpr, Env: env, SuiteTimeout: *suiteTO,
 		Parallel: *parallel, MemoryMiB: *memory, CPUs: *cpus, Timeout: *timeout,
 		Refresh: *refresh, NoPVH: *noPVH, Shell: *shell, Log: stderr, Verbose: *verbose,
 	})
@@ -125,4 +128,17 @@ func moduleRoot(ctx context.Context) (string, error) {
 		return "", errors.New("not inside the kfm module: run from the repository (make test-kernels)")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// envFlag collects repeated -env KEY=VALUE flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if err := kernelvm.ValidateEnv([]string{v}); err != nil {
+		return err
+	}
+	*e = append(*e, v)
+	return nil
 }
