@@ -206,7 +206,8 @@ func (b *syncBuffer) String() string {
 }
 
 // start starts kfm as a process with extra environment variables; it is
-// killed when the test ends if it still runs.
+// killed when the test ends if it still runs. kfm is this test binary
+// (startBinary runs another).
 func (h *host) start(env []string, args ...string) *proc {
 	h.t.Helper()
 	exe, err := os.Executable()
@@ -215,6 +216,21 @@ func (h *host) start(env []string, args ...string) *proc {
 	}
 	p := &proc{cmd: exec.Command(exe, args...), done: make(chan struct{})}
 	p.cmd.Env = append(append(os.Environ(), asKFMEnv+"="+h.pair.B.Path()), env...)
+	return h.run(p)
+}
+
+// startBinary is start with the kfm binary bin (e.g. make build's bin/kfm,
+// which runs kfm-core: what a user runs, lighter than this test binary,
+// which links every command), run in the namespace with nsenter.
+func (h *host) startBinary(bin string, env []string, args ...string) *proc {
+	h.t.Helper()
+	p := &proc{cmd: exec.Command("nsenter", append([]string{"--net=" + h.pair.B.Path(), bin}, args...)...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	return h.run(p)
+}
+
+func (h *host) run(p *proc) *proc {
+	h.t.Helper()
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		h.t.Fatal(err)
