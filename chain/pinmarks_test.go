@@ -44,21 +44,7 @@ func TestPinMarks(t *testing.T) {
 	if err := state1.Pin(pin); err != nil {
 		t.Fatal(err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "MIT", Instructions: asm.Instructions{
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, state1.FD()),
-		asm.FnMapLookupElem.Call(),
-		asm.Mov.Imm(asm.R0, 0),
-		asm.Return(),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
-	info, _ := prog.Info()
-	id, _ := info.ID()
+	id := loadMapUser(t, state1, 0)
 
 	// A directory changed less than a second ago is checked, not
 	// remembered.
@@ -123,22 +109,33 @@ func TestPinMarks(t *testing.T) {
 		t.Fatalf("unpinned = %v: the remembered check was not used", names)
 	}
 	// Another program in the same directory is checked.
-	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "MIT", Instructions: asm.Instructions{
+	oid := loadMapUser(t, state1, 1)
+	if names, _ := m.unpinned(tgt, "counter", oid); !slices.Equal(names, []string{"hits"}) {
+		t.Errorf("unpinned for another program = %v, want [hits] (checked, not remembered)", names)
+	}
+}
+
+// loadMapUser loads a socket filter that reads m and returns ret, and
+// returns its ID; it is unloaded when the test ends.
+func loadMapUser(t *testing.T, m *ebpf.Map, ret int32) ebpf.ProgramID {
+	t.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "MIT", Instructions: asm.Instructions{
 		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, state1.FD()),
+		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.FnMapLookupElem.Call(),
-		asm.Mov.Imm(asm.R0, 1),
+		asm.Mov.Imm(asm.R0, ret),
 		asm.Return(),
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
-	oinfo, _ := other.Info()
-	oid, _ := oinfo.ID()
-	if names, _ := m.unpinned(tgt, "counter", oid); !slices.Equal(names, []string{"hits"}) {
-		t.Errorf("unpinned for another program = %v, want [hits] (checked, not remembered)", names)
+	t.Cleanup(func() { p.Close() })
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
 	}
+	id, _ := info.ID()
+	return id
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -14,19 +13,6 @@ import (
 	"github.com/kfm-project/kfm/chain"
 	"github.com/kfm-project/kfm/chain/agent/kubernetes/api/v1alpha1"
 )
-
-// chainSetFlags are kfm lock's flags that write the lock as a Kubernetes
-// ChainSet.
-type chainSetFlags struct {
-	name         string
-	nodeSelector string
-}
-
-func (f *chainSetFlags) register(cmd *cobra.Command) {
-	fl := cmd.Flags()
-	fl.StringVar(&f.name, "chainset", "", "print the locked chains as a Kubernetes ChainSet of this name (YAML; JSON with -o json) instead of a summary, for kubectl apply -f -")
-	fl.StringVar(&f.nodeSelector, "node-selector", "", "with --chainset: the nodes it selects, as a label selector (role=edge,zone in (a,b)); default every node")
-}
 
 // chainSet checks the flags before anything is resolved.
 func (f *chainSetFlags) check() error {
