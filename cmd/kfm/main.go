@@ -22,10 +22,12 @@ import (
 // heap stays small (tens of MiB at 300 chains x 5 programs) while an apply
 // produces much short-lived garbage (YAML and JSON documents, ELF copies,
 // verifier logs); with Go's default GC pacing that garbage doubled the peak
-// RSS (90-107 MiB at 300 x 5, `make bench-scale`), with this limit it stays
-// at about 64 MiB. It is soft: a command that needs more gets more, the GC
-// just runs more often (and never takes more than about half the CPU).
-const softMemoryLimit = 40 << 20
+// RSS (90-107 MiB at 300 x 5, `make bench-scale`). At 40 MiB the applies
+// at 300 x 5 peaked at 65-68 MiB (kfm-core's own pages are about 20 MiB of
+// that); at 32 MiB they peak at about 60 MiB for about 10% more CPU. It is
+// soft: a command that needs more gets more, the GC just runs more often
+// (and never takes more than about half the CPU).
+const softMemoryLimit = 32 << 20
 
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
