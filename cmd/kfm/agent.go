@@ -65,7 +65,10 @@ back). It only touches the hooks it installed; a restart changes nothing that
 runs. --listen serves /healthz, /readyz (ready after the first complete
 reconcile) and /metrics.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return g.runAgent(cmd.Context(), &f) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			serverMemoryLimit()
+			return g.runAgent(cmd.Context(), &f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.source, "source", "", "desired state: a config directory, oci://REGISTRY/REPO:TAG (a lock pushed with kfm lock --push), or kubernetes")

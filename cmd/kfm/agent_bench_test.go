@@ -93,9 +93,9 @@ func BenchmarkAgentIdle(b *testing.B) {
 			}
 			h.writeProject(ifaces, agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""})
 			// The test binary runs kfm without main(), which sets the
-			// runtime's soft memory limit (softMemoryLimit) as the kfm
+			// runtime's soft memory limit (serverMemoryLimitBytes) as the kfm
 			// binary does: give the agent the same through GOMEMLIMIT.
-			a := h.startAgentEnv([]string{fmt.Sprintf("GOMEMLIMIT=%d", softMemoryLimit)}, "--source", h.configDir)
+			a := h.startAgentEnv([]string{fmt.Sprintf("GOMEMLIMIT=%d", serverMemoryLimitBytes)}, "--source", h.configDir)
 			h.eventually(time.Minute+time.Duration(chains)*time.Second, "the agent applies every chain", func() bool {
 				code, _ := a.get("/readyz")
 				return code == 200

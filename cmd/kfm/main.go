@@ -29,6 +29,20 @@ import (
 // (and never takes more than about half the CPU).
 const softMemoryLimit = 32 << 20
 
+// serverMemoryLimitBytes is the soft memory limit of the commands that keep
+// running and serve (kfm agent, kfm metrics) unless GOMEMLIMIT sets
+// another: they read every chain at every scrape, and 32 MiB made the GC
+// take a third of a scrape at 300 x 5 (BenchmarkScrape: 313 ms and 49 MiB
+// resident at 32 MiB, 245 ms and 56 MiB at 40 MiB, 200 ms and 66 MiB at 64).
+const serverMemoryLimitBytes = 40 << 20
+
+// serverMemoryLimit sets serverMemoryLimitBytes unless GOMEMLIMIT is set.
+func serverMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(serverMemoryLimitBytes)
+	}
+}
+
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(softMemoryLimit)

@@ -43,6 +43,9 @@ format, or JSON with -o json) and exits.`,
   kfm metrics --once | grep portfilter`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !once {
+				serverMemoryLimit()
+			}
 			ctx := cmd.Context()
 			m, err := g.manager(ctx, nil)
 			if err != nil {
