@@ -1649,7 +1649,16 @@ func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
 				if slices.Equal(last, []string{"apply", "--locked"}) {
 					rec = []string{"apply", "--locked"}
 				}
-				if code, out, stderr := w.run(rec...); code != exitOK {
+				if _, err := os.Stat(filepath.Join(w.configDir, "kfm.yaml")); errors.Is(err, fs.ErrNotExist) {
+					// The first install, killed before it wrote
+					// kfm.yaml: apply refuses for want of one, and
+					// what the kill left is removed by name (as
+					// TestChainFirstInstallCrash documents).
+					rec = []string{"remove (of what kfm status shows)"}
+					if msg := w.removeOrphans(); msg != "" {
+						fail(step, "after kill -9 of the first install: %s", msg)
+					}
+				} else if code, out, stderr := w.run(rec...); code != exitOK {
 					fail(step, "kfm %s after kill -9: exit %d\nstdout: %s\nstderr: %s", strings.Join(rec, " "), code, out, stderr)
 				}
 				badAfter := w.check(after)
@@ -1695,6 +1704,32 @@ func runModel(t *testing.T, backends modelBackends, defaultSteps int) {
 	took := time.Since(begin)
 	t.Logf("%s: seed %d: %d steps in %s (%.2f steps/s), %d kfm commands, %d kill -9 (%d more finished first), %d concurrent pairs (%d busy), chains checked per backend %v, %d programs, %d maps, %d links seen, all gone",
 		t.Name(), seed, steps, took.Round(time.Second), float64(steps)/took.Seconds(), w.commands, w.kills, w.killsMissed, w.concurrent, w.busy, w.perBackend, len(w.seenProgs), len(w.seenMaps), len(w.seenLinks))
+}
+
+// removeOrphans is the recovery from a first install killed before it
+// wrote kfm.yaml: kfm apply refuses (there is no kfm.yaml), and kfm remove
+// takes each program kfm status shows (as drift: no file names it) off by
+// name. It returns what went wrong, or "".
+func (w *modelWorld) removeOrphans() string {
+	if code, _, stderr := w.run("apply"); code != exitFailure || !strings.Contains(stderr, "kfm.yaml") {
+		return fmt.Sprintf("kfm apply without kfm.yaml: exit %d, want %d and a hint naming kfm.yaml: %s", code, exitFailure, stderr)
+	}
+	hs, err := w.statusView()
+	if err != nil {
+		return err.Error()
+	}
+	for h, st := range hs {
+		for _, p := range st.Programs {
+			args := []string{"remove", p.Name, "--iface", st.Interface, "--hook", h.Hook}
+			if st.Netns != "" {
+				args = append(args, "--netns", st.Netns)
+			}
+			if code, out, stderr := w.run(args...); code != exitOK {
+				return fmt.Sprintf("kfm %s: exit %d\n%s%s", strings.Join(args, " "), code, out, stderr)
+			}
+		}
+	}
+	return ""
 }
 
 // commuting finds a second single change that commutes with op (the same
