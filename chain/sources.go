@@ -179,7 +179,9 @@ func (s *Sources) pullOnce(ctx context.Context, ref registry.Reference, strict *
 	if s.Registry == nil {
 		return nil, fmt.Errorf("%s: no registry client", ref)
 	}
-	opts := registry.PullOptions{Offline: s.Offline}
+	// The signatures come at the same time as a bundle not cached yet,
+	// when they are to be verified.
+	opts := registry.PullOptions{Offline: s.Offline, Signatures: s.Policy != nil && (strict == nil || !strict.Unsigned)}
 	pinned, desc, err := s.Registry.Resolve(ctx, ref, opts)
 	if err != nil {
 		return nil, err

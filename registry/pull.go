@@ -54,6 +54,14 @@ type PullOptions struct {
 	// Progress, when set, is called as blobs arrive (from several
 	// goroutines at once under PullAll).
 	Progress func(Progress)
+	// Signatures also copies the bundle's signatures into the cache, as
+	// FetchReferrers does, at the same time as the bundle, when the
+	// bundle is not cached yet: a verification that follows finds them
+	// there after one wait for the registry instead of two. Failing to
+	// fetch them does not fail the pull: the verification finds no
+	// signature in the cache, fetches them again and reports what
+	// fails.
+	Signatures bool
 }
 
 // Resolve turns ref into a pinned reference and the descriptor of its
@@ -146,6 +154,28 @@ func (c *Client) fetch(ctx context.Context, ref Reference, desc ocispec.Descript
 	if err != nil {
 		return nil, err
 	}
+	if !opts.Signatures {
+		return c.fetchBundle(ctx, repo, ref, desc, opts)
+	}
+	sigCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.fetchReferrers(sigCtx, ref, &desc)
+	}()
+	b, err := c.fetchBundle(ctx, repo, ref, desc, opts)
+	if err != nil {
+		cancel() // the signatures of a bundle that failed are not needed
+	}
+	// Return after them: the cache holds them (or they failed) when the
+	// caller verifies.
+	<-done
+	return b, err
+}
+
+// fetchBundle copies the bundle desc from repo into the cache, blobs first.
+func (c *Client) fetchBundle(ctx context.Context, repo *remote.Repository, ref Reference, desc ocispec.Descriptor, opts PullOptions) (*Bundle, error) {
 	src := &remoteSource{repo: repo, progress: opts.Progress, ref: ref.String(), retry: c.retry}
 	b, blobs, err := c.load(ctx, src, ref, desc)
 	if err != nil {
@@ -799,13 +829,17 @@ func plain(d ocispec.Descriptor) ocispec.Descriptor {
 func (c *Client) FetchReferrers(ctx context.Context, ref Reference) ([]ocispec.Descriptor, error) {
 	var copied []ocispec.Descriptor
 	err := c.bound(ctx, ref.String()+" signatures", func(ctx context.Context) (err error) {
-		copied, err = c.fetchReferrers(ctx, ref)
+		copied, err = c.fetchReferrers(ctx, ref, nil)
 		return err
 	})
 	return copied, err
 }
 
-func (c *Client) fetchReferrers(ctx context.Context, ref Reference) ([]ocispec.Descriptor, error) {
+// fetchReferrers is FetchReferrers; subject, when not nil, is the
+// descriptor of ref's manifest (from Resolve: the cache need not hold it
+// yet). The referrers and the legacy signature tag are fetched at the same
+// time.
+func (c *Client) fetchReferrers(ctx context.Context, ref Reference, subject *ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 	if !ref.IsPinned() {
 		return nil, fmt.Errorf("%s: FetchReferrers needs a pinned reference", ref)
 	}
@@ -816,45 +850,56 @@ func (c *Client) fetchReferrers(ctx context.Context, ref Reference) ([]ocispec.D
 	if err != nil {
 		return nil, err
 	}
-	subject, err := c.opts.Cache.Resolve(ctx, ref.Digest.String())
-	if err != nil {
-		return nil, fmt.Errorf("%s: fetch the bundle before its referrers: %w", ref, err)
+	if subject == nil {
+		d, err := c.opts.Cache.Resolve(ctx, ref.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("%s: fetch the bundle before its referrers: %w", ref, err)
+		}
+		subject = &d
 	}
-	var refs []ocispec.Descriptor
-	err = repo.Referrers(ctx, subject, "", func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
-		if len(refs) > 1000 {
-			return fmt.Errorf("%w: more than 1000 referrers", ErrTooLarge)
+	src := &remoteSource{repo: repo, ref: ref.String(), retry: c.retry}
+	var referrers, legacy []ocispec.Descriptor
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var refs []ocispec.Descriptor
+		err := repo.Referrers(gctx, *subject, "", func(page []ocispec.Descriptor) error {
+			refs = append(refs, page...)
+			if len(refs) > 1000 {
+				return fmt.Errorf("%w: more than 1000 referrers", ErrTooLarge)
+			}
+			return nil
+		})
+		if err != nil {
+			return classify(err, ref.String()+" referrers", ref.Registry)
+		}
+		for _, d := range refs {
+			if err := c.copyGraph(gctx, src, d); err != nil {
+				return fmt.Errorf("%s: referrer %s: %w", ref, d.Digest, err)
+			}
+			referrers = append(referrers, d)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, classify(err, ref.String()+" referrers", ref.Registry)
-	}
-	src := &remoteSource{repo: repo, ref: ref.String(), retry: c.retry}
-	var copied []ocispec.Descriptor
-	for _, d := range refs {
-		if err := c.copyGraph(ctx, src, d); err != nil {
-			return copied, fmt.Errorf("%s: referrer %s: %w", ref, d.Digest, err)
+	g.Go(func() error {
+		sigTag := strings.Replace(ref.Digest.String(), ":", "-", 1) + ".sig"
+		sigDesc, err := repo.Resolve(gctx, sigTag)
+		switch {
+		case errors.Is(err, errdef.ErrNotFound):
+			return nil
+		case err != nil:
+			return classify(err, ref.Repo()+":"+sigTag, ref.Registry)
 		}
-		copied = append(copied, d)
-	}
-	sigTag := strings.Replace(ref.Digest.String(), ":", "-", 1) + ".sig"
-	sigDesc, err := repo.Resolve(ctx, sigTag)
-	switch {
-	case errors.Is(err, errdef.ErrNotFound):
-	case err != nil:
-		return copied, classify(err, ref.Repo()+":"+sigTag, ref.Registry)
-	default:
-		if err := c.copyGraph(ctx, src, sigDesc); err != nil {
-			return copied, fmt.Errorf("%s:%s: %w", ref.Repo(), sigTag, err)
+		if err := c.copyGraph(gctx, src, sigDesc); err != nil {
+			return fmt.Errorf("%s:%s: %w", ref.Repo(), sigTag, err)
 		}
-		if err := c.opts.Cache.Tag(ctx, sigDesc, ref.Repo()+":"+sigTag); err != nil {
-			return copied, err
+		if err := c.opts.Cache.Tag(gctx, sigDesc, ref.Repo()+":"+sigTag); err != nil {
+			return err
 		}
-		copied = append(copied, sigDesc)
-	}
-	return copied, nil
+		legacy = append(legacy, sigDesc)
+		return nil
+	})
+	err = g.Wait()
+	return append(referrers, legacy...), err
 }
 
 // copyGraph copies one manifest and the blobs it points at (not further
@@ -876,17 +921,22 @@ func (c *Client) copyGraph(ctx context.Context, src source, desc ocispec.Descrip
 		blobs = append(blobs, *m.Config)
 	}
 	blobs = append(blobs, m.Layers...)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
 	for _, b := range blobs {
 		if ok, _ := c.opts.Cache.Exists(ctx, b); ok {
 			continue
 		}
-		bd, err := src.fetch(ctx, b, c.limits.MaxConfigSize, "blob")
-		if err != nil {
-			return err
-		}
-		if err := c.opts.Cache.Push(ctx, plain(b), bytes.NewReader(bd)); err != nil {
-			return err
-		}
+		g.Go(func() error {
+			bd, err := src.fetch(gctx, b, c.limits.MaxConfigSize, "blob")
+			if err != nil {
+				return err
+			}
+			return c.opts.Cache.Push(gctx, plain(b), bytes.NewReader(bd))
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return c.opts.Cache.Push(ctx, plain(desc), bytes.NewReader(data))
 }

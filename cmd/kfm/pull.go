@@ -66,7 +66,9 @@ again, from the cache, so a cached bundle installs offline.`,
 				return err
 			}
 			c := src.Registry
-			opts := registry.PullOptions{Offline: f.registry.offline}
+			// The signatures come at the same time as the bundles
+			// (they are verified next).
+			opts := registry.PullOptions{Offline: f.registry.offline, Signatures: src.Policy != nil}
 			var bars *progressBars
 			switch {
 			case g.output == "json":
