@@ -105,6 +105,7 @@ func TestLauncher(t *testing.T) {
 			{[]string{"lock"}, "kfm-core lock"},
 			{[]string{"--state-dir", "/x", "agent", "--source", "kubernetes"}, "kfm-full --state-dir /x agent --source kubernetes"},
 			{[]string{"catalog", "build"}, "kfm-full catalog build"},
+			{[]string{"metrics", "--once"}, "kfm-full metrics --once"},
 			{[]string{"completion", "bash"}, "kfm-full completion bash"},
 			{[]string{"lock", "--chainset=edge"}, "kfm-full lock --chainset=edge"},
 			{[]string{"help", "agent"}, "kfm-full help agent"},
@@ -147,6 +148,7 @@ func TestLauncher(t *testing.T) {
 			{"lock", "--help"}, // kfm-core: the same flags as the complete CLI
 			{"agent", "--help"},
 			{"catalog", "--help"},
+			{"metrics", "--help"},
 		} {
 			var want, wantErr bytes.Buffer
 			wantCode := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &want, err: &wantErr})
@@ -163,6 +165,20 @@ func TestLauncher(t *testing.T) {
 			}
 			if code != wantCode || stdout.String() != want.String() || stderr.String() != wantErr.String() {
 				t.Errorf("kfm %s through the launcher: exit %d\n%s%s\nin-process: exit %d\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String(), wantCode, want.String(), wantErr.String())
+			}
+		}
+		// kfm-core run by itself says where the commands it lacks are.
+		for _, args := range [][]string{{"agent", "--source", "kubernetes"}, {"catalog", "build"}, {"metrics", "--help"}} {
+			var stderr bytes.Buffer
+			c := exec.Command(filepath.Join(dir, "kfm-core"), args...)
+			c.Stderr = &stderr
+			err := c.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+				t.Errorf("kfm-core %s: %v, want exit %d", strings.Join(args, " "), err, exitFailure)
+			}
+			if want := "kfm " + args[0] + " is not in kfm-core"; !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "kfm-full") {
+				t.Errorf("kfm-core %s: stderr does not say %q and name kfm-full: %s", strings.Join(args, " "), want, stderr.String())
 			}
 		}
 	})

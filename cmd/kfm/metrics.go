@@ -1,3 +1,5 @@
+//go:build !kfm_core
+
 package main
 
 import (

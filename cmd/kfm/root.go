@@ -122,7 +122,6 @@ inside the programs.`,
 		newVersionCommand(g),
 		newSearchCommand(g),
 		newShowCommand(g),
-		newMetricsCommand(g),
 		newPushLockCommand(g),
 	)
 	root.AddCommand(fullCommands(g)...)
