@@ -24,8 +24,8 @@ all: build
 # -buildvcs=auto: kfm version reports the commit it was built from (a
 # user-level GOFLAGS=-buildvcs=false would hide it; outside git it is a no-op).
 # bin/kfm is the launcher (cmd/kfm/launcher: version and --help in a few
-# milliseconds), which execs bin/kfm-core (cmd/kfm without the agent, the
-# catalog commands and kfm metrics: half the size) or bin/kfm-full (the complete CLI) for
+# milliseconds), which execs bin/kfm-core (cmd/kfm without the agent and
+# catalog commands: half the size) or bin/kfm-full (the complete CLI) for
 # every other command: install the three side by side (README, "Start-up").
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags '-s -w -extldflags=-static' -o bin/kfm-full ./cmd/kfm

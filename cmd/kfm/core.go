@@ -16,7 +16,7 @@ import (
 // a kfm-core run without the launcher or without kfm-full beside it.
 func fullCommands(*globals) []*cobra.Command {
 	var out []*cobra.Command
-	for _, name := range []string{"agent", "catalog", "metrics"} {
+	for _, name := range []string{"agent", "catalog"} {
 		out = append(out, &cobra.Command{
 			Use:                name,
 			Hidden:             true,

@@ -105,7 +105,6 @@ func TestLauncher(t *testing.T) {
 			{[]string{"lock"}, "kfm-core lock"},
 			{[]string{"--state-dir", "/x", "agent", "--source", "kubernetes"}, "kfm-full --state-dir /x agent --source kubernetes"},
 			{[]string{"catalog", "build"}, "kfm-full catalog build"},
-			{[]string{"metrics", "--once"}, "kfm-full metrics --once"},
 			{[]string{"completion", "bash"}, "kfm-full completion bash"},
 			{[]string{"lock", "--chainset=edge"}, "kfm-full lock --chainset=edge"},
 			{[]string{"help", "agent"}, "kfm-full help agent"},
@@ -148,7 +147,6 @@ func TestLauncher(t *testing.T) {
 			{"lock", "--help"}, // kfm-core: the same flags as the complete CLI
 			{"agent", "--help"},
 			{"catalog", "--help"},
-			{"metrics", "--help"},
 		} {
 			var want, wantErr bytes.Buffer
 			wantCode := run(context.Background(), args, stdio{in: strings.NewReader(""), out: &want, err: &wantErr})
@@ -168,7 +166,7 @@ func TestLauncher(t *testing.T) {
 			}
 		}
 		// kfm-core run by itself says where the commands it lacks are.
-		for _, args := range [][]string{{"agent", "--source", "kubernetes"}, {"catalog", "build"}, {"metrics", "--help"}} {
+		for _, args := range [][]string{{"agent", "--source", "kubernetes"}, {"catalog", "build"}} {
 			var stderr bytes.Buffer
 			c := exec.Command(filepath.Join(dir, "kfm-core"), args...)
 			c.Stderr = &stderr

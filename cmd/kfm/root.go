@@ -122,6 +122,7 @@ inside the programs.`,
 		newVersionCommand(g),
 		newSearchCommand(g),
 		newShowCommand(g),
+		newMetricsCommand(g),
 		newPushLockCommand(g),
 	)
 	root.AddCommand(fullCommands(g)...)

@@ -1,5 +1,3 @@
-//go:build !kfm_core
-
 package main
 
 import (

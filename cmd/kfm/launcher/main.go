@@ -4,16 +4,15 @@
 // by exec, so that the process, its exit status, signals and standard
 // streams are the CLI's own. The CLI is installed beside it twice:
 //
-//   - kfm-full, the complete CLI, for the command lines that name the agent,
-//     the catalog commands or kfm metrics, ask for shell completion, or use
-//     kfm lock --chainset (any argument "agent", "catalog", "metrics",
-//     "completion" or "--chainset...": a program that happens to be called
-//     so goes there too, which is only slower);
+//   - kfm-full, the complete CLI, for the command lines that name the agent
+//     or the catalog commands, ask for shell completion, or use kfm lock
+//     --chainset (any argument "agent", "catalog", "completion" or
+//     "--chainset...": a program that happens to be called so goes there
+//     too, which is only slower);
 //   - kfm-core, the CLI built with the tag kfm_core, for all others: it
-//     leaves out client-go, controller-runtime, the Markdown renderer and
-//     the Prometheus client, half of the binary, and with them about 20 MiB
-//     of resident memory and 20 ms of start-up per command (see
-//     cmd/kfm/full.go).
+//     leaves out client-go, controller-runtime and the Markdown renderer,
+//     half of the binary, and with them about 20 MiB of resident memory
+//     and 20 ms of start-up per command (see cmd/kfm/full.go).
 //
 // When the one chosen is missing the other runs (kfm-full can do
 // everything; kfm-core says which command it lacks).
@@ -61,7 +60,7 @@ const (
 func needsFull(args []string) bool {
 	for _, a := range args {
 		switch {
-		case a == "agent", a == "catalog", a == "metrics", a == "completion", strings.HasPrefix(a, "--chainset"):
+		case a == "agent", a == "catalog", a == "completion", strings.HasPrefix(a, "--chainset"):
 			return true
 		}
 	}
