@@ -19,7 +19,8 @@ import (
 //	         xdp-loader load IF OBJ; xdp-loader unload IF --all
 //
 // Each round starts from empty cache, config (policy.yaml only) and state
-// directories (oras pulls into an empty directory). The rounds alternate,
+// directories (oras pulls into an empty directory); the state directory is
+// on tmpfs, as kfm's default /run/kfm is. The rounds alternate,
 // so both see the same machine load. xdp-loader gets the run's private
 // bpffs (LIBXDP_BPFFS). On a host that refuses BPF_PROG_TYPE_EXT (this
 // project's development machines) libxdp's dispatcher cannot take the
@@ -37,10 +38,22 @@ func (b *bench) compare(rounds int) {
 	digest := b.digests["count"]
 	iface := b.pair.BIf
 	var kfmTimes, handTimes []time.Duration
+	// Each step's times, for the breakdown.
+	steps := map[string][]time.Duration{}
+	var order []string
+	step := func(name string, run func()) {
+		start := time.Now()
+		run()
+		if _, ok := steps[name]; !ok {
+			order = append(order, name)
+		}
+		steps[name] = append(steps[name], time.Since(start))
+	}
 	for i := range rounds {
 		dir := filepath.Join(b.Dir(), fmt.Sprintf("round%d", i))
-		for _, d := range []string{"cache", "conf", "state", "pull"} {
-			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+		state := filepath.Join(b.state, fmt.Sprintf("round%d", i))
+		for _, d := range []string{filepath.Join(dir, "cache"), filepath.Join(dir, "conf"), filepath.Join(dir, "pull"), state} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -53,29 +66,45 @@ func (b *bench) compare(rounds int) {
 		}
 		env := []string{
 			"KFM_CONFIG_DIR=" + filepath.Join(dir, "conf"),
-			"KFM_STATE_DIR=" + filepath.Join(dir, "state"),
+			"KFM_STATE_DIR=" + state,
 			"KFM_CACHE_DIR=" + filepath.Join(dir, "cache"),
 			"KFM_BPFFS=" + b.bpffs,
 			"DOCKER_CONFIG=" + filepath.Join(b.Dir(), "docker"),
 			"LIBXDP_BPFFS=" + b.bpffs,
 		}
 		start := time.Now()
-		b.inNS(env, b.kfm, "install", ref, "--iface", iface, "--name", "count")
-		b.inNS(env, b.kfm, "remove", "count", "--iface", iface)
+		step("kfm install", func() { b.inNS(env, b.kfm, "install", ref, "--iface", iface, "--name", "count") })
+		step("kfm remove", func() { b.inNS(env, b.kfm, "remove", "count", "--iface", iface) })
 		kfmTimes = append(kfmTimes, time.Since(start))
 
 		start = time.Now()
-		b.inNS(env, "oras", "pull", "--plain-http", ref, "-o", filepath.Join(dir, "pull"))
-		b.inNS(env, "cosign", "verify", "--key", b.pub, "--insecure-ignore-tlog=true", "--allow-http-registry", strings.Split(ref, ":1.0.0")[0]+"@"+digest)
-		b.inNS(env, "xdp-loader", "load", iface, filepath.Join(dir, "pull", filepath.Base(obj)))
-		b.inNS(env, "xdp-loader", "unload", iface, "--all")
+		step("oras pull", func() { b.inNS(env, "oras", "pull", "--plain-http", ref, "-o", filepath.Join(dir, "pull")) })
+		step("cosign verify", func() {
+			b.inNS(env, "cosign", "verify", "--key", b.pub, "--insecure-ignore-tlog=true", "--allow-http-registry", strings.Split(ref, ":1.0.0")[0]+"@"+digest)
+		})
+		step("xdp-loader load", func() { b.inNS(env, "xdp-loader", "load", iface, filepath.Join(dir, "pull", filepath.Base(obj))) })
+		step("xdp-loader unload", func() { b.inNS(env, "xdp-loader", "unload", iface, "--all") })
 		handTimes = append(handTimes, time.Since(start))
+
+		// The floor of a kfm command: starting the CLI (kfm-core's
+		// package initialisers), here for a command that fails at once.
+		step("kfm start-up (kfm-core, no work)", func() {
+			cmd := exec.CommandContext(b.ctx, "nsenter", "--net="+b.pair.B.Path(), filepath.Join(filepath.Dir(b.kfm), "kfm-core"), "version", "-o", "json")
+			cmd.Env = append(os.Environ(), env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("kfm-core version: %v: %s", err, out)
+			}
+		})
 	}
 	mk, mh := median(kfmTimes), median(handTimes)
 	fmt.Printf("install + remove of a signed registry program, cold cache, median of %d\n", rounds)
 	fmt.Printf("  kfm install + kfm remove                                   %7.1f ms\n", ms(mk))
 	fmt.Printf("  oras pull + cosign verify + xdp-loader load + unload       %7.1f ms\n", ms(mh))
 	fmt.Printf("  ratio kfm / by hand                                        %7.2f (goal <= 0.5)\n", float64(mk)/float64(mh))
+	fmt.Printf("each step, median\n")
+	for _, name := range order {
+		fmt.Printf("  %-58s %7.1f ms\n", name, ms(median(steps[name])))
+	}
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -78,6 +78,10 @@ type bench struct {
 	pair  *netns.Pair
 	bpffs string
 	conf  string
+	// state is kfm's state directory: on tmpfs, as kfm's default
+	// (/run/kfm) is, since it describes kernel objects that a reboot
+	// discards.
+	state string
 	reg   string
 	pub   string
 	n     int
@@ -164,6 +168,12 @@ func (b *bench) setup() {
 		b.Fatalf("mount bpffs: %v", err)
 	}
 	b.Cleanup(func() { unix.Unmount(b.bpffs, unix.MNT_DETACH) })
+	state, err := os.MkdirTemp("/run", "kfm-bench-state-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(state) })
+	b.state = state
 	b.conf = filepath.Join(b.Dir(), "etc-kfm")
 	if err := os.MkdirAll(b.conf, 0o755); err != nil {
 		b.Fatal(err)
@@ -289,7 +299,7 @@ func (b *bench) kfmOutput(args ...string) ([]byte, error) {
 func (b *bench) kfmEnv() []string {
 	return []string{
 		"KFM_CONFIG_DIR=" + b.conf,
-		"KFM_STATE_DIR=" + filepath.Join(b.Dir(), "state"),
+		"KFM_STATE_DIR=" + b.state,
 		"KFM_CACHE_DIR=" + filepath.Join(b.Dir(), "cache"),
 		"KFM_BPFFS=" + b.bpffs,
 		"KFM_PASSWORD=bench",
