@@ -41,17 +41,27 @@ func OpenPinnedMap(path string) (*MapFD, error) {
 	return m, nil
 }
 
-// mapFD checks that fd is a map's and reads its info.
-func mapFD(fd int) (*MapFD, error) {
-	// BPF_OBJ_GET opens a pinned program or link as well, and the kernel
-	// fills in the info of what the descriptor is: ask what it is.
+// kindOf returns what the BPF descriptor fd is, by the name of its anon
+// inode: "bpf-map", "bpf-prog", "bpf_link" and so on. BPF_OBJ_GET opens a
+// pinned map, program or link alike, and BPF_OBJ_GET_INFO_BY_FD fills in
+// the info of whatever the descriptor is, so callers ask first.
+func kindOf(fd int) (string, error) {
 	var buf [32]byte
 	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
 	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(string(buf[:n]), "anon_inode:"), nil
+}
+
+// mapFD checks that fd is a map's and reads its info.
+func mapFD(fd int) (*MapFD, error) {
+	kind, err := kindOf(fd)
+	if err != nil {
 		return nil, err
 	}
-	if kind := string(buf[:n]); kind != "anon_inode:bpf-map" {
-		return nil, fmt.Errorf("%w: it is %s", ErrNotMap, strings.TrimPrefix(kind, "anon_inode:"))
+	if kind != "bpf-map" {
+		return nil, fmt.Errorf("%w: it is %s", ErrNotMap, kind)
 	}
 	var mi mapInfo
 	if err := objGetInfo(fd, unsafe.Pointer(&mi), unsafe.Sizeof(mi)); err != nil {
@@ -130,29 +140,17 @@ type Program struct {
 // PinnedProgram reads the program pinned at path. A path that is not there
 // is an error wrapping fs.ErrNotExist.
 func PinnedProgram(path string) (Program, error) {
-	p, err := unix.BytePtrFromString(path)
+	fd, err := objGet(path)
 	if err != nil {
-		return Program{}, err
+		return Program{}, fmt.Errorf("open pin %s: %w", path, err)
 	}
-	attr := struct {
-		pathname  uint64
-		bpfFD     uint32
-		fileFlags uint32
-	}{pathname: uint64(uintptr(unsafe.Pointer(p)))}
-	r, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_OBJ_GET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	runtime.KeepAlive(p)
-	if errno != 0 {
-		return Program{}, fmt.Errorf("open pin %s: %w", path, errno)
-	}
-	fd := int(r)
 	defer unix.Close(fd)
-	var buf [32]byte
-	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
+	kind, err := kindOf(fd)
 	if err != nil {
 		return Program{}, fmt.Errorf("pin %s: %w", path, err)
 	}
-	if kind := string(buf[:n]); kind != "anon_inode:bpf-prog" {
-		return Program{}, fmt.Errorf("pin %s: %w: it is %s", path, ErrNotProgram, strings.TrimPrefix(kind, "anon_inode:"))
+	if kind != "bpf-prog" {
+		return Program{}, fmt.Errorf("pin %s: %w: it is %s", path, ErrNotProgram, kind)
 	}
 	return programOf(fd, path)
 }
