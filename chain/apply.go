@@ -211,6 +211,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 	}
 
 	var errs []error
+	var marks []pinCheck
 	for _, p := range plans {
 		if p.previous != nil && p.target.Netns != "" && p.previous.Name() == "dispatcher" {
 			// libxdp's Release goes by ifindex and could take another
@@ -254,6 +255,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		keep := map[string]bool{}
 		for _, e := range hs.Elements {
 			keep[e.Name] = true
+			marks = append(marks, pinCheck{target: p.target, element: e.Name, id: e.ProgramID})
 		}
 		if err := m.maps.gc(p.target, keep); err != nil {
 			errs = append(errs, fmt.Errorf("%s: remove maps of removed programs: %w", p.target, err))
@@ -265,6 +267,7 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		errs = append(errs, fmt.Errorf("write host state: %w", err))
 	}
 	m.step("state-saved")
+	m.rememberPins(ctx, marks)
 	return errors.Join(errs...)
 }
 

@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -27,10 +28,15 @@ import (
 //	<state>/pins-checked.json
 //
 // and not made again while all three are the same. As with git's index, a
-// directory modified less than a second before the check is not
-// remembered: bpffs keeps coarse timestamps, and a pin removed within the
-// same tick would not change it. The file is best effort: without it (or
-// with a state directory kfm cannot write) every check is made.
+// directory modified less than pinMarkMargin before the check is not
+// remembered: bpffs takes its timestamps from the kernel's coarse clock,
+// which is up to a scheduler tick (1 to 10 ms) behind, so a pin removed
+// within the same tick as the modification the check saw would not change
+// the time; a removal after a check made pinMarkMargin later always does.
+// An apply checks the elements it changed at its end (so that the status
+// or no-op apply that usually follows finds them remembered), a status or
+// apply the running ones. The file is best effort: without it (or with a
+// state directory kfm cannot write) every check is made.
 
 // pinMark is what a check that found every pin in place saw.
 type pinMark struct {
@@ -48,6 +54,11 @@ type pinMarks struct {
 }
 
 const pinMarksFile = "pins-checked.json"
+
+// pinMarkMargin is how long before a check an element directory must have
+// changed last for the check to be remembered: ten times the longest
+// scheduler tick (HZ=100), by which bpffs's coarse timestamps can lag.
+const pinMarkMargin = 100 * time.Millisecond
 
 func (m *Manager) pinMarksPath() string { return filepath.Join(m.state.dir, pinMarksFile) }
 
@@ -78,7 +89,7 @@ func dirMark(dir string, id ebpf.ProgramID) (pinMark, bool) {
 		return pinMark{}, false
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok || time.Since(st.ModTime()) < time.Second {
+	if !ok || time.Since(st.ModTime()) < pinMarkMargin {
 		return pinMark{}, false
 	}
 	return pinMark{ProgramID: id, Mtime: st.ModTime().UnixNano(), Ino: sys.Ino}, true
@@ -112,6 +123,22 @@ func (m *Manager) unpinned(t bpf.Target, element string, id ebpf.ProgramID) ([]s
 		pm.dropped = true
 	}
 	return names, missing
+}
+
+// rememberPins checks, at the end of an apply, the map pins of the elements
+// of the hooks it changed whose directories changed long enough ago to be
+// remembered (the pins of the others were made just now; checking them
+// would teach nothing), so that the status or no-op apply that usually
+// follows a large apply finds them remembered instead of checking every
+// element itself.
+func (m *Manager) rememberPins(ctx context.Context, checks []pinCheck) {
+	forEach(ctx, len(checks), func(i int) {
+		c := checks[i]
+		if _, ok := dirMark(m.maps.elementDir(c.target, c.element), c.id); ok {
+			m.unpinned(c.target, c.element, c.id)
+		}
+	})
+	m.savePinMarks()
 }
 
 // savePinMarks writes what this command learnt, when that changed the

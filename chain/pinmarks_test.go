@@ -46,7 +46,7 @@ func TestPinMarks(t *testing.T) {
 	}
 	id := loadMapUser(t, state1, 0)
 
-	// A directory changed less than a second ago is checked, not
+	// A directory changed less than pinMarkMargin ago is checked, not
 	// remembered.
 	if names, _ := m.unpinned(tgt, "counter", id); len(names) != 0 {
 		t.Fatalf("unpinned = %v with the map pinned", names)
