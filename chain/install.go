@@ -107,7 +107,11 @@ func (m *Manager) loadProject() (*Manifest, *Lock, error) {
 	return man, lk, nil
 }
 
-// saveProject writes kfm.yaml, then kfm.lock, each atomically.
+// saveProject writes kfm.yaml, then kfm.lock, each atomically, and keeps
+// their parses in the state directory (see parsed.go): the status or no-op
+// apply that usually follows a change then finds them there instead of
+// parsing a large lock itself (60 ms at 300 chains of 5, in the change's
+// seconds a small part).
 func (m *Manager) saveProject(man *Manifest, lk *Lock) error {
 	if man != nil {
 		b, err := man.Marshal()
@@ -117,6 +121,7 @@ func (m *Manager) saveProject(man *Manifest, lk *Lock) error {
 		if err := writeFileAtomic(m.manifestPath(), b, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", m.manifestPath(), err)
 		}
+		_, _ = m.loadManifest()
 	}
 	if lk != nil {
 		b, err := lk.Marshal()
@@ -126,6 +131,7 @@ func (m *Manager) saveProject(man *Manifest, lk *Lock) error {
 		if err := writeFileAtomic(m.lockPath(), b, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", m.lockPath(), err)
 		}
+		_, _ = m.loadLock()
 	}
 	return nil
 }

@@ -28,8 +28,9 @@ import (
 // types it decodes into (field names, types and tags), so that another
 // build of kfm never reads an entry it would misread. It holds only
 // successful parses; a file that fails to parse fails the same way every
-// time. Entries are written atomically and are best effort: a state
-// directory that cannot be written just means parsing every time.
+// time. A change that writes kfm.yaml or kfm.lock writes their entries
+// too (saveProject). Entries are written atomically and are best effort: a
+// state directory that cannot be written just means parsing every time.
 
 // parsedEntryPath is where the parse of the file at path is kept.
 func (m *Manager) parsedEntryPath(path string) string {

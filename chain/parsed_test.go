@@ -1,6 +1,8 @@
 package chain
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -136,6 +138,48 @@ func TestParsedEntries(t *testing.T) {
 		if _, err := m.loadManifest(); !errors.Is(err, ErrManifest) {
 			t.Fatalf("loadManifest of a broken kfm.yaml: %v, want ErrManifest", err)
 		}
+	}
+}
+
+// TestParsedEntriesOnSave: the files a change writes (saveProject) have
+// their entries written with them, holding what parsing them gives, so the
+// next command parses nothing.
+func TestParsedEntriesOnSave(t *testing.T) {
+	m := newParsedTestManager(t)
+	writeConf(t, m, "kfm.yaml", parsedTestManifest)
+	writeConf(t, m, "kfm.lock", parsedTestLock)
+	man, lk, err := m.loadProject()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk.Chains[0].Programs[0].Priority = 12
+	if err := m.saveProject(man, lk); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"kfm.yaml", "kfm.lock"} {
+		data, err := os.ReadFile(filepath.Join(m.configDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(m.parsedEntryPath(name))
+		if err != nil {
+			t.Fatalf("no entry for %s after saving it: %v", name, err)
+		}
+		sum := sha256.Sum256(data)
+		if !strings.HasPrefix(string(b), hex.EncodeToString(sum[:])+" ") {
+			t.Errorf("the entry of %s is not for the file just written", name)
+		}
+	}
+	got, err := m.loadLock()
+	if err != nil || got.Chains[0].Programs[0].Priority != 12 {
+		t.Errorf("loadLock after saving: %+v, %v; want priority 12", got, err)
+	}
+	want, err := LoadLock(m.lockPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the entry gives %+v, parsing the file %+v", got, want)
 	}
 }
 
