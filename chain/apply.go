@@ -246,9 +246,16 @@ func (m *Manager) applyOnce(ctx context.Context, st *State, specs []HookSpec) er
 		if len(hs.Elements) > 0 {
 			// Record the new root: the dispatcher's pins are named
 			// after it, and a root that runs on without its pins is
-			// recognised by it (see orphanRoot).
+			// recognised by it (see orphanRoot). And the XDP mode the
+			// chain runs in, which the next plan reads from the
+			// kernel when kfm.yaml names none: recording "" for the
+			// default made the first no-op apply after a new chain
+			// rewrite the state of every hook.
 			if c, err := p.backend.Current(ctx, p.target); err == nil && c != nil {
 				hs.RootID = c.RootID
+				if c.Mode != "" && !p.target.Hook.IsTC() {
+					hs.Mode = c.Mode
+				}
 			}
 		}
 		st.put(hs)
