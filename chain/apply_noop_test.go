@@ -15,8 +15,9 @@ import (
 )
 
 // TestNoopApplyWritesNothing: the apply after an apply of the same files
-// finds the host state as it would write it, whether kfm.yaml names the XDP
-// mode or leaves it to the default (the first no-op after a new chain used
+// finds the host state and kfm.lock as it would write them (and a lock
+// edited by hand is written again as kfm writes it), whether kfm.yaml names
+// the XDP mode or leaves it to the default (the first no-op after a new chain used
 // to rewrite the state of every hook, a third of its time at 300 chains,
 // because the apply recorded no mode and the next read "native" from the
 // kernel).
@@ -54,33 +55,53 @@ func TestNoopApplyWritesNothing(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(confDir, "kfm.yaml"), []byte(manifest), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			apply := func() {
+			apply := func() *chain.ApplyResult {
 				t.Helper()
 				m, err := chain.New(chain.Options{BPFFS: bpffs, StateDir: stateDir, ConfigDir: confDir, Backends: []chain.Backend{tailcall.New()}})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := m.Apply(context.Background(), chain.ApplyOptions{}); err != nil {
+				res, err := m.Apply(context.Background(), chain.ApplyOptions{})
+				if err != nil {
 					t.Fatal(err)
 				}
+				return res
 			}
 			apply()
 			t.Cleanup(func() {
 				os.WriteFile(filepath.Join(confDir, "kfm.yaml"), []byte("version: 1\nchains: []\n"), 0o644)
 				apply()
 			})
-			statePath := filepath.Join(stateDir, "state.json")
-			before, err := os.ReadFile(statePath)
-			if err != nil {
+			statePath, lockPath := filepath.Join(stateDir, "state.json"), filepath.Join(confDir, "kfm.lock")
+			read := func(path string) string {
+				t.Helper()
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(b)
+			}
+			state, lock := read(statePath), read(lockPath)
+			if res := apply(); res.LockChanged {
+				t.Errorf("the no-op apply says kfm.lock changed")
+			}
+			if after := read(statePath); after != state {
+				t.Errorf("the no-op apply changed %s:\n%s\nwas:\n%s", statePath, after, state)
+			}
+			if after := read(lockPath); after != lock {
+				t.Errorf("the no-op apply changed kfm.lock:\n%s\nwas:\n%s", after, lock)
+			}
+
+			// A lock edited by hand into another layout is written
+			// again as kfm writes it.
+			if err := os.WriteFile(lockPath, []byte("# a note\n"+lock), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			apply()
-			after, err := os.ReadFile(statePath)
-			if err != nil {
-				t.Fatal(err)
+			if res := apply(); !res.LockChanged {
+				t.Errorf("apply of a lock edited by hand does not say it rewrote it")
 			}
-			if string(after) != string(before) {
-				t.Errorf("the no-op apply changed %s:\n%s\nwas:\n%s", statePath, after, before)
+			if after := read(lockPath); after != lock {
+				t.Errorf("kfm.lock after apply:\n%s\nwant:\n%s", after, lock)
 			}
 		})
 	}

@@ -86,10 +86,15 @@ func readFileLimited(path string, limit int64) ([]byte, error) {
 
 // loadLock is LoadLock of kfm.lock, through the state directory's entry.
 func (m *Manager) loadLock() (*Lock, error) {
-	lk, _, err := loadParsed(m, m.lockPath(), func(name string, data []byte) (*Lock, error) {
+	lk, _, err := m.loadLockText()
+	return lk, err
+}
+
+// loadLockText is loadLock, and the file's bytes.
+func (m *Manager) loadLockText() (*Lock, []byte, error) {
+	return loadParsed(m, m.lockPath(), func(name string, data []byte) (*Lock, error) {
 		return ParseLock(name, bytes.NewReader(data))
 	})
-	return lk, err
 }
 
 // parsedManifest is a parsed kfm.yaml as its entry keeps it: with the

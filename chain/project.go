@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -92,7 +93,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		}
 		m.pruneFirst(st) // (updates st as it saves it)
 	}
-	man, lk, err := m.loadProject()
+	man, lk, lockText, err := m.loadProjectText()
 	if err != nil {
 		return nil, err
 	}
@@ -179,16 +180,24 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 	}
 
 	res := &ApplyResult{Lock: newLock}
+	var newText []byte
 	if !opts.Locked {
 		// apply --locked never rewrites kfm.lock (and encoding two
-		// locks of 300 chains was a third of a no-op's time).
-		oldText, _ := lk.Marshal()
-		newText, _ := newLock.Marshal()
-		res.LockChanged = string(oldText) != string(newText)
+		// locks of 300 chains was a third of a no-op's time). The new
+		// lock is encoded once, and compared with the file's bytes: a
+		// lock kfm wrote is its encoding (one edited by hand into
+		// another layout is written again, as kfm writes it).
+		if newText, err = newLock.Marshal(); err != nil {
+			return nil, err
+		}
+		if lockText == nil {
+			lockText, _ = lk.Marshal()
+		}
+		res.LockChanged = !bytes.Equal(lockText, newText)
 	}
 	if opts.LockOnly {
 		if !opts.DryRun && res.LockChanged {
-			if err := m.saveProject(nil, newLock); err != nil {
+			if err := m.saveProjectText(nil, newLock, newText); err != nil {
 				return nil, err
 			}
 		}
@@ -204,7 +213,7 @@ func (m *Manager) Apply(ctx context.Context, opts ApplyOptions) (*ApplyResult, e
 		return nil, err
 	}
 	if res.LockChanged && !opts.Locked {
-		if err := m.saveProject(nil, newLock); err != nil {
+		if err := m.saveProjectText(nil, newLock, newText); err != nil {
 			return nil, fmt.Errorf("the chains are applied, but: %w", err)
 		}
 	}
