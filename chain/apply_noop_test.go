@@ -23,35 +23,19 @@ import (
 // kernel).
 func TestNoopApplyWritesNothing(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	obj, err := programs.Object("xdp_count")
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := filepath.Join(t.TempDir(), "count.o")
-	if err := os.WriteFile(count, obj, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p := netns.NewPair(t)
 	for _, tc := range []struct{ name, mode, hook string }{
-		{"xdp, default mode", "", "xdp"},
-		{"xdp, skb mode", "    mode: skb\n", "xdp"},
+		{"xdp default mode", "", "xdp"},
+		{"xdp skb mode", "    mode: skb\n", "xdp"},
 		{"tc-ingress", "", "tc-ingress"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bpffs, stateDir, confDir := testenv.BPFFS(t), t.TempDir(), t.TempDir()
-			prog := "count"
-			path := count
+			prog, path := "count", exampleObject(t, "xdp_count")
 			if tc.hook != "xdp" {
-				tcObj, err := programs.Object("tc_count")
-				if err != nil {
-					t.Fatal(err)
-				}
-				path = filepath.Join(t.TempDir(), "tc_count.o")
-				if err := os.WriteFile(path, tcObj, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				path = exampleObject(t, "tc_count")
 			}
-			manifest := fmt.Sprintf("version: 1\nchains:\n  - interface: %s\n    netns: %s\n    hook: %s\n    backend: tailcall\n%s    programs:\n      - {name: %s, path: %s}\n", p.BIf, p.B.Name, tc.hook, tc.mode, prog, path)
+			manifest := fmt.Sprintf("version: 1\nchains:\n  - interface: %s\n    netns: %s\n    hook: %s\n    backend: tailcall\n%s    programs:\n      - {name: %s, path: %q}\n", p.BIf, p.B.Name, tc.hook, tc.mode, prog, path)
 			if err := os.WriteFile(filepath.Join(confDir, "kfm.yaml"), []byte(manifest), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -105,4 +89,19 @@ func TestNoopApplyWritesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exampleObject writes the example program name (examples/programs) to a
+// file of its own and returns its path.
+func exampleObject(t *testing.T, name string) string {
+	t.Helper()
+	obj, err := programs.Object(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".o")
+	if err := os.WriteFile(path, obj, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kfm-project/kfm/bpf/tailcall"
 	"github.com/kfm-project/kfm/chain"
-	"github.com/kfm-project/kfm/examples/programs"
 	"github.com/kfm-project/kfm/internal/netns"
 	"github.com/kfm-project/kfm/internal/testenv"
 )
@@ -27,14 +26,7 @@ import (
 func TestApplyRemembersPins(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	bpffs, stateDir, confDir := testenv.BPFFS(t), t.TempDir(), t.TempDir()
-	obj, err := programs.Object("xdp_count")
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := filepath.Join(t.TempDir(), "count.o")
-	if err := os.WriteFile(count, obj, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	count := exampleObject(t, "xdp_count")
 	p := netns.NewPair(t)
 	manifest := fmt.Sprintf("version: 1\nchains:\n  - interface: %s\n    netns: %s\n    hook: xdp\n    backend: tailcall\n    programs:\n      - {name: count, path: %s}\n", p.BIf, p.B.Name, count)
 	if err := os.WriteFile(filepath.Join(confDir, "kfm.yaml"), []byte(manifest), 0o644); err != nil {
