@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kfm-project/kfm/internal/faultproxy"
 	"github.com/kfm-project/kfm/internal/testregistry"
@@ -475,6 +476,86 @@ func TestPullTLSFaults(t *testing.T) {
 			}
 			if checkCache(t, c.Cache(), "") || len(cacheBlobs(t, c.Cache())) != 0 {
 				t.Error("cache not empty")
+			}
+		})
+	}
+}
+
+// Faults on the way to a bundle's signatures, fetched at the same time as
+// the bundle (PullOptions.Signatures): a signature blob cut off or a
+// referrers API that answers 503 is retried like a bundle's blob, and the
+// signature ends up in the cache whole; a bundle that fails ends the pull
+// at once with its own error, stopping a signature request the registry
+// holds open, and leaves no signature behind half written.
+func TestPullSignaturesUnderFaults(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	published, _ := publish(t, reg, "kfm/sigfaults", "1.0.0", registry.PackOptions{})
+	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: published.Digest, Size: published.Size}
+	sigLayer, refDesc := pushReferrer(t, reg, "kfm/sigfaults", subject, []byte(`{"stand-in":"`+strings.Repeat("s", 64<<10)+`"}`))
+	layerPath, sigPath := faultproxy.Blob(published.Manifest.Layers[0].Digest), faultproxy.Blob(sigLayer.Digest)
+	referrersPath := `^/v2/.+/referrers/`
+
+	for _, tc := range []struct {
+		name  string
+		rules []faultproxy.Rule
+		// wantIs: the pull fails with it; nil: it succeeds and the
+		// signature is cached.
+		wantIs error
+	}{
+		{name: "signature blob reset mid-way", rules: []faultproxy.Rule{{Method: "GET", Path: sigPath, Times: 1, Fault: faultproxy.Reset(sigLayer.Size / 2)}}},
+		{name: "referrers API 503 twice", rules: []faultproxy.Rule{{Method: "GET", Path: referrersPath, Times: 2, Fault: faultproxy.Status(503)}}},
+		{name: "bundle 404 while the signatures stall", wantIs: registry.ErrNotFound, rules: []faultproxy.Rule{
+			{Method: "GET", Path: layerPath, Fault: faultproxy.Status(404)},
+			{Method: "GET", Path: referrersPath, Fault: faultproxy.Stall(0)},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := faultproxy.Start(t, reg.Host(), faultproxy.Options{})
+			for _, r := range tc.rules {
+				p.Add(r)
+			}
+			policy := fastPolicy(newFakeClock())
+			// A stalled request that is not stopped would hold the
+			// pull for ten minutes.
+			policy.StallTimeout = 10 * time.Minute
+			c := newClient(t, nil, func(o *registry.Options) { o.Retry = policy })
+			ref := mustRef(t, p.Host()+"/kfm/sigfaults:1.0.0")
+			type result struct {
+				b   *registry.Bundle
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				b, err := c.Pull(ctx, ref, registry.PullOptions{Signatures: true})
+				done <- result{b, err}
+			}()
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(time.Minute):
+				t.Fatalf("the pull has not returned after a minute\nproxy saw: %+v", p.Requests())
+			}
+			checkCache(t, c.Cache(), sigLayer.Digest)
+			refs, _ := c.Cache().Referrers(ctx, subject, "")
+			if tc.wantIs != nil {
+				if !errors.Is(res.err, tc.wantIs) {
+					t.Fatalf("pull: %v, want %v", res.err, tc.wantIs)
+				}
+				t.Logf("error: %v", res.err)
+				return
+			}
+			if res.err != nil {
+				t.Fatalf("pull: %v\nproxy saw: %+v", res.err, p.Requests())
+			}
+			if res.b.Digest != published.Digest {
+				t.Errorf("pulled %s, want %s", res.b.Digest, published.Digest)
+			}
+			if len(refs) != 1 || refs[0].Digest != refDesc.Digest {
+				t.Errorf("cached referrers %v, want %s", refs, refDesc.Digest)
+			}
+			if data, err := c.Cache().FetchAll(ctx, sigLayer, 1<<20); err != nil || digest.FromBytes(data) != sigLayer.Digest {
+				t.Errorf("the cached signature is not whole: %v", err)
 			}
 		})
 	}
