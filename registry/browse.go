@@ -159,14 +159,8 @@ func (c *Client) PushArtifact(ctx context.Context, ref Reference, artifactType, 
 		desc ocispec.Descriptor
 		data []byte
 	}{{plain(layer), data}, {manifest.Config, empty.Data}} {
-		ok, err := repo.Exists(ctx, bl.desc)
-		if err != nil {
+		if err := pushIfMissing(ctx, repo, bl.desc, bl.data); err != nil {
 			return Reference{}, classify(err, ref.String(), ref.Registry)
-		}
-		if !ok {
-			if err := repo.Push(ctx, bl.desc, bytes.NewReader(bl.data)); err != nil {
-				return Reference{}, classify(err, ref.String(), ref.Registry)
-			}
 		}
 	}
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(mj), Size: int64(len(mj))}

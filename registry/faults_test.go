@@ -560,3 +560,63 @@ func TestPullSignaturesUnderFaults(t *testing.T) {
 		})
 	}
 }
+
+// Faults while publishing, between kfm and a real registry: a blob upload or
+// a manifest that the registry answers with 503 is sent again; an upload or a
+// manifest whose answer is lost (the registry did the work, the client never
+// heard) ends as published all the same; a registry that keeps failing the
+// manifest fails the publish with an error naming it, and the tag does not
+// exist. What a successful publish leaves pulls back byte for byte.
+func TestPublishUnderRegistryFaults(t *testing.T) {
+	uploads := `^/v2/.+/blobs/uploads/`
+	manifests := faultproxy.Manifests
+	for _, tc := range []struct {
+		name   string
+		rules  []faultproxy.Rule
+		wantIs error
+	}{
+		{name: "blob upload 503 once", rules: []faultproxy.Rule{{Method: "PUT", Path: uploads, Times: 1, Fault: faultproxy.Status(503)}}},
+		{name: "blob upload answer lost", rules: []faultproxy.Rule{{Method: "PUT", Path: uploads, Times: 1, Fault: faultproxy.LoseResponse()}}},
+		{name: "upload session answer lost", rules: []faultproxy.Rule{{Method: "POST", Path: uploads, Times: 1, Fault: faultproxy.LoseResponse()}}},
+		{name: "manifest 503 twice", rules: []faultproxy.Rule{{Method: "PUT", Path: manifests, Times: 2, Fault: faultproxy.Status(503)}}},
+		{name: "manifest answer lost", rules: []faultproxy.Rule{{Method: "PUT", Path: manifests, Times: 1, Fault: faultproxy.LoseResponse()}}},
+		{name: "manifest 500 every time", wantIs: registry.ErrUnavailable, rules: []faultproxy.Rule{{Method: "PUT", Path: manifests, Fault: faultproxy.Status(500)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			reg := testregistry.Start(t, testregistry.Options{})
+			p := faultproxy.Start(t, reg.Host(), faultproxy.Options{})
+			for _, r := range tc.rules {
+				p.Add(r)
+			}
+			c := newClient(t, nil, func(o *registry.Options) { o.Retry = fastPolicy(newFakeClock()) })
+			b := pack(t, registry.PackOptions{})
+			ref := mustRef(t, p.Host()+"/kfm/pubfaults:1.0.0")
+			pinned, err := c.Publish(ctx, b, ref)
+			direct := newClient(t, reg)
+			if tc.wantIs != nil {
+				if !errors.Is(err, tc.wantIs) || !strings.Contains(err.Error(), p.Host()) {
+					t.Fatalf("publish: %v, want %v naming %s", err, tc.wantIs, p.Host())
+				}
+				t.Logf("error: %v", err)
+				if _, err := direct.Pull(ctx, mustRef(t, reg.Ref("kfm/pubfaults", "1.0.0")), registry.PullOptions{}); !errors.Is(err, registry.ErrNotFound) {
+					t.Errorf("after a failed publish the tag pulls: %v, want ErrNotFound", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("publish: %v\nproxy saw: %+v", err, p.Requests())
+			}
+			if pinned.Digest != b.Digest {
+				t.Errorf("published %s, want %s", pinned.Digest, b.Digest)
+			}
+			got, err := direct.Pull(ctx, mustRef(t, reg.Ref("kfm/pubfaults", "1.0.0")), registry.PullOptions{})
+			if err != nil {
+				t.Fatalf("pull of what was published: %v", err)
+			}
+			if got.Digest != b.Digest || !bytes.Equal(got.Object, b.Object) {
+				t.Errorf("the registry holds %s, want %s with the same object", got.Digest, b.Digest)
+			}
+		})
+	}
+}

@@ -68,12 +68,21 @@ func (c *Client) PushLock(ctx context.Context, ref Reference, lock []byte, befor
 	return desc, nil
 }
 
+// pushIfMissing pushes data as desc unless t holds it. An upload whose
+// answer was lost may have taken effect (sent again, its session is gone:
+// 404), so after a failed push t is asked again whether it holds desc.
 func pushIfMissing(ctx context.Context, t oras.Target, desc ocispec.Descriptor, data []byte) error {
 	ok, err := t.Exists(ctx, desc)
 	if err != nil || ok {
 		return err
 	}
-	return t.Push(ctx, desc, bytes.NewReader(data))
+	if err := t.Push(ctx, desc, bytes.NewReader(data)); err != nil {
+		if ok, xerr := t.Exists(ctx, desc); xerr == nil && ok {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 // ResolveLock resolves ref (a tag) to the manifest it names now.

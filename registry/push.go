@@ -34,14 +34,7 @@ func (c *Client) Publish(ctx context.Context, b *Bundle, ref Reference) (Referen
 	}
 	uploads = append(uploads, upload{b.Manifest.Config, b.configJSON})
 	for _, bl := range uploads {
-		ok, err := repo.Exists(ctx, bl.desc)
-		if err != nil {
-			return Reference{}, classify(err, ref.String(), ref.Registry)
-		}
-		if ok {
-			continue
-		}
-		if err := repo.Push(ctx, plain(bl.desc), bytes.NewReader(bl.data)); err != nil {
+		if err := pushIfMissing(ctx, repo, plain(bl.desc), bl.data); err != nil {
 			return Reference{}, classify(err, ref.String(), ref.Registry)
 		}
 	}

@@ -262,6 +262,15 @@ func (p *Proxy) forward(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	out.Header = req.Header.Clone()
+	// As a reverse proxy in front of a registry does: the registry builds
+	// the URLs it answers with (an upload's Location) for the host the
+	// client asked.
+	out.Header.Set("X-Forwarded-Host", req.Host)
+	proto := "http"
+	if p.tls {
+		proto = "https"
+	}
+	out.Header.Set("X-Forwarded-Proto", proto)
 	out.ContentLength = req.ContentLength
 	return p.client.Do(out)
 }

@@ -107,6 +107,23 @@ func Stall(after int64) Fault {
 	}, keepLength)
 }
 
+// LoseResponse forwards the request, so the registry does what it asks, and
+// closes the connection without answering: the client cannot tell whether
+// an upload or a tag took effect.
+func LoseResponse() Fault {
+	return faultFunc{"lose the response", func(p *Proxy, w http.ResponseWriter, req *http.Request) {
+		if resp, err := p.forward(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		conn, _, err := hijack(w)
+		if err != nil {
+			return
+		}
+		conn.Close()
+	}}
+}
+
 // Redirect answers 307 Temporary Redirect to base (scheme://host) with the
 // request's path and query, as Distribution does when blobs live in
 // object storage.
