@@ -310,11 +310,15 @@ func appendLegacy(ctx context.Context, dst oras.GraphTarget, tagRef string, laye
 	return mDesc, nil
 }
 
-// pushBlob pushes data unless dst already has it.
-func pushBlob(ctx context.Context, dst content.Pusher, mediaType string, data []byte) (ocispec.Descriptor, error) {
+// pushBlob pushes data unless dst already has it. An upload whose answer
+// was lost may have taken effect (sent again, its session is gone: 404), so
+// after a failed push dst is asked whether it holds the blob.
+func pushBlob(ctx context.Context, dst content.Storage, mediaType string, data []byte) (ocispec.Descriptor, error) {
 	desc := content.NewDescriptorFromBytes(mediaType, data)
 	if err := dst.Push(ctx, desc, bytes.NewReader(data)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
-		return ocispec.Descriptor{}, err
+		if ok, xerr := dst.Exists(ctx, desc); xerr != nil || !ok {
+			return ocispec.Descriptor{}, err
+		}
 	}
 	return desc, nil
 }

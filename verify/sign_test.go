@@ -5,6 +5,9 @@ import (
 	"errors"
 	"testing"
 
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/kfm-project/kfm/internal/faultproxy"
 	"github.com/kfm-project/kfm/internal/testregistry"
 )
 
@@ -33,6 +36,40 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 			}
 			if len(res.Signatures) != 1 || !res.Signatures[0].Verified || res.Signatures[0].Format != format {
 				t.Fatalf("signatures: %+v", res.Signatures)
+			}
+		})
+	}
+}
+
+// TestSignAnswerLost: a signature upload whose answer the client never gets
+// (the registry stored the blob; faultproxy hangs up without answering)
+// still signs: Sign asks the registry whether it holds the blob.
+func TestSignAnswerLost(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{})
+	p := faultproxy.Start(t, reg.Host(), faultproxy.Options{})
+	key := newTestKey(t)
+	for _, format := range []Format{FormatBundle, FormatLegacy} {
+		t.Run(string(format), func(t *testing.T) {
+			name := "net/answer-lost-" + string(format)
+			direct, _ := testRepo(t, reg, name)
+			desc := pushArtifact(t, direct, "1.0.0", nil)
+			p.Clear()
+			p.Add(faultproxy.Rule{Method: "PUT", Path: `^/v2/.+/blobs/uploads/`, Times: 1, Fault: faultproxy.LoseResponse()})
+			repo, err := remote.NewRepository(p.Host() + "/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo.PlainHTTP = true
+			ref := p.Host() + "/" + name
+			if _, err := Sign(ctx, repo, ref+":1.0.0", desc, key.priv, SignOptions{Format: format}); err != nil {
+				t.Fatalf("sign with the first upload's answer lost: %v", err)
+			}
+			if n := len(p.Requests()); n == 0 {
+				t.Fatal("nothing went through the proxy")
+			}
+			if _, err := Verify(ctx, repo, ref+":1.0.0", desc, keyPolicy(key.pub), nil); err != nil {
+				t.Fatalf("verify: %v", err)
 			}
 		})
 	}
