@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kfm-project/kfm/chain"
+	"github.com/kfm-project/kfm/internal/faultproxy"
 	"golang.org/x/sys/unix"
 )
 
@@ -468,4 +469,53 @@ func TestAgentPolicyChange(t *testing.T) {
 	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
 		t.Errorf("program IDs after the signer is trusted again: %v, before %v", now, ids)
 	}
+}
+
+// TestAgentOCILockRegistryDown: the registry that serves the lock goes down
+// (every request answered 503, through faultproxy) while its tag moves. The
+// agent logs the failed checks, refuses nothing, and keeps the running chain
+// (the same program IDs, the same traffic); when the registry is back it
+// follows the moved tag.
+func TestAgentOCILockRegistryDown(t *testing.T) {
+	h := newHost(t)
+	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
+	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
+	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	// The agent reads the lock through the proxy; pushes go straight to
+	// the registry.
+	p := faultproxy.Start(t, h.reg.Host(), faultproxy.Options{})
+	h.writeConfig("policy.yaml", fmt.Sprintf("version: 1\nrules:\n  - match: '%s/**'\n    keys: [%s]\n  - match: '%s/**'\n    keys: [%s]\n", h.reg.Host(), h.pub, p.Host(), h.pub))
+	h.writeProject([]string{h.iface}, count)
+	h.mustKFM("push-lock", h.reg.Ref("fleet/edge", "prod"), "--key", h.key)
+	a := h.startAgent("--source", "oci://"+p.Host()+"/fleet/edge:prod", "--poll-interval", "200ms", "--registry-attempts", "1")
+	logs := a.stderr.String
+	h.eventually(20*time.Second, "the agent applies the pushed lock", func() bool {
+		names, _ := h.xdpChain(h.iface)
+		return slices.Equal(names, []string{"count"})
+	}, logs)
+	_, ids := h.xdpChain(h.iface)
+
+	p.Add(faultproxy.Rule{Fault: faultproxy.Status(503)})
+	down := strings.Count(logs(), `"msg":"check lock"`)
+	h.writeProject([]string{h.iface}, count, filter)
+	h.mustKFM("push-lock", h.reg.Ref("fleet/edge", "prod"), "--key", h.key)
+	h.eventually(20*time.Second, "the agent logs two failed checks", func() bool {
+		return strings.Count(logs(), `"msg":"check lock"`) >= down+2
+	}, logs)
+	if n := a.metric(`kfm_source_refusals_total{reason="signature"}`); n != 0 {
+		t.Errorf("the agent refused %v locks while the registry was down", n)
+	}
+	if _, now := h.xdpChain(h.iface); !slices.Equal(now, ids) {
+		t.Errorf("program IDs while the registry is down: %v, before %v", now, ids)
+	}
+	if got := h.traffic(10, 7777); got[7777] != 10 {
+		t.Errorf("while the registry is down: %d of 10 datagrams to port 7777 went through the running chain", got[7777])
+	}
+
+	p.Clear()
+	h.eventually(30*time.Second, "the agent follows the moved tag once the registry is back", func() bool {
+		names, _ := h.xdpChain(h.iface)
+		return slices.Equal(names, []string{"count", "portfilter"})
+	}, logs)
 }
