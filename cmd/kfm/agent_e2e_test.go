@@ -182,12 +182,20 @@ func (h *host) writeProject(ifaces []string, progs ...agentProg) {
 	h.mustKFM("lock")
 }
 
-func TestAgentConfigDir(t *testing.T) {
-	h := newHost(t)
-	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
-	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
+// newAgentHost is a host with two programs published for the agent's
+// chains: count, and portfilter on port 7777.
+func newAgentHost(t *testing.T) (h *host, count, filter agentProg) {
+	t.Helper()
+	h = newHost(t)
+	count = agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
+	filter = agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
 	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
 	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	return h, count, filter
+}
+
+func TestAgentConfigDir(t *testing.T) {
+	h, count, filter := newAgentHost(t)
 	hotplug := "kfmhp" + strconv.Itoa(int(time.Now().UnixNano()%100000))
 	h.writeProject([]string{h.iface, hotplug}, count)
 
@@ -319,11 +327,7 @@ func TestAgentConfigDir(t *testing.T) {
 }
 
 func TestAgentOCILock(t *testing.T) {
-	h := newHost(t)
-	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
-	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
-	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
-	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h, count, filter := newAgentHost(t)
 	lockRef := h.reg.Ref("fleet/edge", "prod")
 	push := func(extra ...string) {
 		t.Helper()
@@ -477,11 +481,7 @@ func TestAgentPolicyChange(t *testing.T) {
 // (the same program IDs, the same traffic); when the registry is back it
 // follows the moved tag.
 func TestAgentOCILockRegistryDown(t *testing.T) {
-	h := newHost(t)
-	count := agentProg{"count", h.reg.Ref("net/count", "1.0.0"), ""}
-	filter := agentProg{"portfilter", h.reg.Ref("net/portfilter", "1.0.0"), "port: '7777'"}
-	h.publish(samplesDir+"xdp_count.o", "net/count", "1.0.0", "")
-	h.publish(samplesDir+"xdp_portfilter.o", "net/portfilter", "1.0.0", "")
+	h, count, filter := newAgentHost(t)
 	// The agent reads the lock through the proxy; pushes go straight to
 	// the registry.
 	p := faultproxy.Start(t, h.reg.Host(), faultproxy.Options{})
